@@ -1,0 +1,67 @@
+import { randomUUID } from 'node:crypto';
+import { Module, type DynamicModule } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import type { IncomingMessage } from 'node:http';
+import { LoggerModule } from 'nestjs-pino';
+import { ChatModule } from '../chat/chat.module';
+import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { ProblemFilter } from '../common/errors';
+import { INSTANCE_ID } from '../common/instance';
+import { LifecycleModule } from '../common/lifecycle.module';
+import { RedisModule } from '../common/redis/redis.module';
+import { HealthModule } from '../health/health.module';
+import { MetricsModule } from '../metrics/metrics.module';
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Keeps the id nginx (or the client) sent, so one id follows a request through every log. */
+export function requestIdOf(req: IncomingMessage): string {
+  const h = req.headers['x-request-id'];
+  const v = Array.isArray(h) ? h[0] : h;
+  return v !== undefined && REQUEST_ID.test(v) ? v : randomUUID();
+}
+
+@Module({})
+export class AppModule {
+  static forRoot(config: GatewayConfig, instanceId: string): DynamicModule {
+    return {
+      module: AppModule,
+      global: true,
+      imports: [
+        LoggerModule.forRoot({
+          pinoHttp: {
+            level: config.LOG_LEVEL,
+            base: { instanceId, pid: process.pid },
+            genReqId: (req, res) => {
+              const id = requestIdOf(req);
+              res.setHeader('X-Request-Id', id);
+              return id;
+            },
+            // Health and metrics polls would drown the events that matter.
+            autoLogging: { ignore: (req) => /^\/(health|metrics)/.test(req.url ?? '') },
+            redact: ['req.headers.authorization', 'req.headers.cookie'],
+            serializers: {
+              req: (req: { id: string; method: string; url: string; remoteAddress?: string }) => ({
+                id: req.id,
+                method: req.method,
+                url: req.url,
+                remoteAddress: req.remoteAddress,
+              }),
+            },
+          },
+        }),
+        LifecycleModule,
+        RedisModule,
+        MetricsModule,
+        HealthModule,
+        ChatModule,
+      ],
+      providers: [
+        { provide: GATEWAY_CONFIG, useValue: config },
+        { provide: INSTANCE_ID, useValue: instanceId },
+        { provide: APP_FILTER, useClass: ProblemFilter },
+      ],
+      exports: [GATEWAY_CONFIG, INSTANCE_ID],
+    };
+  }
+}

@@ -1,0 +1,30 @@
+import type { INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import { json, type NextFunction, type Request, type Response } from 'express';
+import { Logger } from 'nestjs-pino';
+import type { GatewayConfig } from '../common/config/config';
+import { sendProblem, toProblem } from '../common/errors';
+import { AppModule } from './app.module';
+
+/** Builds the Nest app for one instance; main.ts and the integration tests share it. */
+export async function createApp(config: GatewayConfig, instanceId: string): Promise<INestApplication> {
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, instanceId), {
+    bodyParser: false,
+    bufferLogs: true,
+  });
+  app.useLogger(app.get(Logger));
+  app.set('trust proxy', config.TRUST_PROXY);
+  app.disable('x-powered-by');
+  app.use((_req: Request, res: Response, next: NextFunction) => {
+    res.setHeader('X-Instance-Id', instanceId);
+    next();
+  });
+  const parse = json({ limit: config.BODY_MAX_BYTES, strict: true, type: 'application/json' });
+  // Parser errors happen before any route, so they are mapped here, by the same toProblem.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    parse(req, res, (err?: unknown) => (err ? sendProblem(res, toProblem(err), req.originalUrl) : next()));
+  });
+  app.enableShutdownHooks();
+  return app;
+}

@@ -1,0 +1,94 @@
+import type { Response } from 'express';
+import { SSE_PING, sseEvent } from './sse';
+
+/** Bytes a client may leave unread before it counts as stuck and is cut off. */
+const MAX_UNREAD_BYTES = 512 * 1024;
+
+export type CloseReason = 'client' | 'deleted' | 'draining' | 'slow_client' | 'error';
+
+export interface LocalStream {
+  readonly sessionId: string;
+  readonly res: Response;
+  readonly openedAt: number;
+  /** Set once the stream ended, with why. */
+  closeReason?: CloseReason;
+}
+
+/**
+ * The SSE streams this instance holds. One timer pings them all: no timer per session, so
+ * 1,000 idle streams cost one wake-up per interval.
+ */
+export class StreamHub {
+  private readonly streams = new Map<string, LocalStream>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(pingMs: number) {
+    this.timer = setInterval(() => this.pingAll(), pingMs);
+    this.timer.unref();
+  }
+
+  get size(): number {
+    return this.streams.size;
+  }
+
+  add(sessionId: string, res: Response): LocalStream {
+    const s: LocalStream = { sessionId, res, openedAt: Date.now() };
+    this.streams.set(sessionId, s);
+    return s;
+  }
+
+  get(sessionId: string): LocalStream | undefined {
+    return this.streams.get(sessionId);
+  }
+
+  has(sessionId: string): boolean {
+    return this.streams.has(sessionId);
+  }
+
+  /** Writes one event; false when the session is not here or the stream is gone. */
+  send(sessionId: string, event: string, data: unknown): boolean {
+    const s = this.streams.get(sessionId);
+    if (!s) return false;
+    return this.write(s, sseEvent(event, data));
+  }
+
+  /** Ends a stream from the server side. The response's close handler does the clean-up. */
+  end(sessionId: string, reason: CloseReason, finalEvent?: { event: string; data: unknown }): boolean {
+    const s = this.streams.get(sessionId);
+    if (!s) return false;
+    s.closeReason ??= reason;
+    if (finalEvent && !s.res.writableEnded) s.res.write(sseEvent(finalEvent.event, finalEvent.data));
+    s.res.end();
+    return true;
+  }
+
+  /** Forgets a stream; returns it once, so clean-up runs exactly once per stream. */
+  remove(sessionId: string): LocalStream | undefined {
+    const s = this.streams.get(sessionId);
+    if (s) this.streams.delete(sessionId);
+    return s;
+  }
+
+  ids(): string[] {
+    return [...this.streams.keys()];
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private write(s: LocalStream, chunk: string): boolean {
+    if (s.res.writableEnded || s.res.destroyed) return false;
+    if (s.res.writableLength > MAX_UNREAD_BYTES) {
+      s.closeReason ??= 'slow_client';
+      s.res.destroy();
+      return false;
+    }
+    s.res.write(chunk);
+    return true;
+  }
+
+  private pingAll(): void {
+    for (const s of this.streams.values()) this.write(s, SSE_PING);
+  }
+}

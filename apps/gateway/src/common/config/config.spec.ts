@@ -1,0 +1,39 @@
+import { ConfigError, loadConfig } from './config';
+
+describe('loadConfig', () => {
+  it('gives the documented defaults for an empty environment', () => {
+    const c = loadConfig({});
+    expect(c.PORT).toBe(3000);
+    expect(c.REDIS_URL).toBe('redis://127.0.0.1:6379');
+    expect(c.GATEWAY_WORKERS).toBe(1);
+    expect(c.SSE_PING_MS).toBe(15_000);
+    expect(c.QUESTION_MAX_CHARS).toBe(4_000);
+    expect(c.BODY_MAX_BYTES).toBe(16_384);
+  });
+
+  it('coerces numbers and treats empty strings as unset', () => {
+    const c = loadConfig({ PORT: '8081', GATEWAY_WORKERS: '', SSE_PING_MS: '500' });
+    expect(c.PORT).toBe(8081);
+    expect(c.GATEWAY_WORKERS).toBe(1);
+    expect(c.SSE_PING_MS).toBe(500);
+  });
+
+  it('reports every bad value at once', () => {
+    let err: unknown;
+    try {
+      loadConfig({ PORT: 'eighty', REDIS_URL: 'http://x', SSE_PING_MS: '60000', LOG_LEVEL: 'loud' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems.join('\n');
+    for (const key of ['PORT', 'REDIS_URL', 'SSE_PING_MS', 'LOG_LEVEL']) {
+      expect(problems).toContain(`${key}=`);
+    }
+    expect((err as ConfigError).problems).toHaveLength(4);
+  });
+
+  it('refuses an instance name that would break key and channel names', () => {
+    expect(() => loadConfig({ INSTANCE_NAME: 'a b' })).toThrow(ConfigError);
+  });
+});

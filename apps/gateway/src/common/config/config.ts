@@ -1,0 +1,54 @@
+import { z } from 'zod';
+
+const int = (def: number, min: number, max: number) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+
+/** Every setting of the gateway, read from the environment once at boot. Documented in README.md. */
+const schema = z.object({
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: int(3000, 0, 65535),
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
+  GATEWAY_WORKERS: int(1, 1, 64),
+  INSTANCE_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,40}$/, 'letters, digits, _ . - only, at most 40')
+    .optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  TRUST_PROXY: z.string().min(1).default('loopback'),
+  SSE_PING_MS: int(15_000, 100, 15_000),
+  QUESTION_MAX_CHARS: int(4_000, 1, 100_000),
+  BODY_MAX_BYTES: int(16_384, 256, 1_048_576),
+  QUESTION_DEADLINE_MS: int(30_000, 100, 600_000),
+  SESSION_MAX_MS: int(1_800_000, 1_000, 86_400_000),
+  AI_QUESTION_STREAM: z.string().min(1).default('td:questions'),
+  AI_QUESTION_STREAM_MAXLEN: int(100_000, 100, 10_000_000),
+  SHUTDOWN_GRACE_MS: int(5_000, 0, 120_000),
+});
+
+export type GatewayConfig = Readonly<z.infer<typeof schema>>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Validates the whole environment and reports every bad value in one error. */
+export function loadConfig(env: NodeJS.ProcessEnv): GatewayConfig {
+  // An empty variable means "not set", as a shell user expects from `FOO= npm start`.
+  const present = Object.fromEntries(
+    Object.keys(schema.shape)
+      .filter((k) => env[k] !== undefined && env[k] !== '')
+      .map((k) => [k, env[k]]),
+  );
+  const parsed = schema.safeParse(present);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => `${i.path.join('.')}=${JSON.stringify(env[String(i.path[0])])}: ${i.message}`),
+    );
+  }
+  return Object.freeze(parsed.data);
+}
+
+export const GATEWAY_CONFIG = Symbol('GATEWAY_CONFIG');

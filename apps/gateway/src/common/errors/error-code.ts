@@ -1,0 +1,51 @@
+/** Stable codes clients can rely on; each maps to one HTTP status in ERROR_STATUS. */
+export enum ErrorCode {
+  BadJson = 'bad_json',
+  BadRequest = 'bad_request',
+  MissingToken = 'missing_token',
+  InvalidToken = 'invalid_token',
+  SessionNotFound = 'session_not_found',
+  NotFound = 'not_found',
+  QuestionInFlight = 'question_in_flight',
+  QuestionTooLarge = 'question_too_large',
+  BodyTooLarge = 'body_too_large',
+  UnsupportedMediaType = 'unsupported_media_type',
+  MethodNotAllowed = 'method_not_allowed',
+  RedisUnavailable = 'redis_unavailable',
+  Draining = 'draining',
+  Internal = 'internal',
+}
+
+export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = {
+  [ErrorCode.BadJson]: 400,
+  [ErrorCode.BadRequest]: 400,
+  [ErrorCode.MissingToken]: 401,
+  [ErrorCode.InvalidToken]: 403,
+  [ErrorCode.SessionNotFound]: 404,
+  [ErrorCode.NotFound]: 404,
+  [ErrorCode.MethodNotAllowed]: 405,
+  [ErrorCode.QuestionInFlight]: 409,
+  [ErrorCode.QuestionTooLarge]: 413,
+  [ErrorCode.BodyTooLarge]: 413,
+  [ErrorCode.UnsupportedMediaType]: 415,
+  [ErrorCode.Internal]: 500,
+  [ErrorCode.RedisUnavailable]: 503,
+  [ErrorCode.Draining]: 503,
+};
+
+export const ERROR_TITLE: Readonly<Record<ErrorCode, string>> = {
+  [ErrorCode.BadJson]: 'Body is not valid JSON',
+  [ErrorCode.BadRequest]: 'Bad request',
+  [ErrorCode.MissingToken]: 'Bearer token required',
+  [ErrorCode.InvalidToken]: 'Token does not match the session',
+  [ErrorCode.SessionNotFound]: 'Unknown or closed session',
+  [ErrorCode.NotFound]: 'Not found',
+  [ErrorCode.MethodNotAllowed]: 'Method not allowed',
+  [ErrorCode.QuestionInFlight]: 'A question is already in flight on this session',
+  [ErrorCode.QuestionTooLarge]: 'Question too large',
+  [ErrorCode.BodyTooLarge]: 'Body too large',
+  [ErrorCode.UnsupportedMediaType]: 'Body must be application/json',
+  [ErrorCode.Internal]: 'Internal error',
+  [ErrorCode.RedisUnavailable]: 'Shared state unavailable',
+  [ErrorCode.Draining]: 'Instance is shutting down',
+};

@@ -1,0 +1,71 @@
+import { HttpException } from '@nestjs/common';
+import { ERROR_STATUS, ERROR_TITLE, ErrorCode } from './error-code';
+import { GatewayException } from './gateway.exception';
+
+/** RFC 9457 problem details plus our stable code. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ErrorCode;
+  instance?: string;
+}
+
+export interface ProblemResponse {
+  status: number;
+  body: Problem;
+  headers: Record<string, string>;
+}
+
+// body-parser marks its errors with a `type`; they arrive before any handler runs.
+interface BodyParserError {
+  type?: string;
+  status?: number;
+  message?: string;
+}
+
+function fromCode(code: ErrorCode, detail: string, headers: Record<string, string> = {}): ProblemResponse {
+  const status = ERROR_STATUS[code];
+  return {
+    status,
+    headers,
+    body: { type: `https://traffic-dam.dev/problems/${code}`, title: ERROR_TITLE[code], status, detail, code },
+  };
+}
+
+/** The one place where an error becomes an HTTP status, headers and a problem body. */
+export function toProblem(err: unknown): ProblemResponse {
+  if (err instanceof GatewayException) {
+    const headers = { ...err.options.headers };
+    if (err.options.retryAfterSec !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.options.retryAfterSec)));
+    if (err.code === ErrorCode.MissingToken) headers['WWW-Authenticate'] = 'Bearer';
+    if (err.code === ErrorCode.InvalidToken) headers['WWW-Authenticate'] = 'Bearer error="invalid_token"';
+    return fromCode(err.code, err.detail, headers);
+  }
+  const bp = err as BodyParserError;
+  if (bp && typeof bp === 'object' && typeof bp.type === 'string') {
+    switch (bp.type) {
+      case 'entity.parse.failed':
+        return fromCode(ErrorCode.BadJson, 'The body could not be parsed as JSON.');
+      case 'entity.too.large':
+        return fromCode(ErrorCode.BodyTooLarge, 'The body is over the size limit.');
+      case 'encoding.unsupported':
+      case 'charset.unsupported':
+        return fromCode(ErrorCode.UnsupportedMediaType, bp.message ?? 'Unsupported encoding.');
+      default:
+        if (bp.status !== undefined && bp.status >= 400 && bp.status < 500) {
+          return fromCode(ErrorCode.BadRequest, bp.message ?? 'The body could not be read.');
+        }
+    }
+  }
+  if (err instanceof HttpException) {
+    const status = err.getStatus();
+    if (status === 404) return fromCode(ErrorCode.NotFound, 'No such route.');
+    if (status === 405) return fromCode(ErrorCode.MethodNotAllowed, 'Method not allowed on this route.');
+    if (status === 413) return fromCode(ErrorCode.BodyTooLarge, 'The body is over the size limit.');
+    if (status === 415) return fromCode(ErrorCode.UnsupportedMediaType, 'Body must be application/json.');
+    if (status >= 400 && status < 500) return fromCode(ErrorCode.BadRequest, err.message);
+  }
+  return fromCode(ErrorCode.Internal, 'An unexpected error occurred; it has been logged.');
+}

@@ -1,0 +1,9 @@
+import type { Response } from 'express';
+import type { ProblemResponse } from './problem';
+
+export function sendProblem(res: Response, problem: ProblemResponse, instance: string): void {
+  res.status(problem.status);
+  for (const [k, v] of Object.entries(problem.headers)) res.setHeader(k, v);
+  res.setHeader('Content-Type', 'application/problem+json');
+  res.send(JSON.stringify({ ...problem.body, instance }));
+}

@@ -1,0 +1,58 @@
+import 'reflect-metadata';
+import cluster from 'node:cluster';
+import { ConfigError, loadConfig, type GatewayConfig } from './common/config/config';
+import { makeInstanceId } from './common/instance';
+import { createApp } from './app/create-app';
+
+async function runInstance(config: GatewayConfig): Promise<void> {
+  const name =
+    cluster.isWorker && config.INSTANCE_NAME !== undefined
+      ? `${config.INSTANCE_NAME}-w${cluster.worker?.id ?? 0}`
+      : config.INSTANCE_NAME;
+  const app = await createApp(config, makeInstanceId(name));
+  await app.listen(config.PORT, config.HOST);
+}
+
+/** GATEWAY_WORKERS > 1: the primary only forks; each worker is an instance with its own id. */
+function runPrimary(config: GatewayConfig): void {
+  let stopping = false;
+  for (let i = 0; i < config.GATEWAY_WORKERS; i++) cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    process.stderr.write(`${JSON.stringify({ level: 50, msg: 'gateway worker died; replacing it', pid: worker.process.pid, code, signal })}\n`);
+    cluster.fork();
+  });
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(sig, () => {
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    });
+  }
+}
+
+function main(): void {
+  let config: GatewayConfig;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw err;
+  }
+  if (config.GATEWAY_WORKERS > 1 && cluster.isPrimary) {
+    runPrimary(config);
+    return;
+  }
+  runInstance(config).catch((err: unknown) => {
+    process.stderr.write(`gateway failed to start: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  });
+}
+
+main();

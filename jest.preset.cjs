@@ -1,0 +1,25 @@
+// One place for the three test tiers; each project's jest config picks its tier.
+const path = require('node:path');
+const { pathsToModuleNameMapper } = require('ts-jest');
+const { compilerOptions } = require('./tsconfig.base.json');
+
+function base(projectDir, testMatch, extra = {}) {
+  return {
+    rootDir: projectDir,
+    testEnvironment: 'node',
+    testMatch,
+    transform: {
+      '^.+\\.ts$': ['ts-jest', { tsconfig: path.join(projectDir, 'tsconfig.json') }],
+    },
+    moduleFileExtensions: ['ts', 'js', 'json'],
+    moduleNameMapper: pathsToModuleNameMapper(compilerOptions.paths, { prefix: `${__dirname}/` }),
+    ...extra,
+  };
+}
+
+module.exports = {
+  unit: (dir) => base(dir, ['<rootDir>/src/**/*.spec.ts']),
+  integration: (dir) => base(dir, ['<rootDir>/src/**/*.integration-spec.ts'], { testTimeout: 60_000 }),
+  e2e: (dir) =>
+    base(dir, ['<rootDir>/src/**/*.e2e-spec.ts'], { testTimeout: 180_000, maxWorkers: 1 }),
+};

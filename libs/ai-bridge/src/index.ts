@@ -1,0 +1,12 @@
+export { AiBridgeClient } from './lib/ai-bridge.client';
+export type { AiBridgeOptions, ReplyHandler } from './lib/ai-bridge.client';
+export { parseReply, parseHeartbeat, protocolKeys, questionToFields } from './lib/protocol';
+export type {
+  DoneReply,
+  ErrorReply,
+  Question,
+  Reply,
+  ReplyErrorCode,
+  TokenReply,
+  WorkerHeartbeat,
+} from './lib/protocol';

@@ -1,0 +1,129 @@
+// Shapes of libs/ai-bridge/schema/protocol.schema.json, the one contract with the Python worker.
+
+/** A question as it travels on the Redis Stream. Every field is a string on the wire. */
+export interface Question {
+  id: string;
+  sessionId: string;
+  replyTo: string;
+  question: string;
+  /** Epoch ms after which the answer is worthless. */
+  deadline: number;
+  /** 1 on first delivery. */
+  attempt: number;
+  traceId: string;
+}
+
+export interface TokenReply {
+  type: 'token';
+  messageId: string;
+  sessionId: string;
+  seq: number;
+  text: string;
+}
+
+export interface DoneReply {
+  type: 'done';
+  messageId: string;
+  sessionId: string;
+  tokens: number;
+}
+
+export type ReplyErrorCode = 'deadline_exceeded' | 'worker_error' | 'cancelled' | 'bad_question';
+
+export interface ErrorReply {
+  type: 'error';
+  messageId: string;
+  sessionId: string;
+  code: ReplyErrorCode;
+  message: string;
+}
+
+export type Reply = TokenReply | DoneReply | ErrorReply;
+
+export interface WorkerHeartbeat {
+  workerId: string;
+  capacityPerSec: number;
+  throughputPerSec: number;
+  inFlight: number;
+  ts: number;
+}
+
+const REPLY_ERROR_CODES: ReadonlySet<string> = new Set<ReplyErrorCode>([
+  'deadline_exceeded',
+  'worker_error',
+  'cancelled',
+  'bad_question',
+]);
+
+/** Redis key names of the protocol. */
+export const protocolKeys = {
+  replyChannel: (instanceId: string): string => `td:replies:${instanceId}`,
+  cancel: (messageId: string): string => `td:cancel:${messageId}`,
+  workerHeartbeat: (workerId: string): string => `td:workers:${workerId}`,
+  workerHeartbeatPattern: 'td:workers:*',
+} as const;
+
+/** Flattens a question into the field/value list XADD takes. */
+export function questionToFields(q: Question): string[] {
+  return [
+    'id', q.id,
+    'sessionId', q.sessionId,
+    'replyTo', q.replyTo,
+    'question', q.question,
+    'deadline', String(q.deadline),
+    'attempt', String(q.attempt),
+    'traceId', q.traceId,
+  ];
+}
+
+function isNonEmptyString(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0;
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0;
+}
+
+/**
+ * Parses one Pub/Sub payload. Returns null for anything that is not a valid reply, because a
+ * bad message from one worker must not take the gateway's subscriber down.
+ */
+export function parseReply(raw: string): Reply | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  if (typeof v !== 'object' || v === null) return null;
+  const m = v as Record<string, unknown>;
+  if (!isNonEmptyString(m['messageId']) || !isNonEmptyString(m['sessionId'])) return null;
+  const head = { messageId: m['messageId'], sessionId: m['sessionId'] };
+  switch (m['type']) {
+    case 'token':
+      return isCount(m['seq']) && typeof m['text'] === 'string'
+        ? { type: 'token', ...head, seq: m['seq'], text: m['text'] }
+        : null;
+    case 'done':
+      return isCount(m['tokens']) ? { type: 'done', ...head, tokens: m['tokens'] } : null;
+    case 'error':
+      return typeof m['code'] === 'string' && REPLY_ERROR_CODES.has(m['code']) && typeof m['message'] === 'string'
+        ? { type: 'error', ...head, code: m['code'] as ReplyErrorCode, message: m['message'] }
+        : null;
+    default:
+      return null;
+  }
+}
+
+/** Parses a worker heartbeat value; null when it is not one. */
+export function parseHeartbeat(raw: string | null): WorkerHeartbeat | null {
+  if (raw === null) return null;
+  try {
+    const v = JSON.parse(raw) as Partial<WorkerHeartbeat>;
+    if (!isNonEmptyString(v.workerId) || typeof v.capacityPerSec !== 'number') return null;
+    if (typeof v.throughputPerSec !== 'number' || !isCount(v.inFlight) || !isCount(v.ts)) return null;
+    return v as WorkerHeartbeat;
+  } catch {
+    return null;
+  }
+}

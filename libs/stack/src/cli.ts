@@ -1,0 +1,85 @@
+// `npm start` runs this after set-up: the whole stack in the foreground until Ctrl-C/SIGTERM.
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Stack, repoRoot } from './index';
+
+function intOf(name: string, raw: string | undefined, def: number, min: number, max: number): number {
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    process.stderr.write(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string' },
+      gateways: { type: 'string' },
+      workers: { type: 'string' },
+      'redis-port': { type: 'string' },
+      quiet: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      'npm start -- [--port 8080] [--gateways 2] [--workers 1] [--redis-port 0] [--quiet]\n' +
+        'Env: STACK_PORT, STACK_GATEWAYS, STACK_WORKERS, STACK_REDIS_PORT; every other variable is passed to gateways and workers.\n',
+    );
+    return;
+  }
+  const env = process.env;
+  const stack = new Stack({
+    dir: join(repoRoot(), '.stack'),
+    port: intOf('--port', values.port ?? env['STACK_PORT'], 8080, 0, 65535),
+    gateways: intOf('--gateways', values.gateways ?? env['STACK_GATEWAYS'], 2, 1, 32),
+    workers: intOf('--workers', values.workers ?? env['STACK_WORKERS'], 1, 1, 32),
+    redisPort: intOf('--redis-port', values['redis-port'] ?? env['STACK_REDIS_PORT'], 0, 0, 65535),
+    echo: !values.quiet,
+  });
+  let stopping = false;
+  const stop = async (sig: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`\n${sig}: stopping nginx, gateways, workers and Redis...\n`);
+    await stack.stop();
+    process.stdout.write('stopped; nothing left running.\n');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGHUP', () => void stop('SIGHUP'));
+  await stack.start();
+  const url = stack.url;
+  process.stdout.write(
+    [
+      '',
+      'Traffic Dam is up.',
+      `  chat (SSE)   ${url}/chat/stream`,
+      `  ask          POST ${url}/chat/sessions/{sessionId}/messages  (Authorization: Bearer <token>)`,
+      `  health       ${url}/health/ready`,
+      `  metrics      ${url}/metrics  (loopback only)`,
+      ...stack.gateways.map((g) => `  gateway ${g.index}    ${g.url}  (pid ${g.child.pid})`),
+      ...stack.workers.map((w) => `  worker ${w.index}     ${w.url}/health  (pid ${w.child.pid})`),
+      `  redis        ${stack.redisUrl}`,
+      `  logs         ${stack.opts.dir}/`,
+      'Try:  curl -N ' + url + '/chat/stream',
+      'Ctrl-C stops everything.',
+      '',
+    ].join('\n') + '\n',
+  );
+  // If a child dies on its own, say so; the rest keeps serving.
+  for (const c of [...stack.gateways.map((g) => g.child), ...stack.workers.map((w) => w.child)]) {
+    void c.wait().then((code) => {
+      if (!stopping) process.stderr.write(`${c.opts.name} exited (${code}); see ${c.opts.logFile}\n`);
+    });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

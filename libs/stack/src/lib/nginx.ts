@@ -1,0 +1,58 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ManagedChild, httpOk, waitFor } from './child';
+
+export interface NginxOptions {
+  /** Folder for the rendered config, pid, logs and temp files. */
+  prefix: string;
+  /** Path of infra/nginx/nginx.conf.template. */
+  template: string;
+  listenHost: string;
+  listenPort: number;
+  /** host:port of each gateway. */
+  upstreams: string[];
+  /** Health URL path to wait for through nginx. Default /health/live. */
+  readyPath?: string;
+  echo?: boolean;
+}
+
+export function renderNginxConfig(template: string, vars: Record<string, string>): string {
+  return template.replace(/\$\{([A-Z_]+)\}/g, (whole, name: string) => {
+    const v = vars[name];
+    if (v === undefined) throw new Error(`nginx template: no value for ${whole}`);
+    return v;
+  });
+}
+
+export interface NginxHandle {
+  url: string;
+  child: ManagedChild;
+  configFile: string;
+  stop(): Promise<void>;
+}
+
+/** nginx in the foreground (daemon off) with its own prefix, pid and temp paths. */
+export async function startNginx(opts: NginxOptions): Promise<NginxHandle> {
+  for (const d of ['tmp/client_body', 'tmp/proxy', 'tmp/fastcgi', 'tmp/uwsgi', 'tmp/scgi']) {
+    mkdirSync(join(opts.prefix, d), { recursive: true });
+  }
+  const listen = opts.listenHost.includes(':') ? `[${opts.listenHost}]:${opts.listenPort}` : `${opts.listenHost}:${opts.listenPort}`;
+  const conf = renderNginxConfig(readFileSync(opts.template, 'utf8'), {
+    PREFIX: opts.prefix,
+    LISTEN: listen,
+    UPSTREAM_SERVERS: opts.upstreams.map((u) => `    server ${u} max_fails=1 fail_timeout=2s;`).join('\n'),
+    WORKER_CONNECTIONS: '16384',
+  });
+  const configFile = join(opts.prefix, 'nginx.conf');
+  writeFileSync(configFile, conf);
+  const child = new ManagedChild({
+    name: 'nginx',
+    command: 'nginx',
+    args: ['-p', opts.prefix, '-c', configFile, '-e', join(opts.prefix, 'error.log')],
+    logFile: join(opts.prefix, 'nginx.stdout.log'),
+    echo: opts.echo,
+  });
+  const url = `http://${listen}`;
+  await waitFor('nginx', () => httpOk(`${url}${opts.readyPath ?? '/health/live'}`), 15_000, child);
+  return { url, child, configFile, stop: () => child.stop() };
+}

@@ -1,0 +1,176 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { ManagedChild, httpOk, waitFor } from './child';
+import { startNginx, type NginxHandle } from './nginx';
+import { freePort } from './ports';
+import { startLocalRedis, type RedisHandle } from './redis';
+
+export function repoRoot(from = __dirname): string {
+  let dir = resolve(from);
+  while (!existsSync(join(dir, 'nx.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('repo root (nx.json) not found');
+    dir = up;
+  }
+  return dir;
+}
+
+export interface StackOptions {
+  /** Working folder for logs, configs and Redis files. */
+  dir: string;
+  gateways?: number;
+  workers?: number;
+  host?: string;
+  /** nginx port; 0 picks a free one. */
+  port?: number;
+  /** Redis port; 0 picks a free one. */
+  redisPort?: number;
+  /** Use this Redis instead of starting one. */
+  redisUrl?: string;
+  /** Environment for every gateway and worker (ours is the base). */
+  env?: NodeJS.ProcessEnv;
+  /** Per-gateway extra environment, by index. */
+  gatewayEnv?: (index: number) => NodeJS.ProcessEnv;
+  workerEnv?: (index: number) => NodeJS.ProcessEnv;
+  echo?: boolean;
+}
+
+export interface GatewayHandle {
+  index: number;
+  port: number;
+  url: string;
+  child: ManagedChild;
+}
+
+export interface WorkerHandle {
+  index: number;
+  port: number;
+  url: string;
+  child: ManagedChild;
+}
+
+/** Starts and restarts the stack's processes; stop() ends every one it started. */
+export class Stack {
+  redis?: RedisHandle;
+  redisUrl = '';
+  nginx?: NginxHandle;
+  readonly gateways: GatewayHandle[] = [];
+  readonly workers: WorkerHandle[] = [];
+  readonly root = repoRoot();
+  private readonly env: NodeJS.ProcessEnv;
+
+  constructor(readonly opts: StackOptions) {
+    mkdirSync(opts.dir, { recursive: true });
+    this.env = { ...process.env, ...opts.env };
+  }
+
+  get url(): string {
+    if (!this.nginx) throw new Error('stack not started');
+    return this.nginx.url;
+  }
+
+  async start(): Promise<void> {
+    const gatewayMain = join(this.root, 'dist/apps/gateway/main.js');
+    if (!existsSync(gatewayMain)) throw new Error(`${gatewayMain} is missing: run "npx nx build gateway" first`);
+    const python = join(this.root, 'apps/ai-worker/.venv/bin/python');
+    if (!existsSync(python)) throw new Error(`${python} is missing: run "bash apps/ai-worker/scripts/setup.sh" first`);
+    try {
+      if (this.opts.redisUrl) {
+        this.redisUrl = this.opts.redisUrl;
+      } else {
+        this.redis = await startLocalRedis({ dir: this.opts.dir, port: this.opts.redisPort || undefined, echo: false });
+        this.redisUrl = this.redis.url;
+      }
+      const workers = this.opts.workers ?? 1;
+      for (let i = 0; i < workers; i++) this.workers.push(await this.startWorker(i));
+      const gateways = this.opts.gateways ?? 2;
+      const started = await Promise.all(Array.from({ length: gateways }, (_, i) => this.startGateway(i)));
+      this.gateways.push(...started);
+      const host = this.opts.host ?? '127.0.0.1';
+      this.nginx = await startNginx({
+        prefix: join(this.opts.dir, 'nginx'),
+        template: join(this.root, 'infra/nginx/nginx.conf.template'),
+        listenHost: host,
+        listenPort: this.opts.port || (await freePort()),
+        upstreams: this.gateways.map((g) => `127.0.0.1:${g.port}`),
+        echo: this.opts.echo,
+      });
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  async startWorker(index: number, port?: number): Promise<WorkerHandle> {
+    const p = port ?? (await freePort());
+    const child = new ManagedChild({
+      name: `worker${index}`,
+      command: join(this.root, 'apps/ai-worker/.venv/bin/python'),
+      args: ['-m', 'ai_worker'],
+      cwd: join(this.root, 'apps/ai-worker'),
+      env: {
+        ...this.env,
+        REDIS_URL: this.redisUrl,
+        WORKER_HOST: '127.0.0.1',
+        WORKER_PORT: String(p),
+        WORKER_ID: `worker-${index}`,
+        ...this.opts.workerEnv?.(index),
+      },
+      logFile: join(this.opts.dir, `worker${index}.log`),
+      echo: this.opts.echo,
+    });
+    const url = `http://127.0.0.1:${p}`;
+    await waitFor(`worker ${index}`, () => httpOk(`${url}/health`), 30_000, child);
+    return { index, port: p, url, child };
+  }
+
+  async startGateway(index: number, port?: number): Promise<GatewayHandle> {
+    const p = port ?? (await freePort());
+    const child = new ManagedChild({
+      name: `gateway${index}`,
+      command: process.execPath,
+      args: [join(this.root, 'dist/apps/gateway/main.js')],
+      cwd: this.root,
+      env: {
+        ...this.env,
+        REDIS_URL: this.redisUrl,
+        HOST: '127.0.0.1',
+        PORT: String(p),
+        INSTANCE_NAME: `gw${index}`,
+        ...this.opts.gatewayEnv?.(index),
+      },
+      logFile: join(this.opts.dir, `gateway${index}.log`),
+      echo: this.opts.echo,
+    });
+    const url = `http://127.0.0.1:${p}`;
+    await waitFor(`gateway ${index}`, () => httpOk(`${url}/health/ready`), 30_000, child);
+    return { index, port: p, url, child };
+  }
+
+  /** Stops gateway i (SIGTERM) and starts it again on the same port. */
+  async restartGateway(index: number): Promise<GatewayHandle> {
+    const g = this.gateways[index];
+    if (!g) throw new Error(`no gateway ${index}`);
+    await g.child.stop();
+    const fresh = await this.startGateway(index, g.port);
+    this.gateways[index] = fresh;
+    return fresh;
+  }
+
+  async restartWorker(index: number): Promise<WorkerHandle> {
+    const w = this.workers[index];
+    if (!w) throw new Error(`no worker ${index}`);
+    await w.child.stop();
+    const fresh = await this.startWorker(index, w.port);
+    this.workers[index] = fresh;
+    return fresh;
+  }
+
+  /** Stops everything in reverse order of start; never throws. */
+  async stop(): Promise<void> {
+    await this.nginx?.stop().catch(() => undefined);
+    await Promise.all(this.gateways.map((g) => g.child.stop().catch(() => undefined)));
+    await Promise.all(this.workers.map((w) => w.child.stop().catch(() => undefined)));
+    await this.redis?.stop().catch(() => undefined);
+  }
+}
