@@ -57,4 +57,20 @@ export default [
       ],
     },
   },
+  {
+    // Tests of a library may start real services with the stack launcher.
+    files: ['libs/**/*.spec.ts', 'libs/**/*.integration-spec.ts'],
+    rules: {
+      '@nx/enforce-module-boundaries': [
+        'error',
+        {
+          allow: [],
+          depConstraints: [
+            { sourceTag: 'type:lib', onlyDependOnLibsWithTags: ['type:lib', 'type:tooling'] },
+            { sourceTag: 'type:tooling', onlyDependOnLibsWithTags: ['type:tooling'] },
+          ],
+        },
+      ],
+    },
+  },
 ];

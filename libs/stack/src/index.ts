@@ -7,3 +7,5 @@ export { pingRedis, startLocalRedis, startTestRedis } from './lib/redis';
 export type { LocalRedisOptions, RedisHandle } from './lib/redis';
 export { Stack, repoRoot } from './lib/stack';
 export type { GatewayHandle, StackOptions, WorkerHandle } from './lib/stack';
+export { SseClient, ask } from './lib/sse-client';
+export type { AskResult, ChatSession, SseEvent } from './lib/sse-client';

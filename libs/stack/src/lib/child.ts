@@ -87,7 +87,14 @@ export class ManagedChild {
   async stop(graceMs = 5_000): Promise<void> {
     if (!this.running) return;
     this.signal('SIGTERM');
-    const timedOut = await Promise.race([this.exited.then(() => false), sleep(graceMs).then(() => true)]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      this.exited.then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(resolve, graceMs, true);
+      }),
+    ]);
+    clearTimeout(timer);
     if (timedOut) {
       this.killNow();
       await this.exited;

@@ -1,0 +1,34 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Stack, type StackOptions } from '@traffic-dam/stack';
+
+/** The whole stack for one e2e file: nginx, N gateways, Redis and the Python worker, on free ports. */
+export async function startE2eStack(opts: Partial<StackOptions> = {}): Promise<Stack> {
+  const stack = new Stack({
+    dir: mkdtempSync(join(tmpdir(), 'td-e2e-')),
+    gateways: 2,
+    workers: 1,
+    port: 0,
+    env: { LOG_LEVEL: 'info', ...opts.env },
+    ...opts,
+  });
+  await stack.start();
+  return stack;
+}
+
+export async function metricValue(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+  if (!line) throw new Error(`metric ${name} not found at ${url}`);
+  return Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+export async function eventually(label: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${label}: not true within ${timeoutMs} ms`);
+}

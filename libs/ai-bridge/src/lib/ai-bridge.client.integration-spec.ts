@@ -1,0 +1,80 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { AiBridgeClient } from './ai-bridge.client';
+import type { Reply } from './protocol';
+import { protocolValidator } from './schema';
+
+describe('AiBridgeClient against real Redis', () => {
+  let redis: RedisHandle;
+  let commands: Redis;
+  let subscriber: Redis;
+  let bridge: AiBridgeClient;
+  const check = protocolValidator();
+
+  beforeAll(async () => {
+    redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-bridge-')));
+    commands = new Redis(redis.url);
+    subscriber = new Redis(redis.url);
+    bridge = new AiBridgeClient({ commands, subscriber, instanceId: 'gw-test', questionStreamMaxLen: 1_000 });
+    await bridge.start();
+  });
+
+  afterAll(async () => {
+    await bridge.stop();
+    commands.disconnect();
+    subscriber.disconnect();
+    await redis.stop();
+  });
+
+  it('writes a question the schema accepts', async () => {
+    const id = await bridge.ask({
+      id: 'm-1',
+      sessionId: 's-1',
+      replyTo: bridge.replyChannel,
+      question: 'hello',
+      deadline: Date.now() + 30_000,
+      attempt: 1,
+      traceId: 't-1',
+    });
+    const [[entryId, flat]] = (await commands.xrange('td:questions', id, id)) as [[string, string[]]];
+    expect(entryId).toBe(id);
+    const fields = Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]]));
+    expect(check('Question', fields)).toEqual([]);
+    expect(fields['replyTo']).toBe('td:replies:gw-test');
+  });
+
+  it('delivers valid replies from its own channel only and counts invalid ones', async () => {
+    const got: Reply[] = [];
+    const off = bridge.onReply((r) => got.push(r));
+    const pub = new Redis(redis.url);
+    const token = { type: 'token', messageId: 'm-1', sessionId: 's-1', seq: 0, text: 'a ' };
+    await pub.publish('td:replies:other-instance', JSON.stringify(token));
+    await pub.publish(bridge.replyChannel, 'not json');
+    await pub.publish(bridge.replyChannel, JSON.stringify(token));
+    await pub.publish(bridge.replyChannel, JSON.stringify({ type: 'done', messageId: 'm-1', sessionId: 's-1', tokens: 1 }));
+    const until = Date.now() + 3_000;
+    while (got.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    off();
+    pub.disconnect();
+    expect(got.map((r) => r.type)).toEqual(['token', 'done']);
+    expect(bridge.invalidReplyCount).toBe(1);
+  });
+
+  it('marks a question cancelled with a TTL', async () => {
+    await bridge.cancel('m-9');
+    expect(await commands.exists('td:cancel:m-9')).toBe(1);
+    const ttl = await commands.pttl('td:cancel:m-9');
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(60_000);
+  });
+
+  it('lists live workers from their heartbeat keys and skips garbage', async () => {
+    const hb = { workerId: 'w1', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, ts: Date.now() };
+    await commands.set('td:workers:w1', JSON.stringify(hb), 'PX', 3_000);
+    await commands.set('td:workers:bad', '{nope', 'PX', 3_000);
+    expect(await bridge.liveWorkers()).toEqual([hb]);
+  });
+});

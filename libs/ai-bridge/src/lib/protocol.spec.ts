@@ -1,0 +1,61 @@
+import { parseHeartbeat, parseReply, questionToFields, type Question } from './protocol';
+import { protocolValidator } from './schema';
+
+const check = protocolValidator();
+
+const question: Question = {
+  id: 'm-1',
+  sessionId: 's-1',
+  replyTo: 'td:replies:gw0-1-abc',
+  question: 'why is the sky blue?',
+  deadline: 1_795_000_000_000,
+  attempt: 1,
+  traceId: 'req-1',
+};
+
+function fieldsToObject(fields: string[]): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (let i = 0; i < fields.length; i += 2) o[fields[i] as string] = fields[i + 1] as string;
+  return o;
+}
+
+describe('protocol shapes agree with the JSON Schema', () => {
+  it('a question as written to the stream is a schema Question', () => {
+    expect(check('Question', fieldsToObject(questionToFields(question)))).toEqual([]);
+  });
+
+  it.each([
+    { type: 'token', messageId: 'm', sessionId: 's', seq: 0, text: 'hi ' },
+    { type: 'done', messageId: 'm', sessionId: 's', tokens: 12 },
+    { type: 'error', messageId: 'm', sessionId: 's', code: 'deadline_exceeded', message: 'late' },
+  ])('accepts the valid $type reply on both sides', (reply) => {
+    expect(check('Reply', reply)).toEqual([]);
+    expect(parseReply(JSON.stringify(reply))).toEqual(reply);
+  });
+
+  it.each([
+    ['not JSON', '{'],
+    ['null', 'null'],
+    ['unknown type', JSON.stringify({ type: 'tok', messageId: 'm', sessionId: 's', seq: 0, text: '' })],
+    ['negative seq', JSON.stringify({ type: 'token', messageId: 'm', sessionId: 's', seq: -1, text: '' })],
+    ['missing session', JSON.stringify({ type: 'done', messageId: 'm', tokens: 1 })],
+    ['unknown error code', JSON.stringify({ type: 'error', messageId: 'm', sessionId: 's', code: 'oops', message: '' })],
+  ])('refuses %s on both sides', (_, raw) => {
+    expect(parseReply(raw)).toBeNull();
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      return; // not JSON at all: nothing for the schema to judge
+    }
+    expect(check('Reply', value).length).toBeGreaterThan(0);
+  });
+
+  it('reads a heartbeat the schema accepts and refuses one it does not', () => {
+    const hb = { workerId: 'w', capacityPerSec: 100, throughputPerSec: 3.5, inFlight: 2, ts: 1 };
+    expect(check('WorkerHeartbeat', hb)).toEqual([]);
+    expect(parseHeartbeat(JSON.stringify(hb))).toEqual(hb);
+    expect(parseHeartbeat(JSON.stringify({ ...hb, inFlight: -1 }))).toBeNull();
+    expect(parseHeartbeat(null)).toBeNull();
+  });
+});
