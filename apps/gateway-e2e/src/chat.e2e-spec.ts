@@ -15,7 +15,7 @@ describe('chat through nginx with 2 gateways, Redis and the Python worker', () =
   let stack: Stack;
 
   beforeAll(async () => {
-    stack = await startE2eStack({ workerEnv: () => ({ AI_TTFT_MS: '100', AI_TOKENS_PER_SEC: '100', AI_ANSWER_TOKENS: '12' }) });
+    stack = await startE2eStack({ env: { SSE_PING_MS: '300' }, workerEnv: () => ({ AI_TTFT_MS: '100', AI_TOKENS_PER_SEC: '100', AI_ANSWER_TOKENS: '12' }) });
   });
 
   afterAll(async () => {
@@ -89,10 +89,18 @@ describe('chat through nginx with 2 gateways, Redis and the Python worker', () =
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toContain('text/event-stream');
     expect(res.headers.get('x-request-id')).toBeTruthy();
-    const reader = res.body!.getReader();
+    const body = res.body;
+    if (!body) throw new Error('no body');
+    const reader = body.getReader();
     const first = new TextDecoder().decode((await reader.read()).value);
     expect(first.startsWith('event: session\n')).toBe(true);
     await reader.cancel();
+    // Pings pass nginx unbuffered (the gateways here ping every 300 ms).
+    const sse = await new SseClient(`${stack.url}/chat/stream`).open();
+    await sse.session();
+    await new Promise((r) => setTimeout(r, 1_000));
+    sse.close();
+    expect(sse.pings).toBeGreaterThanOrEqual(2);
   });
 
   it('keeps a request id from the client through nginx', async () => {

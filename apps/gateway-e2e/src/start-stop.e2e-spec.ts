@@ -100,7 +100,8 @@ describe('npm start', () => {
       if (!gone) process.kill(-(npm.pid as number), 'SIGKILL');
       expect(gone).toBe(true);
     }
-    await new Promise((r) => setTimeout(r, 300));
+    const until = Date.now() + 20_000;
+    while (started.some((p) => alive(p.pid)) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
     const left = started.filter((p) => alive(p.pid));
     expect(left.map((p) => p.cmd)).toEqual([]);
     expect(output()).toContain('nothing left running');

@@ -52,6 +52,11 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGHUP', () => void stop('SIGHUP'));
+  // npm does not always pass its SIGTERM down the chain; a parent that is gone means stop.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) void stop('parent exited');
+  }, 250);
   await stack.start();
   const url = stack.url;
   process.stdout.write(
