@@ -1,0 +1,101 @@
+"""Answer backends.
+
+A backend has two calls:
+  - try_admit(): may this answer start now? -> (admitted, retry_after_ms)
+  - stream(question): async generator of token strings
+so a real OpenAI-compatible backend can be added later beside the simulated one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import AsyncIterator, Protocol
+
+from redis.asyncio import Redis
+
+from .protocol import Question
+
+WORDS = (
+    "the dam holds water while the river runs on and every gate opens only when the "
+    "basin below can take the flow so the valley stays dry and the turbines keep "
+    "spinning at their rated speed through spring floods summer droughts autumn rain "
+    "winter ice steady calm measured patient honest quick bright clear answer token "
+    "stream channel queue worker gateway budget limit wait retry deadline capacity"
+).split()
+
+
+class Backend(Protocol):
+    async def try_admit(self) -> tuple[bool, int]:
+        """(True, 0) if an answer may start now, else (False, ms until it is worth retrying)."""
+        ...
+
+    def stream(self, question: Question) -> AsyncIterator[str]:
+        """Yield the answer's tokens in order."""
+        ...
+
+
+# KEYS: none (the key is named from Redis' own clock, so worker clocks do not matter).
+# ARGV[1] = key prefix, ARGV[2] = capacity per second, ARGV[3] = key TTL ms
+# Returns {count in this second, admitted 0|1, ms until the next second}.
+RATE_LUA = """
+local t = redis.call('TIME')
+local key = ARGV[1] .. t[1]
+local n = redis.call('INCR', key)
+if n == 1 then redis.call('PEXPIRE', key, tonumber(ARGV[3])) end
+local admitted = 0
+if n <= tonumber(ARGV[2]) then admitted = 1 end
+local wait = 1000 - math.floor(tonumber(t[2]) / 1000)
+return {n, admitted, wait}
+"""
+
+
+class RedisRateLimiter:
+    """At most `capacity_per_sec` admissions per Redis-clock second, across all workers."""
+
+    def __init__(self, redis: Redis, capacity_per_sec: int, key_prefix: str, key_ttl_ms: int = 2000):
+        self._redis = redis
+        self.capacity_per_sec = capacity_per_sec
+        self._prefix = key_prefix
+        self._ttl_ms = key_ttl_ms
+        self._script = redis.register_script(RATE_LUA)
+
+    async def acquire(self) -> tuple[bool, int, int]:
+        """One attempt: (admitted, count in this second, ms until the next second)."""
+        n, admitted, wait = await self._script(args=[self._prefix, self.capacity_per_sec, self._ttl_ms])
+        return bool(int(admitted)), int(n), max(1, int(wait))
+
+
+def answer_word(question: str, i: int) -> str:
+    digest = hashlib.sha256(f"{question}\x00{i}".encode("utf-8")).digest()
+    return WORDS[int.from_bytes(digest[:4], "big") % len(WORDS)]
+
+
+def simulated_answer(question: str, n_tokens: int) -> list[str]:
+    """The exact tokens the simulated LLM produces for a question (deterministic)."""
+    return [answer_word(question, i) + " " for i in range(n_tokens)]
+
+
+class SimulatedBackend:
+    """A fake LLM: global capacity through Redis, a time to first token, then tokens/s."""
+
+    def __init__(self, limiter: RedisRateLimiter, ttft_ms: int, tokens_per_sec: float, answer_tokens: int):
+        self._limiter = limiter
+        self._ttft = ttft_ms / 1000.0
+        self._gap = 1.0 / tokens_per_sec
+        self._n = answer_tokens
+
+    async def try_admit(self) -> tuple[bool, int]:
+        admitted, _, wait_ms = await self._limiter.acquire()
+        return admitted, 0 if admitted else wait_ms
+
+    async def stream(self, question: Question) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(self._ttft)
+        for i in range(self._n):
+            if i:
+                # Pace against the start time so per-token overhead does not add up.
+                due = start + self._ttft + i * self._gap
+                await asyncio.sleep(max(0.0, due - loop.time()))
+            yield answer_word(question.question, i) + " "

@@ -1,0 +1,122 @@
+"""Settings from the environment, validated once at start.
+
+Every bad value is collected and reported together in one ConfigError.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from typing import Callable, Mapping, TypeVar
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found in the environment at once."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(
+            "invalid ai-worker configuration:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379"
+    question_stream: str = "td:questions"
+    consumer_group: str = "workers"
+    worker_id: str = ""
+    concurrency: int = 256
+    block_ms: int = 1000
+    heartbeat_ms: int = 1000
+    heartbeat_ttl_ms: int = 3000
+    shutdown_grace_ms: int = 5000
+    capacity_per_sec: int = 100
+    ttft_ms: int = 200
+    tokens_per_sec: float = 50.0
+    answer_tokens: int = 20
+    host: str = "127.0.0.1"
+    port: int = 8090
+    log_level: str = "info"
+    # Not read from the environment: the protocol fixes it; tests may replace it.
+    rate_key_prefix: str = "td:ai:rate:"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        return load_settings(env)
+
+
+def default_worker_id() -> str:
+    return f"worker-{socket.gethostname()}-{os.getpid()}"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate all settings; raise ConfigError listing every bad value."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    def get(name: str, default: T, parse: Callable[[str], T], check: Callable[[T], str | None] | None = None) -> T:
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = parse(raw.strip())
+        except (TypeError, ValueError):
+            problems.append(f"{name}={raw!r}: not a valid {getattr(parse, '__name__', 'value')}")
+            return default
+        if check is not None:
+            msg = check(value)
+            if msg:
+                problems.append(f"{name}={raw!r}: {msg}")
+                return default
+        return value
+
+    def at_least(lo: float) -> Callable[[float], str | None]:
+        return lambda v: None if v >= lo else f"must be >= {lo:g}"
+
+    def between(lo: int, hi: int) -> Callable[[int], str | None]:
+        return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+    def name_like(v: str) -> str | None:
+        return None if re.fullmatch(r"[^\s]{1,128}", v) else "must be 1-128 characters without whitespace"
+
+    def redis_url(v: str) -> str | None:
+        return None if re.match(r"^(redis|rediss|unix)://", v) else "must start with redis://, rediss:// or unix://"
+
+    def log_level(v: str) -> str | None:
+        return None if v in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
+
+    def lower(v: str) -> str:
+        return v.lower()
+
+    s = Settings(
+        redis_url=get("REDIS_URL", Settings.redis_url, str, redis_url),
+        question_stream=get("AI_QUESTION_STREAM", Settings.question_stream, str, name_like),
+        consumer_group=get("AI_CONSUMER_GROUP", Settings.consumer_group, str, name_like),
+        worker_id=get("WORKER_ID", default_worker_id(), str, name_like),
+        concurrency=get("WORKER_CONCURRENCY", Settings.concurrency, int, between(1, 100_000)),
+        block_ms=get("WORKER_BLOCK_MS", Settings.block_ms, int, between(10, 60_000)),
+        heartbeat_ms=get("WORKER_HEARTBEAT_MS", Settings.heartbeat_ms, int, between(50, 60_000)),
+        heartbeat_ttl_ms=get("WORKER_HEARTBEAT_TTL_MS", Settings.heartbeat_ttl_ms, int, between(100, 600_000)),
+        shutdown_grace_ms=get("WORKER_SHUTDOWN_GRACE_MS", Settings.shutdown_grace_ms, int, between(0, 600_000)),
+        capacity_per_sec=get("AI_CAPACITY_PER_SEC", Settings.capacity_per_sec, int, between(1, 1_000_000)),
+        ttft_ms=get("AI_TTFT_MS", Settings.ttft_ms, int, between(0, 600_000)),
+        tokens_per_sec=get("AI_TOKENS_PER_SEC", Settings.tokens_per_sec, float, at_least(0.001)),
+        answer_tokens=get("AI_ANSWER_TOKENS", Settings.answer_tokens, int, between(0, 100_000)),
+        host=get("WORKER_HOST", Settings.host, str, name_like),
+        port=get("WORKER_PORT", Settings.port, int, between(0, 65535)),
+        log_level=get("LOG_LEVEL", Settings.log_level, lower, log_level),
+    )
+    if s.heartbeat_ttl_ms <= s.heartbeat_ms:
+        problems.append(
+            f"WORKER_HEARTBEAT_TTL_MS ({s.heartbeat_ttl_ms}) must be greater than WORKER_HEARTBEAT_MS ({s.heartbeat_ms})"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return s

@@ -1,0 +1,341 @@
+"""The consumer loop: read questions from the stream, answer each in its own task.
+
+Entries are XACKed when their answer task ends (done, error, cancelled by the cancel
+key); a task cancelled by shutdown leaves its entry pending for a later sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import random
+import time
+from typing import Any, Awaitable, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from . import protocol as p
+from .backend import Backend, RedisRateLimiter, SimulatedBackend
+from .config import Settings
+from .jsonlog import event
+
+log = logging.getLogger("ai_worker.worker")
+
+THROUGHPUT_WINDOW_S = 5.0
+
+T = TypeVar("T")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RedisTimeout(Exception):
+    """A Redis call took longer than its bound."""
+
+
+async def _bounded(aw: Awaitable[T], seconds: float) -> T:
+    """Await with a time limit; asyncio.timeout keeps outside cancellation intact."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except TimeoutError:
+        raise RedisTimeout(f"redis call took over {seconds:g} s") from None
+
+
+class _Stop(Exception):
+    """Ends an answer early with an error reply (deadline, cancel)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Worker:
+    def __init__(self, settings: Settings, backend: Backend | None = None):
+        self.settings = settings
+        self.worker_id = settings.worker_id
+        # socket_timeout=None on purpose: with a socket timeout redis-py sends through
+        # asyncio.wait_for, which on Python 3.11 can swallow a task's cancellation (the
+        # task then runs on after shutdown cancelled it). Time limits are applied here
+        # with asyncio.timeout instead (see _bounded and the read loop).
+        common: dict[str, Any] = dict(decode_responses=True, socket_connect_timeout=2.0, socket_timeout=None)
+        # Commands (publish, exists, ack, heartbeat).
+        self.redis: Redis = Redis.from_url(settings.redis_url, **common)
+        # Blocking XREADGROUP on its own connection, so it never holds up the others.
+        self._reader_redis: Redis = Redis.from_url(settings.redis_url, **common)
+        self.backend: Backend = backend or SimulatedBackend(
+            RedisRateLimiter(self.redis, settings.capacity_per_sec, settings.rate_key_prefix),
+            settings.ttft_ms,
+            settings.tokens_per_sec,
+            settings.answer_tokens,
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._completions: collections.deque[float] = collections.deque()
+        self._reader: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._started = False
+        self.completed = 0  # answers finished with "done"
+        self.finished = 0  # answer tasks ended (any outcome except shutdown)
+
+    # ---- state -------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stopping
+
+    def throughput_per_sec(self) -> float:
+        cutoff = time.monotonic() - THROUGHPUT_WINDOW_S
+        while self._completions and self._completions[0] < cutoff:
+            self._completions.popleft()
+        return round(len(self._completions) / THROUGHPUT_WINDOW_S, 3)
+
+    async def redis_ok(self, timeout: float = 1.0) -> bool:
+        try:
+            return bool(await _bounded(self.redis.ping(), timeout))
+        except Exception:
+            return False
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start reading and heartbeating. Does not fail if Redis is down: it retries."""
+        if self._started:
+            return
+        self._started = True
+        await self._ensure_group(log_errors=True)
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        self._reader = asyncio.create_task(self._read_loop(), name="reader")
+        event(
+            log, logging.INFO, "worker started",
+            workerId=self.worker_id, stream=self.settings.question_stream,
+            group=self.settings.consumer_group, concurrency=self.settings.concurrency,
+            capacityPerSec=self.settings.capacity_per_sec,
+        )
+
+    async def stop(self, grace_ms: int | None = None) -> None:
+        """Stop reading, let answers finish up to the grace, cancel the rest, clean up."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        grace = (self.settings.shutdown_grace_ms if grace_ms is None else grace_ms) / 1000.0
+        event(log, logging.INFO, "worker stopping", workerId=self.worker_id, inFlight=self.in_flight)
+        if self._reader:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        pending = set(self._tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        abandoned = len(pending)
+        if self._heartbeat:
+            pending.add(self._heartbeat)
+        for t in pending:
+            t.cancel()
+        if pending:
+            _, stuck = await asyncio.wait(pending, timeout=2.0)
+            if stuck:
+                event(log, logging.ERROR, "tasks ignored cancellation", workerId=self.worker_id, count=len(stuck))
+        try:
+            await _bounded(self.redis.delete(p.worker_key(self.worker_id)), 2.0)
+        except Exception as e:  # Redis gone: the key expires by its TTL anyway
+            event(log, logging.WARNING, "heartbeat key not deleted", workerId=self.worker_id, error=repr(e))
+        for r in (self._reader_redis, self.redis):
+            with contextlib.suppress(Exception):
+                await r.aclose()
+        event(log, logging.INFO, "worker stopped", workerId=self.worker_id, abandoned=abandoned)
+
+    # ---- loops -------------------------------------------------------------------
+
+    async def _ensure_group(self, log_errors: bool = False) -> bool:
+        try:
+            await self.redis.xgroup_create(
+                self.settings.question_stream, self.settings.consumer_group, id="0", mkstream=True
+            )
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                if log_errors:
+                    event(log, logging.ERROR, "consumer group not created", workerId=self.worker_id, error=str(e))
+                return False
+        except Exception as e:
+            if log_errors:
+                event(log, logging.ERROR, "consumer group not created", workerId=self.worker_id, error=repr(e))
+            return False
+        return True
+
+    async def _read_loop(self) -> None:
+        s = self.settings
+        failures = 0
+        while not self._stopping:
+            free = s.concurrency - len(self._tasks)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                resp = await _bounded(
+                    self._reader_redis.xreadgroup(
+                        s.consumer_group, self.worker_id, {s.question_stream: ">"}, count=free, block=s.block_ms
+                    ),
+                    s.block_ms / 1000.0 + 5.0,
+                )
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    event(log, logging.ERROR, "read failed", workerId=self.worker_id, error=repr(e), failures=failures)
+                if isinstance(e, ResponseError) and "NOGROUP" in str(e):
+                    await self._ensure_group()
+                await asyncio.sleep(min(2.0, 0.1 * failures))
+                continue
+            for _stream, entries in resp or []:
+                for entry_id, fields in entries:
+                    task = asyncio.create_task(self._handle(entry_id, fields), name=f"answer:{entry_id}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        s = self.settings
+        key = p.worker_key(self.worker_id)
+        failed = False
+        while True:
+            body = p.heartbeat(self.worker_id, s.capacity_per_sec, self.throughput_per_sec(), self.in_flight, now_ms())
+            try:
+                await _bounded(self.redis.set(key, json.dumps(body), px=s.heartbeat_ttl_ms), 5.0)
+                if failed:
+                    event(log, logging.INFO, "heartbeat restored", workerId=self.worker_id)
+                failed = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if not failed:
+                    event(log, logging.ERROR, "heartbeat failed", workerId=self.worker_id, error=repr(e))
+                failed = True
+            await asyncio.sleep(s.heartbeat_ms / 1000.0)
+
+    # ---- one answer --------------------------------------------------------------
+
+    async def _handle(self, entry_id: str, fields: dict[str, str] | None) -> None:
+        shutdown = False
+        try:
+            try:
+                q = p.parse_entry(fields)
+            except p.BadQuestion as bq:
+                await self._bad_question(entry_id, bq)
+                return
+            await self._answer(q)
+        except asyncio.CancelledError:
+            shutdown = True  # leave the entry pending: a sweeper hands it to another worker
+            raise
+        except Exception as e:  # never let one answer take the worker down
+            event(log, logging.ERROR, "answer task failed", workerId=self.worker_id, entryId=entry_id, error=repr(e))
+        finally:
+            if not shutdown:
+                self.finished += 1
+                try:
+                    await _bounded(
+                        self.redis.xack(self.settings.question_stream, self.settings.consumer_group, entry_id), 5.0
+                    )
+                except Exception as e:
+                    event(log, logging.ERROR, "ack failed", workerId=self.worker_id, entryId=entry_id, error=repr(e))
+
+    async def _bad_question(self, entry_id: str, bq: p.BadQuestion) -> None:
+        event(
+            log, logging.WARNING, "bad question",
+            workerId=self.worker_id, entryId=entry_id, messageId=bq.message_id,
+            sessionId=bq.session_id, reason=bq.reason, answered=bq.answerable,
+        )
+        if bq.answerable:
+            assert bq.reply_to and bq.message_id and bq.session_id
+            await self._publish(
+                bq.reply_to, p.error_reply(bq.message_id, bq.session_id, "bad_question", bq.reason)
+            )
+
+    async def _publish(self, channel: str, body: dict[str, Any]) -> None:
+        await _bounded(self.redis.publish(channel, json.dumps(body, ensure_ascii=False)), 5.0)
+
+    async def _is_cancelled(self, q: p.Question) -> bool:
+        return bool(await _bounded(self.redis.exists(p.cancel_key(q.id)), 5.0))
+
+    def _check_deadline(self, q: p.Question) -> None:
+        if now_ms() >= q.deadline_ms:
+            raise _Stop("deadline_exceeded", "the question's deadline passed")
+
+    async def _admit(self, q: p.Question) -> None:
+        """Wait for a start slot of the global capacity while the deadline allows."""
+        while True:
+            self._check_deadline(q)
+            if await self._is_cancelled(q):
+                raise _Stop("cancelled", "cancelled before the answer started")
+            admitted, retry_ms = await _bounded(self.backend.try_admit(), 5.0)
+            if admitted:
+                return
+            wait_ms = retry_ms + random.randint(1, 25)  # spread the retries a little
+            if now_ms() + wait_ms >= q.deadline_ms:
+                raise _Stop("deadline_exceeded", "no AI capacity before the question's deadline")
+            await asyncio.sleep(wait_ms / 1000.0)
+
+    async def _answer(self, q: p.Question) -> None:
+        ids = dict(workerId=self.worker_id, messageId=q.id, sessionId=q.session_id, traceId=q.trace_id)
+        started = time.monotonic()
+        event(log, logging.INFO, "question started", attempt=q.attempt, **ids)
+        if log.isEnabledFor(logging.DEBUG):
+            event(log, logging.DEBUG, "question text", question=q.question, **ids)
+        seq = 0
+        outcome = "done"
+        try:
+            try:
+                self._check_deadline(q)
+                await self._admit(q)
+                remaining = max(0.0, (q.deadline_ms - now_ms()) / 1000.0)
+                timeout = asyncio.timeout(remaining)
+                try:
+                    async with timeout:
+                        async with contextlib.aclosing(self.backend.stream(q)) as tokens:
+                            async for text in tokens:
+                                self._check_deadline(q)
+                                if await self._is_cancelled(q):
+                                    raise _Stop("cancelled", "the question was cancelled")
+                                await self._publish(q.reply_to, p.token_reply(q.id, q.session_id, seq, text))
+                                seq += 1
+                except TimeoutError:
+                    if timeout.expired():
+                        raise _Stop("deadline_exceeded", "the question's deadline passed during the answer")
+                    raise
+                await self._publish(q.reply_to, p.done_reply(q.id, q.session_id, seq))
+                self.completed += 1
+                self._completions.append(time.monotonic())
+            except _Stop as stop:
+                outcome = stop.code
+                await self._publish(q.reply_to, p.error_reply(q.id, q.session_id, stop.code, stop.message))
+        except asyncio.CancelledError:
+            outcome = "abandoned"
+            raise
+        except Exception as e:
+            outcome = "worker_error"
+            event(log, logging.ERROR, "answer failed", error=repr(e), **ids)
+            with contextlib.suppress(Exception):
+                await self._publish(
+                    q.reply_to, p.error_reply(q.id, q.session_id, "worker_error", "the worker failed to answer")
+                )
+        finally:
+            event(
+                log, logging.INFO, "question finished", outcome=outcome, tokens=seq,
+                ms=int((time.monotonic() - started) * 1000), **ids,
+            )

@@ -1,0 +1,242 @@
+"""Fixtures: a real redis-server (or REDIS_URL), schema validators, workers, reply capture."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from jsonschema import Draft202012Validator
+
+from ai_worker.config import Settings, load_settings
+from ai_worker.worker import Worker
+
+APP_DIR = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = APP_DIR.parents[1] / "libs" / "ai-bridge" / "schema" / "protocol.schema.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Any:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="aiw-redis-")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}"
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("redis-server did not start")
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---- JSON Schema -----------------------------------------------------------------
+
+SCHEMA = json.loads(SCHEMA_PATH.read_text())
+Draft202012Validator.check_schema(SCHEMA)
+
+
+def validator_for(defname: str) -> Draft202012Validator:
+    # The schema itself with a root $ref, so "#/$defs/..." resolves against the file.
+    return Draft202012Validator({**SCHEMA, "$ref": f"#/$defs/{defname}"})
+
+
+REPLY = validator_for("Reply")
+QUESTION = validator_for("Question")
+HEARTBEAT = validator_for("WorkerHeartbeat")
+
+
+# ---- helpers -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def make_settings(redis_url: str) -> Callable[..., Settings]:
+    """Fast test settings on a stream, group, worker id and rate key of this test only."""
+    tag = uuid.uuid4().hex[:8]
+
+    def make(**env_overrides: str) -> Settings:
+        env = {
+            "REDIS_URL": redis_url,
+            "AI_QUESTION_STREAM": f"td:questions:test-{tag}",
+            "AI_CONSUMER_GROUP": "workers",
+            "WORKER_ID": f"worker-test-{tag}-{uuid.uuid4().hex[:4]}",
+            "WORKER_BLOCK_MS": "100",
+            "WORKER_HEARTBEAT_MS": "100",
+            "WORKER_HEARTBEAT_TTL_MS": "3000",
+            "WORKER_SHUTDOWN_GRACE_MS": "2000",
+            "AI_CAPACITY_PER_SEC": "1000",
+            "AI_TTFT_MS": "10",
+            "AI_TOKENS_PER_SEC": "1000",
+            "AI_ANSWER_TOKENS": "5",
+        }
+        env.update(env_overrides)
+        return replace(load_settings(env), rate_key_prefix=f"td:ai:rate:test-{tag}:")
+
+    return make
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[Callable[[Settings], Any]]:
+    """Start real workers; every one still running is stopped at the end of the test."""
+    workers: list[Worker] = []
+
+    async def start(settings: Settings) -> Worker:
+        w = Worker(settings)
+        await w.start()
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:
+        await w.stop(grace_ms=0)
+
+
+def question_fields(settings: Settings, **over: Any) -> dict[str, str]:
+    mid = uuid.uuid4().hex
+    fields = {
+        "id": mid,
+        "sessionId": "s-" + mid[:8],
+        "replyTo": f"td:replies:test-{mid[:8]}",
+        "question": "how high is the dam?",
+        "deadline": str(int(time.time() * 1000) + 10_000),
+        "attempt": "1",
+        "traceId": "t-" + mid[:8],
+    }
+    fields.update({k: str(v) for k, v in over.items() if v is not None})
+    for k, v in over.items():
+        if v is None:
+            fields.pop(k, None)
+    return fields
+
+
+class Replies:
+    """Subscribed to one reply channel; collects schema-validated replies."""
+
+    def __init__(self, pubsub: aioredis.client.PubSub):
+        self.pubsub = pubsub
+        self.items: list[tuple[float, dict[str, Any]]] = []
+
+    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                m = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if m is None:
+                    continue
+                body = json.loads(m["data"])
+                REPLY.validate(body)
+                self.items.append((time.monotonic(), body))
+                return body
+
+    async def until_end(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            while True:
+                body = await self.next(timeout)
+                if body["type"] in ("done", "error"):
+                    return [b for _, b in self.items]
+
+    async def quiet(self, seconds: float) -> list[dict[str, Any]]:
+        """Whatever else arrives within `seconds` (expected: nothing)."""
+        extra = []
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            m = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            if m is not None:
+                extra.append(json.loads(m["data"]))
+        return extra
+
+
+@pytest.fixture
+async def subscribe(redis_url: str) -> AsyncIterator[Callable[[str], Any]]:
+    clients: list[aioredis.Redis] = []
+    pubsubs: list[aioredis.client.PubSub] = []
+
+    async def sub(channel: str) -> Replies:
+        c = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        clients.append(c)
+        ps = c.pubsub()
+        pubsubs.append(ps)
+        await ps.subscribe(channel)
+        # Wait for the confirmation so nothing published after this is missed.
+        async with asyncio.timeout(5):
+            while True:
+                m = await ps.get_message(timeout=1.0)
+                if m and m["type"] == "subscribe":
+                    break
+        return Replies(ps)
+
+    yield sub
+    for ps in pubsubs:
+        await ps.aclose()
+    for c in clients:
+        await c.aclose()
+
+
+async def ask(r: aioredis.Redis, settings: Settings, fields: dict[str, str], validate: bool = True) -> str:
+    if validate:
+        QUESTION.validate(fields)
+    return await r.xadd(settings.question_stream, fields)
+
+
+async def pending_count(r: aioredis.Redis, settings: Settings) -> int:
+    info = await r.xpending(settings.question_stream, settings.consumer_group)
+    return int(info["pending"])
+
+
+async def wait_for(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if asyncio.iscoroutine(v):
+            v = await v
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

@@ -1,0 +1,153 @@
+"""Answers over a real Redis: tokens, done, deadline, cancel, malformed entries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from conftest import QUESTION, ask, pending_count, question_fields, wait_for
+
+from ai_worker.backend import simulated_answer
+from ai_worker.protocol import cancel_key
+
+
+async def test_full_answer_tokens_then_done_and_acked(r, make_settings, start_worker, subscribe):
+    s = make_settings(AI_ANSWER_TOKENS="7")
+    w = await start_worker(s)
+    q = question_fields(s, question="what does the dam hold?")
+    replies = await subscribe(q["replyTo"])
+    await ask(r, s, q)
+
+    msgs = await replies.until_end()
+    tokens, last = msgs[:-1], msgs[-1]
+    assert [m["type"] for m in tokens] == ["token"] * 7
+    assert [m["seq"] for m in tokens] == list(range(7))
+    assert all(m["messageId"] == q["id"] and m["sessionId"] == q["sessionId"] for m in msgs)
+    assert last == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 7}
+    # Deterministic text: the simulated LLM's words for this question, each with a trailing space.
+    assert [m["text"] for m in tokens] == simulated_answer(q["question"], 7)
+    assert all(m["text"].endswith(" ") and m["text"].strip() for m in tokens)
+
+    await wait_for(lambda: w.finished == 1)
+    assert await pending_count(r, s) == 0
+    assert w.completed == 1
+    assert await replies.quiet(0.1) == []
+
+
+async def test_same_question_same_words_other_question_other_words():
+    a1 = simulated_answer("why is the sky blue?", 20)
+    assert a1 == simulated_answer("why is the sky blue?", 20)
+    assert a1 != simulated_answer("why is the sea blue?", 20)
+
+
+async def test_expired_deadline_is_not_started(r, make_settings, start_worker, subscribe):
+    s = make_settings()
+    w = await start_worker(s)
+    q = question_fields(s, deadline=int(time.time() * 1000) - 1000)
+    replies = await subscribe(q["replyTo"])
+    await ask(r, s, q)
+
+    msgs = await replies.until_end()
+    assert len(msgs) == 1, msgs
+    assert msgs[0]["type"] == "error" and msgs[0]["code"] == "deadline_exceeded"
+    assert msgs[0]["messageId"] == q["id"]
+    await wait_for(lambda: w.finished == 1)
+    assert await pending_count(r, s) == 0
+    assert w.completed == 0
+
+
+async def test_deadline_passing_during_the_answer_stops_it(r, make_settings, start_worker, subscribe):
+    # 40 tokens at 20/s take 2 s; the deadline allows about 0.4 s.
+    s = make_settings(AI_TOKENS_PER_SEC="20", AI_ANSWER_TOKENS="40")
+    w = await start_worker(s)
+    q = question_fields(s, deadline=int(time.time() * 1000) + 400)
+    replies = await subscribe(q["replyTo"])
+    t0 = time.monotonic()
+    await ask(r, s, q)
+
+    msgs = await replies.until_end()
+    elapsed = time.monotonic() - t0
+    tokens = [m for m in msgs if m["type"] == "token"]
+    assert msgs[-1]["type"] == "error" and msgs[-1]["code"] == "deadline_exceeded"
+    assert 1 <= len(tokens) < 40
+    assert [m["seq"] for m in tokens] == list(range(len(tokens)))
+    assert elapsed < 1.5  # the whole answer would take 2 s
+    await wait_for(lambda: w.finished == 1)
+    assert await pending_count(r, s) == 0
+
+
+async def test_cancel_key_stops_the_answer(r, make_settings, start_worker, subscribe):
+    s = make_settings(AI_TOKENS_PER_SEC="20", AI_ANSWER_TOKENS="40")
+    w = await start_worker(s)
+    q = question_fields(s)
+    replies = await subscribe(q["replyTo"])
+    await ask(r, s, q)
+
+    for expected_seq in range(3):
+        m = await replies.next()
+        assert m["type"] == "token" and m["seq"] == expected_seq
+    await r.set(cancel_key(q["id"]), "1", px=30_000)
+
+    msgs = (await replies.until_end())[3:]
+    assert msgs[-1]["type"] == "error" and msgs[-1]["code"] == "cancelled", msgs
+    assert len(msgs) <= 2, f"at most one more token after the cancel: {msgs}"
+    assert await replies.quiet(0.2) == []
+    await wait_for(lambda: w.finished == 1)
+    assert await pending_count(r, s) == 0
+    assert w.completed == 0
+
+
+async def test_cancelled_before_start_gets_no_tokens(r, make_settings, start_worker, subscribe):
+    s = make_settings()
+    await start_worker(s)
+    q = question_fields(s)
+    await r.set(cancel_key(q["id"]), "1", px=30_000)
+    replies = await subscribe(q["replyTo"])
+    await ask(r, s, q)
+    msgs = await replies.until_end()
+    assert [m["type"] for m in msgs] == ["error"] and msgs[0]["code"] == "cancelled"
+
+
+async def test_malformed_entries_answered_bad_question_and_acked(r, make_settings, start_worker, subscribe):
+    s = make_settings()
+    w = await start_worker(s)
+
+    no_text = question_fields(s, question=None)  # missing field
+    bad_deadline = question_fields(s, deadline="soon")
+    anonymous = {"question": "who am I?"}  # nobody to answer: logged and dropped
+    subs = [await subscribe(no_text["replyTo"]), await subscribe(bad_deadline["replyTo"])]
+    for f in (no_text, bad_deadline, anonymous):
+        assert not QUESTION.is_valid(f)
+        await ask(r, s, f, validate=False)
+
+    for sub, f in zip(subs, (no_text, bad_deadline)):
+        msgs = await sub.until_end()
+        assert len(msgs) == 1
+        assert msgs[0]["type"] == "error" and msgs[0]["code"] == "bad_question"
+        assert msgs[0]["messageId"] == f["id"] and msgs[0]["sessionId"] == f["sessionId"]
+
+    await wait_for(lambda: w.finished == 3)
+    assert await pending_count(r, s) == 0
+
+    # The worker is still serving after the bad entries.
+    good = question_fields(s)
+    sub = await subscribe(good["replyTo"])
+    await ask(r, s, good)
+    assert (await sub.until_end())[-1]["type"] == "done"
+
+
+async def test_many_concurrent_answers(r, make_settings, start_worker, subscribe):
+    # 30 answers of 0.5 s each finish in well under 30 x 0.5 s: they run concurrently.
+    s = make_settings(AI_TOKENS_PER_SEC="20", AI_ANSWER_TOKENS="10")
+    w = await start_worker(s)
+    qs = [question_fields(s) for _ in range(30)]
+    subs = [await subscribe(q["replyTo"]) for q in qs]
+    t0 = time.monotonic()
+    for q in qs:
+        await ask(r, s, q)
+    results = await asyncio.gather(*(sub.until_end(timeout=10) for sub in subs))
+    assert all(res[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 10}
+               for res, q in zip(results, qs))
+    assert time.monotonic() - t0 < 5.0  # one after another: 15 s
+    await wait_for(lambda: w.finished == 30)
+    assert await pending_count(r, s) == 0

@@ -1,0 +1,89 @@
+"""Settings validation and stream-entry parsing."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from conftest import QUESTION, REPLY, question_fields
+
+from ai_worker import protocol as p
+from ai_worker.config import ConfigError, load_settings
+
+
+def test_defaults():
+    s = load_settings({})
+    assert s.redis_url == "redis://127.0.0.1:6379"
+    assert (s.question_stream, s.consumer_group) == ("td:questions", "workers")
+    assert s.worker_id == f"worker-{socket.gethostname()}-{os.getpid()}"
+    assert (s.concurrency, s.heartbeat_ms, s.heartbeat_ttl_ms) == (256, 1000, 3000)
+    assert (s.capacity_per_sec, s.ttft_ms, s.tokens_per_sec, s.answer_tokens) == (100, 200, 50.0, 20)
+    assert (s.host, s.port, s.log_level) == ("127.0.0.1", 8090, "info")
+    assert s.shutdown_grace_ms == 5000
+
+
+def test_every_bad_value_reported_together():
+    env = {
+        "REDIS_URL": "http://x",
+        "WORKER_CONCURRENCY": "many",
+        "AI_TOKENS_PER_SEC": "0",
+        "WORKER_PORT": "70000",
+        "LOG_LEVEL": "chatty",
+        "WORKER_HEARTBEAT_MS": "5000",
+    }
+    with pytest.raises(ConfigError) as ei:
+        load_settings(env)
+    problems = ei.value.problems
+    assert len(problems) == 6, problems
+    for name in env:
+        assert name in str(ei.value)
+
+
+def test_values_parsed():
+    s = load_settings({"WORKER_CONCURRENCY": "8", "AI_TOKENS_PER_SEC": "12.5", "LOG_LEVEL": "DEBUG", "WORKER_ID": "w1"})
+    assert (s.concurrency, s.tokens_per_sec, s.log_level, s.worker_id) == (8, 12.5, "debug", "w1")
+
+
+def test_parse_entry_ok_with_bytes():
+    f = question_fields(None)
+    QUESTION.validate(f)
+    q = p.parse_entry({k.encode(): v.encode() for k, v in f.items()})
+    assert q.id == f["id"] and q.session_id == f["sessionId"] and q.reply_to == f["replyTo"]
+    assert q.deadline_ms == int(f["deadline"]) and q.attempt == 1 and q.trace_id == f["traceId"]
+
+
+@pytest.mark.parametrize(
+    "over, answerable",
+    [
+        ({"question": None}, True),
+        ({"deadline": "12"}, True),
+        ({"attempt": "first"}, True),
+        ({"replyTo": "elsewhere"}, False),
+        ({"id": None}, False),
+        ({"sessionId": ""}, False),
+    ],
+)
+def test_parse_entry_rejects(over, answerable):
+    f = question_fields(None, **over)
+    assert not QUESTION.is_valid(f)
+    with pytest.raises(p.BadQuestion) as ei:
+        p.parse_entry(f)
+    assert ei.value.answerable is answerable
+
+
+def test_parse_entry_none_fields():
+    with pytest.raises(p.BadQuestion) as ei:
+        p.parse_entry(None)
+    assert not ei.value.answerable
+
+
+def test_reply_builders_match_schema():
+    REPLY.validate(p.token_reply("m", "s", 0, "word "))
+    REPLY.validate(p.done_reply("m", "s", 3))
+    for code in p.ERROR_CODES:
+        REPLY.validate(p.error_reply("m", "s", code, "x"))
+    with pytest.raises(ValueError):
+        p.error_reply("m", "s", "oops", "x")
+    assert not REPLY.is_valid({**p.done_reply("m", "s", 3), "extra": 1})
