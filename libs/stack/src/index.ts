@@ -9,3 +9,5 @@ export { Stack, repoRoot } from './lib/stack';
 export type { GatewayHandle, StackOptions, WorkerHandle } from './lib/stack';
 export { SseClient, ask } from './lib/sse-client';
 export type { AskResult, ChatSession, SseEvent } from './lib/sse-client';
+export { startLocalRedisCluster } from './lib/redis-cluster';
+export type { LocalRedisClusterOptions, RedisClusterHandle } from './lib/redis-cluster';

@@ -1,0 +1,219 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { ManagedChild, waitFor } from './child';
+import { freePort } from './ports';
+import { pingRedis } from './redis';
+
+export interface RedisClusterHandle {
+  /** The masters, in the order they were started. */
+  nodes: Array<{ host: string; port: number }>;
+  /** Stops every node (SIGTERM, then SIGKILL). Never throws; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+export interface LocalRedisClusterOptions {
+  /** Each node gets <dir>/node-<port>/ (data, nodes-<port>.conf, redis-<port>.log). */
+  dir: string;
+  /** Number of masters, no replicas. redis-cli needs at least 3. Default 3. */
+  masters?: number;
+  echo?: boolean;
+}
+
+const HOST = '127.0.0.1';
+/** The cluster bus listens on the client port + 10000. */
+const BUS_OFFSET = 10_000;
+const PORT_ATTEMPTS = 50;
+const NODE_START_ATTEMPTS = 5;
+const CREATE_TIMEOUT_MS = 20_000;
+const CLUSTER_OK_TIMEOUT_MS = 20_000;
+
+/**
+ * A real Redis Cluster of `masters` redis-server child processes on 127.0.0.1 (no replicas, no
+ * persistence), created with `redis-cli --cluster create`. Resolves once every node reports
+ * cluster_state:ok and knows every other node. If anything fails, what was started is stopped.
+ */
+export async function startLocalRedisCluster(opts: LocalRedisClusterOptions): Promise<RedisClusterHandle> {
+  const masters = opts.masters ?? 3;
+  if (!Number.isInteger(masters) || masters < 3) {
+    throw new Error(`startLocalRedisCluster: masters must be an integer >= 3 (redis-cli needs 3), got ${masters}`);
+  }
+  mkdirSync(opts.dir, { recursive: true });
+
+  const children: ManagedChild[] = [];
+  const stopAll = async (): Promise<void> => {
+    await Promise.allSettled(children.map((c) => c.stop()));
+  };
+
+  try {
+    const used = new Set<number>();
+    const ports: number[] = [];
+    for (let i = 0; i < masters; i++) {
+      const { port, child } = await startNode(opts, used);
+      children.push(child);
+      ports.push(port);
+    }
+    const logs = children.map((c) => c.opts.logFile);
+
+    await createCluster(opts.dir, ports, logs);
+    await waitClusterOk(ports, children, logs);
+
+    return {
+      nodes: ports.map((port) => ({ host: HOST, port })),
+      stop: stopAll,
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+/** Starts one node on a port P where P and P + 10000 were free; retries when the node exits early. */
+async function startNode(
+  opts: LocalRedisClusterOptions,
+  used: Set<number>,
+): Promise<{ port: number; child: ManagedChild }> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < NODE_START_ATTEMPTS; attempt++) {
+    const port = await pickPortPair(used);
+    used.add(port);
+    used.add(port + BUS_OFFSET);
+    const nodeDir = join(opts.dir, `node-${port}`);
+    const child = new ManagedChild({
+      name: `redis-${port}`,
+      command: 'redis-server',
+      args: [
+        '--port', String(port),
+        '--bind', HOST,
+        '--cluster-enabled', 'yes',
+        '--cluster-config-file', `nodes-${port}.conf`,
+        '--cluster-node-timeout', '2000',
+        '--save', '',
+        '--appendonly', 'no',
+        '--dir', nodeDir,
+        '--daemonize', 'no',
+      ],
+      // ManagedChild creates the log file's directory, which is also the node's --dir.
+      logFile: join(nodeDir, `redis-${port}.log`),
+      echo: opts.echo,
+    });
+    try {
+      await waitFor(`redis cluster node on ${port}`, () => pingRedis(`redis://${HOST}:${port}`), 10_000, child);
+      return { port, child };
+    } catch (err) {
+      lastError = err;
+      const exitedEarly = !child.running;
+      await child.stop();
+      // Exited early: most likely someone took one of the two ports meanwhile. Try other ports.
+      if (!exitedEarly) throw err;
+    }
+  }
+  throw lastError;
+}
+
+/** A port P such that P and P + 10000 both accept a bind on 127.0.0.1 right now. */
+async function pickPortPair(used: Set<number>): Promise<number> {
+  for (let i = 0; i < PORT_ATTEMPTS; i++) {
+    const port = await freePort();
+    const bus = port + BUS_OFFSET;
+    if (bus > 65_535 || used.has(port) || used.has(bus)) continue;
+    if ((await canBind(port)) && (await canBind(bus))) return port;
+  }
+  throw new Error(`startLocalRedisCluster: found no free port P with P+${BUS_OFFSET} free in ${PORT_ATTEMPTS} tries`);
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, HOST, () => {
+      srv.close(() => resolve(true));
+    });
+  });
+}
+
+/** `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`; output kept in <dir>/cluster-create.log. */
+async function createCluster(dir: string, ports: number[], logs: string[]): Promise<void> {
+  const args = [
+    '--cluster', 'create',
+    ...ports.map((p) => `${HOST}:${p}`),
+    '--cluster-replicas', '0',
+    '--cluster-yes',
+  ];
+  const logFile = join(dir, 'cluster-create.log');
+  const result = await new Promise<{ error: Error | null; stdout: string; stderr: string }>((resolve) => {
+    execFile(
+      'redis-cli',
+      args,
+      { timeout: CREATE_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 4 * 1024 * 1024 },
+      (error, stdout, stderr) => resolve({ error, stdout: String(stdout), stderr: String(stderr) }),
+    );
+  });
+  writeFileSync(logFile, `$ redis-cli ${args.join(' ')}\n${result.stdout}${result.stderr}`);
+  // redis-cli exits 0 on success; it also prints [ERR] lines for failures it does not exit on.
+  if (result.error || /\[ERR\]/.test(result.stdout + result.stderr)) {
+    const tail = `${result.stdout}${result.stderr}`.trim().split('\n').slice(-10).join('\n');
+    throw new Error(
+      `redis-cli --cluster create failed (${result.error?.message.split('\n')[0] ?? '[ERR] in output'}); ` +
+        `see ${logFile} and ${logs.join(', ')}\n${tail}`,
+    );
+  }
+}
+
+/** Until CLUSTER INFO on every node says cluster_state:ok with all slots and all nodes known. */
+async function waitClusterOk(ports: number[], children: ManagedChild[], logs: string[]): Promise<void> {
+  const clients = ports.map((port) => {
+    const c = new Redis({
+      host: HOST,
+      port,
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      connectTimeout: 500,
+      retryStrategy: () => 100,
+    });
+    c.on('error', () => undefined);
+    return c;
+  });
+  const last = new Map<number, string>();
+  try {
+    const until = Date.now() + CLUSTER_OK_TIMEOUT_MS;
+    for (;;) {
+      const dead = children.find((c) => !c.running);
+      if (dead) throw new Error(`redis cluster: a node exited during startup; see ${dead.opts.logFile}`);
+      const states = await Promise.all(
+        clients.map(async (client, i) => {
+          try {
+            if (client.status === 'wait') await client.connect();
+            const info = String(await client.call('CLUSTER', 'INFO'));
+            const field = (name: string): string | undefined =>
+              new RegExp(`^${name}:(\\S+)`, 'm').exec(info)?.[1];
+            const summary = `state=${field('cluster_state')} slots=${field('cluster_slots_assigned')} known=${field('cluster_known_nodes')}`;
+            last.set(ports[i], summary);
+            return (
+              field('cluster_state') === 'ok' &&
+              field('cluster_slots_assigned') === '16384' &&
+              field('cluster_known_nodes') === String(ports.length)
+            );
+          } catch (err) {
+            last.set(ports[i], `error: ${(err as Error).message}`);
+            return false;
+          }
+        }),
+      );
+      if (states.every(Boolean)) return;
+      if (Date.now() >= until) {
+        const detail = ports.map((p) => `${p}: ${last.get(p) ?? 'no answer'}`).join('; ');
+        throw new Error(
+          `redis cluster not ok within ${CLUSTER_OK_TIMEOUT_MS} ms (${detail}); see ${logs.join(', ')}`,
+        );
+      }
+      await sleep(100);
+    }
+  } finally {
+    for (const c of clients) c.disconnect();
+  }
+}
