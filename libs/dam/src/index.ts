@@ -1,0 +1,7 @@
+export { Dam } from './lib/dam';
+export type { AdmitResult, DamStatus, Lease, RefusalReason } from './lib/dam';
+export type { DamEvent, DamMode, DamOptions, FallbackPolicy } from './lib/options';
+export type { GlobalView } from './lib/budget.store';
+export { RedisDeadlineError, withDeadline } from './lib/deadline';
+export { UserRateLimiter } from './lib/user-rate';
+export type { RateDecision, UserRateOptions } from './lib/user-rate';

@@ -1,0 +1,155 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { Dam, type Lease } from '../index';
+import type { DamOptions } from './options';
+
+function admissionClient(url: string): Redis {
+  const r = new Redis(url, { enableOfflineQueue: false, autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0 });
+  r.on('error', () => undefined);
+  return r;
+}
+
+describe('Dam budget against real Redis', () => {
+  let redis: RedisHandle;
+  const clients: Redis[] = [];
+  const dams: Dam[] = [];
+
+  async function dam(id: string, o: Partial<DamOptions> = {}): Promise<Dam> {
+    const client = admissionClient(redis.url);
+    clients.push(client);
+    await new Promise<void>((resolve) => client.once('ready', () => resolve()));
+    const d = new Dam({ redis: client, instanceId: id, heartbeatMs: 200, heartbeatTtlMs: 600, ...o });
+    dams.push(d);
+    await d.start();
+    return d;
+  }
+
+  beforeAll(async () => {
+    redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-dam-')));
+  });
+
+  afterEach(async () => {
+    await Promise.all(dams.splice(0).map((d) => d.stop()));
+    for (const c of clients.splice(0)) c.disconnect();
+    const flush = new Redis(redis.url);
+    await flush.flushall();
+    flush.disconnect();
+  });
+
+  afterAll(async () => {
+    await redis.stop();
+  });
+
+  it('race: 2,500 concurrent admits over 2 instances against capacity 2,000 admit exactly 2,000, 100 times', async () => {
+    // Ceiling above the share, so the global budget (one script per admit) is what bounds them.
+    // Production heartbeat timing: a 2,500-admit burst must not make an instance look dead.
+    const events: string[] = [];
+    const opts: Partial<DamOptions> = {
+      slotsPerInstance: 1_000,
+      instanceCeiling: 2_500,
+      redisTimeoutMs: 5_000,
+      heartbeatMs: 1_000,
+      heartbeatTtlMs: 3_000,
+      onEvent: (e) => events.push(e.type),
+    };
+    const [a, b] = await Promise.all([dam('race-a', opts), dam('race-b', opts)]);
+    for (let round = 0; round < 100; round++) {
+      const results = await Promise.all(Array.from({ length: 2_500 }, () => (Math.random() < 0.5 ? a : b).admit()));
+      const leases = results.flatMap((r) => (r.admitted ? [r.lease] : []));
+      expect({ round, admitted: leases.length }).toEqual({ round, admitted: 2_000 });
+      expect(results.filter((r) => !r.admitted).every((r) => !r.admitted && r.reason === 'dam_full')).toBe(true);
+      expect(a.inFallback || b.inFallback).toBe(false);
+      expect(events.filter((e) => e !== 'registered')).toEqual([]);
+      const s = await a.status();
+      expect(s.global?.used).toBe(2_000);
+      expect(s.global?.capacity).toBe(2_000);
+      for (const l of leases) l.release();
+      await waitFor(async () => (await a.status()).global?.used === 0);
+    }
+  }, 300_000);
+
+  it('releases exactly once, and counts never go negative', async () => {
+    const a = await dam('once-a');
+    const r = await a.admit();
+    if (!r.admitted) throw new Error('refused');
+    r.lease.release();
+    r.lease.release();
+    await waitFor(async () => (await a.status()).global?.used === 0);
+    expect(a.heldCount).toBe(0);
+    const raw = new Redis(redis.url);
+    expect(await raw.hget('td:dam:{dam}:held', 'once-a')).toBe('0');
+    raw.disconnect();
+  });
+
+  it('the per-instance ceiling is local and exact', async () => {
+    const a = await dam('ceil-a', { slotsPerInstance: 1_000, instanceCeiling: 10 });
+    const results = await Promise.all(Array.from({ length: 25 }, () => a.admit()));
+    expect(results.filter((r) => r.admitted)).toHaveLength(10);
+    expect(results.filter((r) => !r.admitted && r.reason === 'instance_full')).toHaveLength(15);
+  });
+
+  it('caps concurrent sessions per user across instances', async () => {
+    const [a, b] = await Promise.all([dam('user-a', { userMaxSessions: 3 }), dam('user-b', { userMaxSessions: 3 })]);
+    const got = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 ? a : b).admit('jwt:alice')));
+    const leases = got.flatMap((r) => (r.admitted ? [r.lease] : []));
+    expect(leases).toHaveLength(3);
+    expect(got.filter((r) => !r.admitted && r.reason === 'user_sessions')).toHaveLength(5);
+    // Another user is not affected.
+    expect((await a.admit('jwt:bob')).admitted).toBe(true);
+    leases[0]?.release();
+    await waitFor(async () => (await b.admit('jwt:alice')).admitted);
+  });
+
+  it('a dead instance (no heartbeat) gives its slots back and capacity shrinks', async () => {
+    const a = await dam('dead-a', { slotsPerInstance: 5 });
+    const b = await dam('dead-b', { slotsPerInstance: 5 });
+    const held: Lease[] = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await b.admit();
+      if (r.admitted) held.push(r.lease);
+    }
+    expect((await a.status()).global).toMatchObject({ used: 5, capacity: 10, live: 2 });
+    // b "dies": its timer stops and it never releases.
+    (b as unknown as { timer: NodeJS.Timeout }).timer.unref();
+    clearInterval((b as unknown as { timer: NodeJS.Timeout }).timer);
+    const t0 = Date.now();
+    await waitFor(async () => {
+      const g = (await a.status()).global;
+      return g?.capacity === 5 && g.used === 0;
+    }, 3_000);
+    expect(Date.now() - t0).toBeLessThan(1_500);
+  });
+
+  it('falls back to its local share without Redis and reconciles within one heartbeat', async () => {
+    const a = await dam('fb-a', { slotsPerInstance: 4, redisTimeoutMs: 20 });
+    const first = await a.admit();
+    expect(first.admitted && !first.fallback).toBe(true);
+    redis.child?.signal('SIGSTOP');
+    try {
+      const t0 = Date.now();
+      const results = [];
+      for (let i = 0; i < 6; i++) results.push(await a.admit());
+      expect(Date.now() - t0).toBeLessThan(6 * 60);
+      expect(a.inFallback).toBe(true);
+      // Local share of 4, one already held: exactly 3 more.
+      expect(results.filter((r) => r.admitted)).toHaveLength(3);
+      expect(results.filter((r) => r.admitted).every((r) => r.admitted && r.fallback)).toBe(true);
+    } finally {
+      redis.child?.signal('SIGCONT');
+    }
+    await waitFor(async () => !a.inFallback, 2_000);
+    expect((await a.status()).global).toMatchObject({ used: 4, capacity: 4 });
+  });
+});
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error('condition not met in time');
+}
