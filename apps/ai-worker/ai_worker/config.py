@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, TypeVar
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# The gateway's pino names, so one LOG_LEVEL can configure the whole stack.
+PINO_LEVELS = {"trace": "debug", "warn": "warning", "fatal": "critical", "silent": "critical"}
 
 T = TypeVar("T")
 
@@ -95,6 +97,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     def lower(v: str) -> str:
         return v.lower()
 
+    def level_name(v: str) -> str:
+        return PINO_LEVELS.get(v.lower(), v.lower())
+
     s = Settings(
         redis_url=get("REDIS_URL", Settings.redis_url, str, redis_url),
         question_stream=get("AI_QUESTION_STREAM", Settings.question_stream, str, name_like),
@@ -111,7 +116,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         answer_tokens=get("AI_ANSWER_TOKENS", Settings.answer_tokens, int, between(0, 100_000)),
         host=get("WORKER_HOST", Settings.host, str, name_like),
         port=get("WORKER_PORT", Settings.port, int, between(0, 65535)),
-        log_level=get("LOG_LEVEL", Settings.log_level, lower, log_level),
+        log_level=get("LOG_LEVEL", Settings.log_level, level_name, log_level),
     )
     if s.heartbeat_ttl_ms <= s.heartbeat_ms:
         problems.append(

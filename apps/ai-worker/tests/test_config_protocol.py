@@ -87,3 +87,9 @@ def test_reply_builders_match_schema():
     with pytest.raises(ValueError):
         p.error_reply("m", "s", "oops", "x")
     assert not REPLY.is_valid({**p.done_reply("m", "s", 3), "extra": 1})
+
+
+def test_accepts_the_gateways_pino_level_names():
+    assert load_settings({"LOG_LEVEL": "warn"}).log_level == "warning"
+    assert load_settings({"LOG_LEVEL": "fatal"}).log_level == "critical"
+    assert load_settings({"LOG_LEVEL": "trace"}).log_level == "debug"

@@ -17,9 +17,12 @@ export async function startE2eStack(opts: Partial<StackOptions> = {}): Promise<S
   return stack;
 }
 
-export async function metricValue(url: string, name: string): Promise<number> {
+/** The value of the first series whose line starts with `series` (a name, or a name and labels: `m{type="x"`). */
+export async function metricValue(url: string, series: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+  const heads = series.includes('{') ? [series] : [`${series}{`, `${series} `];
+  const line = text.split('\n').find((l) => heads.some((h) => l.startsWith(h)));
+  const name = series;
   if (!line) throw new Error(`metric ${name} not found at ${url}`);
   return Number(line.slice(line.lastIndexOf(' ') + 1));
 }

@@ -13,7 +13,9 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
   stdio: 'inherit',
 });
 
-const aliases = { '@traffic-dam/ai-bridge': join(out, 'libs/ai-bridge/src/index.js') };
+const aliases = Object.fromEntries(
+  ['ai-bridge', 'dam'].map((lib) => [`@traffic-dam/${lib}`, join(out, `libs/${lib}/src/index.js`)]),
+);
 await build({
   entryPoints: [join(out, 'apps/gateway/src/main.js')],
   outfile: join(root, 'dist/apps/gateway/main.js'),

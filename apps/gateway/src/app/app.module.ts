@@ -6,6 +6,7 @@ import { LoggerModule } from 'nestjs-pino';
 import { ChatModule } from '../chat/chat.module';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ProblemFilter } from '../common/errors';
+import { DamModule } from '../dam/dam.module';
 import { INSTANCE_ID } from '../common/instance';
 import { LifecycleModule } from '../common/lifecycle.module';
 import { RedisModule } from '../common/redis/redis.module';
@@ -54,6 +55,7 @@ export class AppModule {
         RedisModule,
         MetricsModule,
         HealthModule,
+        DamModule,
         ChatModule,
       ],
       providers: [

@@ -24,6 +24,7 @@ export class ChatController {
   async ask(
     @Param('sessionId') sessionId: string,
     @Req() req: Request,
+    @Res({ passthrough: true }) res: Response,
     @Body() body: unknown,
   ): Promise<{ messageId: string }> {
     const authorization = req.headers.authorization;
@@ -34,7 +35,9 @@ export class ChatController {
     if (!SESSION_ID.test(sessionId)) {
       throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
     }
-    return this.chat.ask(sessionId, authorization, body, requestId(req));
+    const { messageId, headers } = await this.chat.ask(sessionId, authorization, body, requestId(req));
+    for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+    return { messageId };
   }
 
   @Delete('sessions/:sessionId')

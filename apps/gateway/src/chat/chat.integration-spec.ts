@@ -1,27 +1,12 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { INestApplication } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { SseClient, ask, startTestRedis, type ChatSession, type RedisHandle } from '@traffic-dam/stack';
-import { createApp } from '../app/create-app';
-import { loadConfig } from '../common/config/config';
+import { startInstance as start, waitUntil, type TestInstance as Instance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 
-interface Instance {
-  app: INestApplication;
-  url: string;
-  id: string;
-}
-
-async function startInstance(redisUrl: string, name: string): Promise<Instance> {
-  const config = loadConfig({ REDIS_URL: redisUrl, LOG_LEVEL: 'silent', SSE_PING_MS: '200', QUESTION_MAX_CHARS: '50' });
-  const id = `${name}-${process.pid}`;
-  const app = await createApp(config, id);
-  await app.listen(0, '127.0.0.1');
-  const addr = app.getHttpServer().address() as { port: number };
-  return { app, url: `http://127.0.0.1:${addr.port}`, id };
-}
+const startInstance = (redisUrl: string, name: string) => start(redisUrl, name, { SSE_PING_MS: '200', QUESTION_MAX_CHARS: '50' });
 
 async function post(url: string, init: { body?: string | Buffer; headers?: Record<string, string>; method?: string }) {
   const res = await fetch(url, { method: init.method ?? 'POST', body: init.body, headers: init.headers });
@@ -172,12 +157,3 @@ describe('chat sessions across two instances (real Redis)', () => {
     expect(((await unknown.json()) as { code: string }).code).toBe('not_found');
   });
 });
-
-async function waitUntil(check: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error('condition not met in time');
-}

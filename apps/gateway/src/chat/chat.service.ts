@@ -11,9 +11,11 @@ import { LifecycleService } from '../common/lifecycle.service';
 import { REDIS_SUBSCRIBER } from '../common/redis/redis.module';
 import { MetricsService } from '../metrics/metrics.service';
 import { parseBearer, parseQuestionBody } from './question-body';
-import { SessionRepository, controlChannel } from './session.repository';
+import { SessionRepository, controlChannel, hashToken, type NewSession } from './session.repository';
 import { SSE_HEADERS } from './sse';
-import { StreamHub, type CloseReason } from './stream-hub';
+import { StreamHub, type CloseReason, type LocalStream } from './stream-hub';
+import { DamService } from '../dam/dam.service';
+import { withDeadline } from '@traffic-dam/dam';
 
 export interface SessionEvent {
   sessionId: string;
@@ -29,6 +31,7 @@ const INFLIGHT_SLACK_MS = 5_000;
 @Injectable()
 export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   readonly hub: StreamHub;
+  private readonly persistTimer: NodeJS.Timeout;
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -39,9 +42,14 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly bridge: AiBridgeClient,
     private readonly metrics: MetricsService,
     private readonly lifecycle: LifecycleService,
+    private readonly dam: DamService,
   ) {
     this.hub = new StreamHub(config.SSE_PING_MS);
     lifecycle.onDrain(() => this.drain());
+    this.persistTimer = setInterval(() => {
+      if (this.hub.unpersisted().length > 0) void this.persistPending();
+    }, 1_000);
+    this.persistTimer.unref();
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -56,52 +64,72 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
 
   onModuleDestroy(): void {
     this.hub.stop();
+    clearInterval(this.persistTimer);
   }
 
-  /** GET /chat/stream: create the session in Redis, then start the SSE stream. */
+  /** GET /chat/stream: admit through the dam, store the session, then start the SSE stream. */
   async openStream(req: Request, res: Response): Promise<void> {
     if (this.lifecycle.draining) {
       throw new GatewayException(ErrorCode.Draining, 'This instance is shutting down; connect again.', { retryAfterSec: 1 });
     }
-    const now = Date.now();
-    const session: SessionEvent = {
-      sessionId: randomUUID(),
-      token: randomBytes(32).toString('base64url'),
-      instanceId: this.instanceId,
-      expiresAt: now + this.config.SESSION_MAX_MS,
-    };
+    const { lease, userId } = await this.dam.admitStream(req);
+    let stream: LocalStream | undefined;
     try {
-      await this.sessions.create({ ...session, createdAt: now });
-    } catch (err) {
-      this.logger.warn({ err }, 'session create failed: Redis unavailable');
-      throw new GatewayException(ErrorCode.RedisUnavailable, 'Sessions cannot be stored right now.', { retryAfterSec: 1 });
+      const now = Date.now();
+      const session: NewSession = {
+        sessionId: randomUUID(),
+        token: randomBytes(32).toString('base64url'),
+        instanceId: this.instanceId,
+        userId,
+        createdAt: now,
+        expiresAt: now + this.config.SESSION_MAX_MS,
+      };
+      // Redis away must not hold the stream up: the session starts local and is written later.
+      const persisted = await withDeadline(this.sessions.create(session), this.config.REDIS_REQUEST_TIMEOUT_MS).then(
+        () => true,
+        (err: unknown) => {
+          this.logger.warn({ err: String(err) }, 'session record not written yet: Redis unavailable');
+          return false;
+        },
+      );
+      const { sessionId } = session;
+      this.logger.assign({ sessionId });
+      res.status(200);
+      for (const [k, v] of Object.entries(SSE_HEADERS)) res.setHeader(k, v);
+      res.flushHeaders();
+      stream = this.hub.add(session, res, lease, persisted);
+      this.metrics.sseOpened.inc();
+      this.metrics.sseOpen.set(this.hub.size);
+      const opened = stream;
+      res.once('close', () => {
+        void this.onStreamClosed(sessionId, opened.closeReason ?? 'client');
+      });
+      req.socket.setKeepAlive(true, 10_000);
+      const event: SessionEvent = { sessionId, token: session.token, instanceId: this.instanceId, expiresAt: session.expiresAt };
+      this.hub.send(sessionId, 'session', event);
+      this.logger.info({ userId: userId ?? undefined, persisted }, 'session opened');
+    } finally {
+      // A failure before the stream exists must not keep the slot.
+      if (!stream) lease.release();
     }
-    const { sessionId } = session;
-    this.logger.assign({ sessionId });
-    res.status(200);
-    for (const [k, v] of Object.entries(SSE_HEADERS)) res.setHeader(k, v);
-    res.flushHeaders();
-    const stream = this.hub.add(sessionId, res);
-    this.metrics.sseOpened.inc();
-    this.metrics.sseOpen.set(this.hub.size);
-    res.once('close', () => {
-      void this.onStreamClosed(sessionId, stream.closeReason ?? 'client');
-    });
-    // A client that vanished between accept and here would never get a close event otherwise.
-    req.socket.setKeepAlive(true, 10_000);
-    this.hub.send(sessionId, 'session', session);
-    this.logger.info('session opened');
   }
 
-  /** POST /chat/sessions/:id/messages. */
-  async ask(sessionId: string, authorization: string | undefined, body: unknown, traceId: string): Promise<{ messageId: string }> {
+  /** POST /chat/sessions/:id/messages. Returns the message id and the rate headers to send. */
+  async ask(
+    sessionId: string,
+    authorization: string | undefined,
+    body: unknown,
+    traceId: string,
+  ): Promise<{ messageId: string; headers: Record<string, string> }> {
     const token = this.requireToken(authorization);
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
     const messageId = randomUUID();
     const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
-    const claim = await this.redisCall(() =>
-      this.sessions.claim(sessionId, token, messageId, this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS),
-    );
+    const inflightTtl = this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS;
+    let claim = await this.redisCall(() => this.sessions.claim(sessionId, token, messageId, inflightTtl));
+    if (claim.status === 'not_found' && (await this.persistIfLocal(sessionId))) {
+      claim = await this.redisCall(() => this.sessions.claim(sessionId, token, messageId, inflightTtl));
+    }
     switch (claim.status) {
       case 'not_found':
         this.metrics.questions.inc({ outcome: 'session_not_found' });
@@ -115,30 +143,71 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       case 'ok':
         break;
     }
+    let headers: Record<string, string>;
     try {
-      await this.bridge.ask({
-        id: messageId,
-        sessionId,
-        replyTo: protocolKeys.replyChannel(claim.ownerInstanceId),
-        question,
-        deadline,
-        attempt: 1,
-        traceId,
-      });
+      headers = await this.dam.checkQuestionRate(claim.userId);
     } catch (err) {
       await this.sessions.release(sessionId, messageId).catch(() => undefined);
-      this.logger.warn({ err, sessionId, messageId }, 'question not queued: Redis unavailable');
+      this.metrics.questions.inc({ outcome: 'rate_limited' });
+      throw err;
+    }
+    try {
+      await withDeadline(
+        this.bridge.ask({
+          id: messageId,
+          sessionId,
+          replyTo: protocolKeys.replyChannel(claim.ownerInstanceId),
+          question,
+          deadline,
+          attempt: 1,
+          traceId,
+        }),
+        this.config.REDIS_REQUEST_TIMEOUT_MS,
+      );
+    } catch (err) {
+      await this.sessions.release(sessionId, messageId).catch(() => undefined);
+      this.logger.warn({ err: String(err), sessionId, messageId }, 'question not queued: Redis unavailable');
       this.metrics.questions.inc({ outcome: 'redis_unavailable' });
       throw new GatewayException(ErrorCode.RedisUnavailable, 'The question could not be queued.', { retryAfterSec: 1 });
     }
     this.metrics.questions.inc({ outcome: 'accepted' });
     this.logger.info({ sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
-    return { messageId };
+    return { messageId, headers };
+  }
+
+  /** Writes a session that exists only here (opened while Redis was away); true if it did. */
+  private async persistIfLocal(sessionId: string): Promise<boolean> {
+    const s = this.hub.get(sessionId);
+    if (!s || s.persisted) return false;
+    await this.redisCall(() => this.sessions.create(s.session));
+    s.persisted = true;
+    return true;
+  }
+
+  /** Retries the sessions opened while Redis was away; runs on a timer only while there are some. */
+  private async persistPending(): Promise<void> {
+    for (const s of this.hub.unpersisted()) {
+      try {
+        await withDeadline(this.sessions.create(s.session), 500);
+        s.persisted = true;
+      } catch {
+        return; // still away; the next tick tries again
+      }
+    }
   }
 
   /** DELETE /chat/sessions/:id: works from any instance. */
   async close(sessionId: string, authorization: string | undefined): Promise<void> {
     const token = this.requireToken(authorization);
+    // The stream is here: the token is checked locally and no Redis round trip is needed.
+    const local = this.hub.get(sessionId);
+    if (local) {
+      if (hashToken(token) !== hashToken(local.session.token)) {
+        throw new GatewayException(ErrorCode.InvalidToken, 'The token does not belong to this session.');
+      }
+      this.hub.end(sessionId, 'deleted');
+      return;
+    }
     const auth = await this.redisCall(() => this.sessions.authorize(sessionId, token));
     switch (auth.status) {
       case 'not_found':
@@ -149,11 +218,12 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       case 'ok':
         break;
     }
-    if (auth.ownerInstanceId === this.instanceId && this.hub.end(sessionId, 'deleted')) return;
     // Remove first so the session is closed for every instance even if the owner is gone.
     const inflight = await this.redisCall(() => this.sessions.remove(sessionId));
     if (inflight) await this.bridge.cancel(inflight).catch(() => undefined);
-    await this.redisCall(() => this.sessions.requestClose(auth.ownerInstanceId, sessionId));
+    if (auth.ownerInstanceId !== this.instanceId) {
+      await this.redisCall(() => this.sessions.requestClose(auth.ownerInstanceId, sessionId));
+    }
   }
 
   /** Throws 401 unless the header carries a bearer token. */
@@ -169,9 +239,10 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     return token;
   }
 
+  /** Every Redis call on a request path has a short deadline: a dead Redis answers 503 fast. */
   private async redisCall<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      return await fn();
+      return await withDeadline(fn(), this.config.REDIS_REQUEST_TIMEOUT_MS);
     } catch (err) {
       this.logger.warn({ err }, 'Redis call failed');
       throw new GatewayException(ErrorCode.RedisUnavailable, 'Shared state is unavailable; try again.', { retryAfterSec: 1 });
@@ -214,7 +285,9 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   private async onStreamClosed(sessionId: string, reason: CloseReason): Promise<void> {
-    if (!this.hub.remove(sessionId)) return;
+    const stream = this.hub.remove(sessionId);
+    if (!stream) return;
+    stream.lease.release();
     this.metrics.sseOpen.set(this.hub.size);
     this.metrics.sseClosed.inc({ reason });
     try {
@@ -223,7 +296,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       this.logger.info({ sessionId, reason, cancelled: inflight ?? undefined }, 'session closed');
     } catch (err) {
       // The session key expires by its TTL; the worker stops at the question's deadline.
-      this.logger.warn({ err, sessionId, reason }, 'session clean-up failed: Redis unavailable');
+      this.logger.warn({ err: String(err), sessionId, reason }, 'session clean-up failed: Redis unavailable');
     }
   }
 

@@ -10,18 +10,21 @@ export interface ClaimResult {
   status: ClaimStatus;
   /** Instance holding the session's stream (empty when not found or forbidden). */
   ownerInstanceId: string;
+  /** The identity per-user limits apply to, or null. */
+  userId: string | null;
 }
 
 export interface NewSession {
   sessionId: string;
   token: string;
   instanceId: string;
+  userId: string | null;
   createdAt: number;
   expiresAt: number;
 }
 
 interface SessionCommands {
-  tdClaim(session: string, inflight: string, tokenHash: string, messageId: string, ttlMs: number): Promise<[string, string]>;
+  tdClaim(session: string, inflight: string, tokenHash: string, messageId: string, ttlMs: number): Promise<[string, string, string]>;
   tdAuthorize(session: string, tokenHash: string): Promise<[string, string]>;
   tdRelease(inflight: string, messageId: string): Promise<number>;
   tdRemove(session: string, inflight: string): Promise<string | null>;
@@ -59,6 +62,7 @@ export class SessionRepository {
       .hset(keys.session(s.sessionId), {
         tokenHash: hashToken(s.token),
         instanceId: s.instanceId,
+        userId: s.userId ?? '',
         createdAt: String(s.createdAt),
         expiresAt: String(s.expiresAt),
       })
@@ -67,19 +71,19 @@ export class SessionRepository {
   }
 
   async claim(sessionId: string, token: string, messageId: string, ttlMs: number): Promise<ClaimResult> {
-    const [status, owner] = await this.redis.tdClaim(
+    const [status, owner, userId] = await this.redis.tdClaim(
       keys.session(sessionId),
       keys.inflight(sessionId),
       hashToken(token),
       messageId,
       ttlMs,
     );
-    return { status: status as ClaimStatus, ownerInstanceId: owner };
+    return { status: status as ClaimStatus, ownerInstanceId: owner, userId: userId === '' ? null : userId };
   }
 
   async authorize(sessionId: string, token: string): Promise<ClaimResult> {
     const [status, owner] = await this.redis.tdAuthorize(keys.session(sessionId), hashToken(token));
-    return { status: status as ClaimStatus, ownerInstanceId: owner };
+    return { status: status as ClaimStatus, ownerInstanceId: owner, userId: null };
   }
 
   async release(sessionId: string, messageId: string): Promise<boolean> {

@@ -4,14 +4,14 @@
 /**
  * Authorize a question and claim the session's single in-flight slot, in one round trip.
  * KEYS: session, inflight. ARGV: tokenHash, messageId, inflightTtlMs.
- * Returns {status, ownerInstanceId}.
+ * Returns {status, ownerInstanceId, userId}.
  */
 export const CLAIM_LUA = `
-local s = redis.call('HMGET', KEYS[1], 'tokenHash', 'instanceId')
-if not s[1] then return {'not_found', ''} end
-if s[1] ~= ARGV[1] then return {'forbidden', ''} end
-if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', s[2]} end
-return {'ok', s[2]}
+local s = redis.call('HMGET', KEYS[1], 'tokenHash', 'instanceId', 'userId')
+if not s[1] then return {'not_found', '', ''} end
+if s[1] ~= ARGV[1] then return {'forbidden', '', ''} end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', s[2], s[3] or ''} end
+return {'ok', s[2], s[3] or ''}
 `;
 
 /**

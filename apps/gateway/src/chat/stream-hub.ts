@@ -1,4 +1,6 @@
 import type { Response } from 'express';
+import type { Lease } from '@traffic-dam/dam';
+import type { NewSession } from './session.repository';
 import { SSE_PING, sseEvent } from './sse';
 
 /** Bytes a client may leave unread before it counts as stuck and is cut off. */
@@ -10,6 +12,11 @@ export interface LocalStream {
   readonly sessionId: string;
   readonly res: Response;
   readonly openedAt: number;
+  /** The dam's hold for this stream; released exactly once, when the stream ends. */
+  readonly lease: Lease;
+  readonly session: NewSession;
+  /** False while the session record could not be written to Redis (Redis away). */
+  persisted: boolean;
   /** Set once the stream ended, with why. */
   closeReason?: CloseReason;
 }
@@ -31,10 +38,14 @@ export class StreamHub {
     return this.streams.size;
   }
 
-  add(sessionId: string, res: Response): LocalStream {
-    const s: LocalStream = { sessionId, res, openedAt: Date.now() };
-    this.streams.set(sessionId, s);
+  add(session: NewSession, res: Response, lease: Lease, persisted: boolean): LocalStream {
+    const s: LocalStream = { sessionId: session.sessionId, res, openedAt: Date.now(), lease, session, persisted };
+    this.streams.set(session.sessionId, s);
     return s;
+  }
+
+  unpersisted(): LocalStream[] {
+    return [...this.streams.values()].filter((s) => !s.persisted);
   }
 
   get(sessionId: string): LocalStream | undefined {

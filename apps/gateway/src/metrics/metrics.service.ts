@@ -2,6 +2,13 @@ import { Inject, Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { INSTANCE_ID } from '../common/instance';
 
+export interface DamSnapshot {
+  held: number;
+  unbudgeted: number;
+  fallback: boolean;
+  global: { used: number; capacity: number; live: number } | null;
+}
+
 /** Every metric of the gateway, on one registry labelled with the instance id. */
 @Injectable()
 export class MetricsService {
@@ -15,6 +22,12 @@ export class MetricsService {
   readonly questions: Counter<'outcome'>;
   readonly replies: Counter<'type'>;
   readonly orphanReplies: Counter;
+  readonly damAdmitted: Counter<'fallback'>;
+  readonly damRefused: Counter<'reason'>;
+  readonly damShadowRefused: Counter<'reason'>;
+  readonly damAdmitDuration: Histogram<'outcome'>;
+  readonly damEvents: Counter<'type'>;
+  private damSnapshot: (() => DamSnapshot) | null = null;
 
   constructor(@Inject(INSTANCE_ID) instanceId: string) {
     this.registry.setDefaultLabels({ instance_id: instanceId });
@@ -58,5 +71,58 @@ export class MetricsService {
       help: 'Worker replies for a session that is no longer open here (the question gets cancelled)',
       registers,
     });
+    this.damAdmitted = new Counter({
+      name: 'td_dam_admitted_total',
+      help: 'Streams admitted by the dam, by whether the local fallback decided',
+      labelNames: ['fallback'],
+      registers,
+    });
+    this.damRefused = new Counter({
+      name: 'td_dam_refused_total',
+      help: 'Requests refused by the dam, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.damShadowRefused = new Counter({
+      name: 'td_dam_shadow_refused_total',
+      help: 'Requests the dam would have refused in enforce mode (shadow mode lets them in)',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.damAdmitDuration = new Histogram({
+      name: 'td_dam_admit_duration_seconds',
+      help: 'Time to decide one stream admission, Redis round trip included',
+      labelNames: ['outcome'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25],
+      registers,
+    });
+    this.damEvents = new Counter({
+      name: 'td_dam_events_total',
+      help: 'Dam state changes: registered, fenced, fallback_entered, fallback_left, heartbeat_failed',
+      labelNames: ['type'],
+      registers,
+    });
+    const snap = () => this.damSnapshot?.() ?? null;
+    const gauge = (name: string, help: string, read: (s: DamSnapshot) => number | null) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const s = snap();
+          const v = s ? read(s) : null;
+          if (v !== null) this.set(v);
+        },
+      });
+    gauge('td_dam_held', 'Sessions this instance holds on the budget', (s) => s.held);
+    gauge('td_dam_unbudgeted', 'Sessions admitted without a slot (shadow mode over budget)', (s) => s.unbudgeted);
+    gauge('td_dam_fallback_active', '1 while Redis is unreachable and the local share decides', (s) => (s.fallback ? 1 : 0));
+    gauge('td_dam_global_used', 'Sessions held across live instances, as last seen from Redis', (s) => s.global?.used ?? null);
+    gauge('td_dam_global_capacity', 'Global budget: slots per instance x live instances, as last seen', (s) => s.global?.capacity ?? null);
+    gauge('td_dam_live_instances', 'Instances with a live heartbeat, as last seen', (s) => s.global?.live ?? null);
+  }
+
+  registerDamCollector(read: () => DamSnapshot): void {
+    this.damSnapshot = read;
   }
 }

@@ -91,9 +91,25 @@ export class Dam {
   /** Registers this instance and starts the heartbeat. Never throws: without Redis it starts in fallback. */
   async start(): Promise<void> {
     if (this.o.mode === 'off' || this.timer) return;
+    await this.connected(this.o.heartbeatTtlMs);
     await this.heartbeat();
     this.timer = setInterval(() => void this.heartbeat(), this.o.heartbeatMs);
     this.timer.unref();
+  }
+
+  /** The admission connection has no offline queue: wait (bounded) until it is ready. */
+  private async connected(timeoutMs: number): Promise<void> {
+    const redis = this.o.redis;
+    if (redis.status === 'ready') return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        redis.off('ready', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      redis.once('ready', done);
+    });
   }
 
   async stop(): Promise<void> {
@@ -133,7 +149,7 @@ export class Dam {
           return { admitted: true, lease: this.take(userId), fallback: false, global: this.lastGlobal };
         case 'dam_full':
         case 'user_sessions':
-          return this.refuse(reply.status, userId, this.lastGlobal);
+          return this.refuse(reply.status, userId);
         case 'fenced':
           // Presumed dead while paused or partitioned: re-register with the true count, then retry once.
           this.registered = false;
@@ -143,7 +159,7 @@ export class Dam {
           break;
       }
     }
-    return this.refuse('dam_full', userId, this.lastGlobal ?? undefined);
+    return this.refuse('dam_full', userId);
   }
 
   /** What this instance knows without asking Redis: for metrics, read on every scrape. */
@@ -281,8 +297,9 @@ export class Dam {
   }
 
   /** In shadow mode a refusal is only recorded: the session gets in without a slot. */
-  private refuse(reason: RefusalReason, userId: string | null, global?: GlobalView): AdmitResult {
+  private refuse(reason: RefusalReason, userId: string | null): AdmitResult {
     const fallback = this.fallbackSince !== null;
+    const global = this.lastGlobal ?? undefined;
     if (this.o.mode === 'shadow') {
       this.unbudgeted++;
       return { admitted: true, lease: new DamLease(this, userId, false), fallback, shadowRefusal: reason, global };

@@ -33,7 +33,6 @@ export function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
         settled = true;
         clearTimeout(timer);
         // Passed through as is: callers match on their own rejection types (e.g. RateLimiterRes).
-        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
         reject(err);
       },
     );

@@ -37,3 +37,30 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ INSTANCE_NAME: 'a b' })).toThrow(ConfigError);
   });
 });
+
+describe('loadConfig: the dam', () => {
+  it('defaults to enforce with 1,000 slots per instance, local fallback, limits by IP off', () => {
+    const c = loadConfig({});
+    expect(c.DAM_MODE).toBe('enforce');
+    expect(c.DAM_SLOTS_PER_INSTANCE).toBe(1_000);
+    expect(c.DAM_INSTANCE_CEILING).toBeUndefined();
+    expect(c.DAM_REDIS_TIMEOUT_MS).toBe(20);
+    expect(c.DAM_REDIS_FALLBACK).toBe('local');
+    expect(c.DAM_LIMIT_BY_IP).toBe(false);
+  });
+
+  it('reports a heartbeat TTL that is not longer than the heartbeat', () => {
+    expect(() => loadConfig({ DAM_HEARTBEAT_MS: '1000', DAM_HEARTBEAT_TTL_MS: '1000' })).toThrow(/DAM_HEARTBEAT_TTL_MS/);
+  });
+
+  it('refuses a short JWT secret and a bad mode together', () => {
+    try {
+      loadConfig({ AUTH_JWT_SECRET: 'short', DAM_MODE: 'maybe', DAM_LIMIT_BY_IP: 'perhaps' });
+      throw new Error('no error');
+    } catch (e) {
+      expect((e as ConfigError).problems.map((p) => p.split('=')[0])).toEqual(
+        expect.arrayContaining(['AUTH_JWT_SECRET', 'DAM_MODE', 'DAM_LIMIT_BY_IP']),
+      );
+    }
+  });
+});

@@ -4,7 +4,7 @@ const int = (def: number, min: number, max: number) =>
   z.coerce.number().int().min(min).max(max).default(def);
 
 /** Every setting of the gateway, read from the environment once at boot. Documented in README.md. */
-const schema = z.object({
+const fields = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: int(3000, 0, 65535),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
@@ -23,6 +23,31 @@ const schema = z.object({
   AI_QUESTION_STREAM: z.string().min(1).default('td:questions'),
   AI_QUESTION_STREAM_MAXLEN: int(100_000, 100, 10_000_000),
   SHUTDOWN_GRACE_MS: int(5_000, 0, 120_000),
+  REDIS_REQUEST_TIMEOUT_MS: int(50, 5, 10_000),
+  DAM_MODE: z.enum(['enforce', 'shadow', 'off']).default('enforce'),
+  DAM_SLOTS_PER_INSTANCE: int(1_000, 1, 1_000_000),
+  DAM_INSTANCE_CEILING: z.coerce.number().int().min(1).max(1_000_000).optional(),
+  DAM_HEARTBEAT_MS: int(1_000, 50, 60_000),
+  DAM_HEARTBEAT_TTL_MS: int(3_000, 100, 600_000),
+  DAM_REDIS_TIMEOUT_MS: int(20, 1, 5_000),
+  DAM_REDIS_FALLBACK: z.enum(['local', 'reject', 'admit']).default('local'),
+  DAM_USER_MAX_SESSIONS: int(5, 0, 1_000_000),
+  DAM_USER_QUESTIONS: int(60, 0, 1_000_000),
+  DAM_USER_QUESTION_WINDOW_SEC: int(60, 1, 86_400),
+  DAM_LIMIT_BY_IP: z.stringbool().default(false),
+  AUTH_JWT_SECRET: z.string().min(32, 'at least 32 characters').optional(),
+  AUTH_JWT_REQUIRED: z.stringbool().optional(),
+  AUTH_JWT_ISSUER: z.string().min(1).optional(),
+  AUTH_JWT_AUDIENCE: z.string().min(1).optional(),
+});
+
+const schema = fields.superRefine((c, ctx) => {
+  if (c.DAM_HEARTBEAT_TTL_MS <= c.DAM_HEARTBEAT_MS) {
+    ctx.addIssue({ code: 'custom', path: ['DAM_HEARTBEAT_TTL_MS'], message: 'must be longer than DAM_HEARTBEAT_MS' });
+  }
+  if (c.AUTH_JWT_REQUIRED && !c.AUTH_JWT_SECRET) {
+    ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_REQUIRED'], message: 'needs AUTH_JWT_SECRET' });
+  }
 });
 
 export type GatewayConfig = Readonly<z.infer<typeof schema>>;
@@ -38,7 +63,7 @@ export class ConfigError extends Error {
 export function loadConfig(env: NodeJS.ProcessEnv): GatewayConfig {
   // An empty variable means "not set", as a shell user expects from `FOO= npm start`.
   const present = Object.fromEntries(
-    Object.keys(schema.shape)
+    Object.keys(fields.shape)
       .filter((k) => env[k] !== undefined && env[k] !== '')
       .map((k) => [k, env[k]]),
   );

@@ -40,7 +40,9 @@ export function toProblem(err: unknown): ProblemResponse {
     const headers = { ...err.options.headers };
     if (err.options.retryAfterSec !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.options.retryAfterSec)));
     if (err.code === ErrorCode.MissingToken) headers['WWW-Authenticate'] = 'Bearer';
-    if (err.code === ErrorCode.InvalidToken) headers['WWW-Authenticate'] = 'Bearer error="invalid_token"';
+    if (err.code === ErrorCode.InvalidToken || err.code === ErrorCode.InvalidCredentials) {
+      headers['WWW-Authenticate'] = 'Bearer error="invalid_token"';
+    }
     return fromCode(err.code, err.detail, headers);
   }
   const bp = err as BodyParserError;

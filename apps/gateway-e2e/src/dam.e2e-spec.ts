@@ -1,0 +1,183 @@
+import { Redis } from 'ioredis';
+import { SseClient, type Stack } from '@traffic-dam/stack';
+import { eventually, metricValue, startE2eStack } from './e2e-stack';
+
+interface DamView {
+  instanceId: string;
+  held: number;
+  generation: string;
+  fallback: { active: boolean };
+  global: { used: number; capacity: number; live: number; stale: boolean } | null;
+}
+
+async function dam(url: string): Promise<DamView> {
+  return (await (await fetch(`${url}/dam`, { signal: AbortSignal.timeout(2_000) })).json()) as DamView;
+}
+
+function percentile(values: number[], p: number): number {
+  const s = [...values].sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
+}
+
+async function openMany(url: string, n: number): Promise<SseClient[]> {
+  return Promise.all(Array.from({ length: n }, () => new SseClient(`${url}/chat/stream`).open(30_000)));
+}
+
+describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
+  let stack: Stack;
+  let open: SseClient[] = [];
+
+  beforeAll(async () => {
+    stack = await startE2eStack({ env: { DAM_SLOTS_PER_INSTANCE: '1000', LOG_LEVEL: 'warn' } });
+  });
+
+  afterEach(() => {
+    for (const s of open) s.close();
+    open = [];
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('2,500 streams at once: exactly 2,000 admitted, 500 refused with 429 dam_full; a full budget refuses fast; SIGKILL and restart', async () => {
+    open = await openMany(stack.url, 2_500);
+    const ok = open.filter((s) => s.status === 200);
+    const refused = open.filter((s) => s.status === 429);
+    expect({ ok: ok.length, refused: refused.length }).toEqual({ ok: 2_000, refused: 500 });
+    expect(refused.every((s) => (s.refusal as { code: string }).code === 'dam_full')).toBe(true);
+    expect(refused.every((s) => /^[1-3]$/.test(s.headers.get('retry-after') ?? ''))).toBe(true);
+    await Promise.all(ok.map((s) => s.session(20_000)));
+    const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
+    expect(views.map((v) => v.held).sort()).toEqual([1_000, 1_000]);
+    expect(views[0]?.global).toMatchObject({ used: 2_000, capacity: 2_000, live: 2 });
+
+    // Budget full: further connects are refused quickly, through nginx.
+    const latencies: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const t0 = performance.now();
+      const res = await fetch(`${stack.url}/chat/stream`);
+      await res.arrayBuffer();
+      latencies.push(performance.now() - t0);
+      expect(res.status).toBe(429);
+    }
+    const p99 = percentile(latencies, 99);
+    process.stdout.write(`refusal latency through nginx with the budget full: p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms\n`);
+    expect(p99).toBeLessThan(50);
+
+    // SIGKILL one gateway: its slots and its share leave the budget within 3 s.
+    const [victim, survivor] = stack.gateways as [(typeof stack.gateways)[0], (typeof stack.gateways)[0]];
+    const killedAt = Date.now();
+    victim.child.signal('SIGKILL');
+    await eventually('capacity shrinks to 1,000', async () => {
+      const g = (await dam(survivor.url)).global;
+      return g?.capacity === 1_000 && g.live === 1 && g.used === 1_000;
+    }, 3_000);
+    process.stdout.write(`capacity back to 1,000 ${Date.now() - killedAt} ms after SIGKILL\n`);
+    // The survivor holds its 1,000 and admits no more.
+    const more = await openMany(survivor.url, 20);
+    open.push(...more);
+    expect(more.every((s) => s.status === 429)).toBe(true);
+
+    // Restart it: 2,000 again, and the new instance takes its 1,000.
+    await stack.restartGateway(stack.gateways.indexOf(victim));
+    await eventually('capacity back to 2,000', async () => (await dam(survivor.url)).global?.capacity === 2_000, 5_000);
+    const fresh = await openMany(stack.url, 1_100);
+    open.push(...fresh);
+    expect(fresh.filter((s) => s.status === 200)).toHaveLength(1_000);
+    expect((await dam(survivor.url)).global).toMatchObject({ used: 2_000, capacity: 2_000 });
+  });
+
+  it('a gateway stopped long enough to be reaped is fenced on SIGCONT and re-registers with its true count', async () => {
+    await eventually('budget empty', async () => (await dam(stack.gateways[0]!.url)).global?.used === 0, 10_000);
+    const [paused, other] = stack.gateways as [(typeof stack.gateways)[0], (typeof stack.gateways)[0]];
+    open = await openMany(paused.url, 30);
+    expect(open.every((s) => s.status === 200)).toBe(true);
+    const before = await dam(paused.url);
+    paused.child.signal('SIGSTOP');
+    try {
+      await eventually('reaped', async () => (await dam(other.url)).global?.live === 1, 6_000);
+      expect((await dam(other.url)).global?.used).toBe(0);
+    } finally {
+      paused.child.signal('SIGCONT');
+    }
+    await eventually('re-registered', async () => {
+      const v = await dam(paused.url);
+      return v.generation !== before.generation && v.global?.live === 2 && v.global.used === 30;
+    }, 5_000);
+    expect(await metricValue(paused.url, 'td_dam_events_total{type="fenced"')).toBeGreaterThanOrEqual(1);
+    for (const s of open) s.close();
+    await eventually('released', async () => (await dam(other.url)).global?.used === 0, 5_000);
+    const probe = new Redis(stack.redisUrl);
+    try {
+      const held = (await probe.hvals('td:dam:{dam}:held')).map(Number);
+      expect(held.every((n) => n >= 0)).toBe(true);
+    } finally {
+      probe.disconnect();
+    }
+  });
+
+  it('Redis stopped for 10 s under load: no crash, no admission waits 50 ms on Redis, local share exact, reconciled after', async () => {
+    const redis = stack.redis?.child;
+    if (!redis) throw new Error('the stack runs its own Redis');
+    const admitBuckets = async () =>
+      Promise.all(
+        stack.gateways.map(async (g) => {
+          const text = await (await fetch(`${g.url}/metrics`)).text();
+          const sum = (le: string) =>
+            text
+              .split('\n')
+              .filter((l) => l.startsWith('td_dam_admit_duration_seconds_bucket') && l.includes(`le="${le}"`))
+              .reduce((acc, l) => acc + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+          return { le50ms: sum('0.05'), all: sum('+Inf') };
+        }),
+      );
+    const before = await admitBuckets();
+    let stop = false;
+    const statuses = new Map<number, number>();
+    const held: SseClient[] = [];
+    // Load: 20 clients keep connecting; half of what gets in stays open, the rest closes.
+    const loop = async (k: number) => {
+      let i = 0;
+      while (!stop) {
+        const s = await new SseClient(`${stack.url}/chat/stream`).open(5_000).catch(() => null);
+        const code = s?.status ?? 0;
+        statuses.set(code, (statuses.get(code) ?? 0) + 1);
+        if (s && s.status === 200 && (i++ + k) % 4 !== 0 && held.length < 2_600) held.push(s);
+        else s?.close();
+      }
+    };
+    const loops = Array.from({ length: 20 }, (_, k) => loop(k));
+    await new Promise((r) => setTimeout(r, 1_000));
+    redis.signal('SIGSTOP');
+    const stoppedAt = Date.now();
+    try {
+      await eventually('both in fallback', async () => (await Promise.all(stack.gateways.map((g) => dam(g.url)))).every((v) => v.fallback.active), 5_000);
+      await new Promise((r) => setTimeout(r, Math.max(0, 10_000 - (Date.now() - stoppedAt))));
+      // Local share is exact: the load wants more than 2,000, and no gateway holds more than its 1,000.
+      const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
+      expect(views.map((v) => v.held)).toEqual([1_000, 1_000]);
+    } finally {
+      redis.signal('SIGCONT');
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    stop = true;
+    await Promise.all(loops);
+    expect(stack.gateways.every((g) => g.child.running)).toBe(true);
+    expect(statuses.get(0) ?? 0).toBe(0);
+    expect([...statuses.keys()].every((c) => c === 200 || c === 429)).toBe(true);
+    expect(statuses.get(429) ?? 0).toBeGreaterThan(0);
+    // Reconciled within one heartbeat: Redis's count equals what the gateways hold.
+    await eventually('reconciled', async () => {
+      const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
+      const sum = views.reduce((a, v) => a + v.held, 0);
+      return views.every((v) => !v.fallback.active) && views[0]?.global?.used === sum && !views[0].global.stale;
+    }, 2_500);
+    const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
+    expect(views.reduce((a, v) => a + v.held, 0)).toBe(held.filter((s) => !s.closed).length);
+    const after = await admitBuckets();
+    after.forEach((a, i) => expect(a.all - (before[i]?.all ?? 0)).toBe(a.le50ms - (before[i]?.le50ms ?? 0)));
+    for (const s of held) s.close();
+    process.stdout.write(`Redis outage load: ${JSON.stringify(Object.fromEntries(statuses))}\n`);
+  });
+});

@@ -1,0 +1,167 @@
+import { randomInt } from 'node:crypto';
+import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import type { Request } from 'express';
+import type { Redis } from 'ioredis';
+import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
+import { Dam, UserRateLimiter, type DamEvent, type DamStatus, type Lease, type RateDecision, type RefusalReason } from '@traffic-dam/dam';
+import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { ErrorCode, GatewayException } from '../common/errors';
+import { MetricsService } from '../metrics/metrics.service';
+import { resolveIdentity, type IdentityOptions } from './identity';
+
+export const DAM = Symbol('DAM');
+export const USER_RATE = Symbol('USER_RATE');
+export const ADMISSION_REDIS = Symbol('ADMISSION_REDIS');
+
+export interface Admission {
+  lease: Lease;
+  userId: string | null;
+}
+
+/** The dam as the HTTP layer sees it: identity, admission, refusals as problems, metrics, logs. */
+@Injectable()
+export class DamService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly identity: IdentityOptions;
+
+  constructor(
+    @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
+    @Inject(DAM) private readonly dam: Dam,
+    @Inject(USER_RATE) private readonly userRate: UserRateLimiter | null,
+    @Inject(ADMISSION_REDIS) private readonly admissionRedis: Redis,
+    @InjectPinoLogger(DamService.name) private readonly logger: PinoLogger,
+    private readonly metrics: MetricsService,
+  ) {
+    this.identity = {
+      jwtSecret: config.AUTH_JWT_SECRET,
+      jwtRequired: config.AUTH_JWT_REQUIRED ?? config.AUTH_JWT_SECRET !== undefined,
+      jwtIssuer: config.AUTH_JWT_ISSUER,
+      jwtAudience: config.AUTH_JWT_AUDIENCE,
+      limitByIp: config.DAM_LIMIT_BY_IP,
+    };
+    metrics.registerDamCollector(() => this.dam.snapshot());
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.dam.start();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.dam.stop();
+    this.admissionRedis.disconnect();
+  }
+
+  get mode(): GatewayConfig['DAM_MODE'] {
+    return this.config.DAM_MODE;
+  }
+
+  /** Handles the dam's state changes: one log line and one count each. */
+  onEvent(e: DamEvent): void {
+    this.metrics.damEvents.inc({ type: e.type });
+    switch (e.type) {
+      case 'fallback_entered':
+        this.logger.warn({ dam: e }, 'dam: Redis unreachable, deciding on the local share');
+        return;
+      case 'fallback_left':
+        this.logger.info({ dam: e }, 'dam: Redis back, counts reconciled');
+        return;
+      case 'fenced':
+        this.logger.warn({ dam: e }, 'dam: this instance was presumed dead; re-registered with its true count');
+        return;
+      case 'registered':
+        this.logger.info({ dam: e }, 'dam: registered in the global budget');
+        return;
+      case 'heartbeat_failed':
+        this.logger.debug({ dam: e }, 'dam: heartbeat failed');
+        return;
+    }
+  }
+
+  /** Admits a new stream or throws the refusal as a problem (429/503). */
+  async admitStream(req: Request): Promise<Admission> {
+    const userId = resolveIdentity(req, this.identity);
+    if (this.config.DAM_MODE === 'off') {
+      const r = await this.dam.admit(userId);
+      if (!r.admitted) throw new Error('the dam refused in mode off');
+      return { lease: r.lease, userId };
+    }
+    const end = this.metrics.damAdmitDuration.startTimer();
+    const r = await this.dam.admit(userId);
+    end({ outcome: r.admitted ? 'admitted' : r.reason });
+    if (r.admitted) {
+      this.metrics.damAdmitted.inc({ fallback: String(r.fallback) });
+      if (r.shadowRefusal) {
+        this.metrics.damShadowRefused.inc({ reason: r.shadowRefusal });
+        this.logger.info({ reason: r.shadowRefusal, userId }, 'dam (shadow): would have refused this stream');
+      }
+      return { lease: r.lease, userId };
+    }
+    this.metrics.damRefused.inc({ reason: r.reason });
+    throw this.refusal(r.reason, r.global?.capacity);
+  }
+
+  /** Per-user question rate; throws 429 when spent. Returns headers to put on the answer. */
+  async checkQuestionRate(userId: string | null): Promise<Record<string, string>> {
+    if (userId === null || this.userRate === null || this.config.DAM_MODE === 'off') return {};
+    const d = await this.userRate.consume(userId);
+    const headers = rateHeaders(d);
+    if (d.allowed) return headers;
+    if (this.config.DAM_MODE === 'shadow') {
+      this.metrics.damShadowRefused.inc({ reason: 'user_rate' });
+      this.logger.info({ userId }, 'dam (shadow): would have refused this question (user rate)');
+      return headers;
+    }
+    this.metrics.damRefused.inc({ reason: 'user_rate' });
+    throw new GatewayException(ErrorCode.UserRateLimited, `At most ${d.limit} questions per ${d.windowSec} s.`, {
+      retryAfterSec: d.resetSec,
+      headers,
+    });
+  }
+
+  async status(): Promise<DamStatus & { limits: Record<string, unknown> }> {
+    const s = await this.dam.status();
+    return {
+      ...s,
+      limits: {
+        userMaxSessions: this.config.DAM_USER_MAX_SESSIONS,
+        userQuestions: this.config.DAM_USER_QUESTIONS,
+        userQuestionWindowSec: this.config.DAM_USER_QUESTION_WINDOW_SEC,
+        limitByIp: this.config.DAM_LIMIT_BY_IP,
+        jwt: this.config.AUTH_JWT_SECRET !== undefined,
+      },
+    };
+  }
+
+  private refusal(reason: RefusalReason, capacity: number | undefined): GatewayException {
+    // Small and jittered, so refused clients do not come back in one wave.
+    const retryAfterSec = 1 + randomInt(3);
+    switch (reason) {
+      case 'dam_full':
+      case 'instance_full': {
+        const headers: Record<string, string> = { RateLimit: `"sessions";r=0;t=${retryAfterSec}` };
+        if (capacity !== undefined) headers['RateLimit-Policy'] = `"sessions";q=${capacity}`;
+        return new GatewayException(ErrorCode.DamFull, 'No session slot is free; retry after the given delay.', { retryAfterSec, headers });
+      }
+      case 'user_sessions':
+        return new GatewayException(
+          ErrorCode.UserSessionLimit,
+          `At most ${this.config.DAM_USER_MAX_SESSIONS} open sessions per user; close one first.`,
+          {
+            retryAfterSec,
+            headers: {
+              'RateLimit-Policy': `"user-sessions";q=${this.config.DAM_USER_MAX_SESSIONS}`,
+              RateLimit: `"user-sessions";r=0;t=${retryAfterSec}`,
+            },
+          },
+        );
+      case 'redis_unavailable':
+        return new GatewayException(ErrorCode.RedisUnavailable, 'The session budget cannot be checked right now.', { retryAfterSec });
+    }
+  }
+}
+
+export function rateHeaders(d: RateDecision): Record<string, string> {
+  return {
+    'RateLimit-Policy': `"questions";q=${d.limit};w=${d.windowSec}`,
+    RateLimit: `"questions";r=${d.remaining};t=${d.resetSec}`,
+  };
+}

@@ -1,0 +1,28 @@
+import type { INestApplication } from '@nestjs/common';
+import { createApp } from '../app/create-app';
+import { loadConfig } from '../common/config/config';
+
+export interface TestInstance {
+  app: INestApplication;
+  url: string;
+  id: string;
+}
+
+/** A whole gateway instance in this process on a free port, configured as from the environment. */
+export async function startInstance(redisUrl: string, name: string, env: Record<string, string> = {}): Promise<TestInstance> {
+  const config = loadConfig({ REDIS_URL: redisUrl, LOG_LEVEL: 'silent', ...env });
+  const id = `${name}-${process.pid}`;
+  const app = await createApp(config, id);
+  await app.listen(0, '127.0.0.1');
+  const addr = app.getHttpServer().address() as { port: number };
+  return { app, url: `http://127.0.0.1:${addr.port}`, id };
+}
+
+export async function waitUntil(check: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error('condition not met in time');
+}
