@@ -202,4 +202,45 @@ describe('the dam in the gateway (real Redis)', () => {
       await waitUntil(async () => (await damOf(g)).held === 0);
     });
   });
+
+  describe('modes', () => {
+    it('shadow admits everything, counts what it would have refused, and keeps the budget exact', async () => {
+      const g = await startInstance(redis.url, 'shadow', { DAM_MODE: 'shadow', DAM_SLOTS_PER_INSTANCE: '2' });
+      const streams = await Promise.all(Array.from({ length: 5 }, () => new SseClient(`${g.url}/chat/stream`).open()));
+      try {
+        expect(streams.map((s) => s.status)).toEqual([200, 200, 200, 200, 200]);
+        const v = (await (await fetch(`${g.url}/dam`)).json()) as { mode: string; held: number; unbudgeted: number };
+        expect(v).toMatchObject({ mode: 'shadow', held: 2, unbudgeted: 3 });
+        const metrics = await (await fetch(`${g.url}/metrics`)).text();
+        const shadow = metrics
+          .split('\n')
+          .filter((l) => l.startsWith('td_dam_shadow_refused_total{'))
+          .reduce((acc, l) => acc + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+        expect(shadow).toBe(3);
+      } finally {
+        for (const s of streams) s.close();
+      }
+      await waitUntil(async () => {
+        const v = (await (await fetch(`${g.url}/dam`)).json()) as { held: number; unbudgeted: number };
+        return v.held === 0 && v.unbudgeted === 0;
+      });
+      await g.app.close();
+    });
+
+    it('off is the "before" server: no budget in Redis, nothing refused', async () => {
+      const probe = new Redis(redis.url);
+      await probe.flushall();
+      const g = await startInstance(redis.url, 'off', { DAM_MODE: 'off', DAM_SLOTS_PER_INSTANCE: '1' });
+      const streams = await Promise.all(Array.from({ length: 4 }, () => new SseClient(`${g.url}/chat/stream`).open()));
+      try {
+        expect(streams.map((s) => s.status)).toEqual([200, 200, 200, 200]);
+        expect(await probe.keys('td:dam:*')).toEqual([]);
+        expect(((await (await fetch(`${g.url}/dam`)).json()) as { mode: string }).mode).toBe('off');
+      } finally {
+        for (const s of streams) s.close();
+        probe.disconnect();
+        await g.app.close();
+      }
+    });
+  });
 });

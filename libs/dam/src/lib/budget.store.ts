@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { ADMIT_LUA, DEREGISTER_LUA, HEARTBEAT_LUA, RELEASE_LUA, STATUS_LUA } from './budget.scripts';
 
 export type AdmitStatus = 'ok' | 'fenced' | 'dam_full' | 'user_sessions';
@@ -33,12 +33,12 @@ interface BudgetCommands {
 
 /** One Redis round trip per call: the typed face of budget.scripts.ts. */
 export class BudgetStore {
-  private readonly redis: Redis & BudgetCommands;
+  private readonly redis: (Redis | Cluster) & BudgetCommands;
   private readonly keys: string[];
   readonly userKeyPrefix: string;
 
   constructor(
-    redis: Redis,
+    redis: Redis | Cluster,
     private readonly instanceId: string,
     private readonly slots: number,
     keyPrefix: string,
@@ -61,7 +61,7 @@ export class BudgetStore {
     redis.defineCommand('tdDamHeartbeat', { numberOfKeys: 7, lua: HEARTBEAT_LUA });
     redis.defineCommand('tdDamStatus', { numberOfKeys: 2, lua: STATUS_LUA });
     redis.defineCommand('tdDamDeregister', { numberOfKeys: 7, lua: DEREGISTER_LUA });
-    this.redis = redis as Redis & BudgetCommands;
+    this.redis = redis as (Redis | Cluster) & BudgetCommands;
   }
 
   async admit(generation: string, userId: string, userMax: number): Promise<AdmitReply> {

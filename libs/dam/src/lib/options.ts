@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 
 /** enforce: refuse what does not fit. shadow: admit all, count what would be refused. off: no dam. */
 export type DamMode = 'enforce' | 'shadow' | 'off';
@@ -12,7 +12,7 @@ export interface DamOptions {
    * and `autoResendUnfulfilledCommands: false`, so a call fails fast while Redis is away and a
    * non-idempotent script is never sent twice.
    */
-  redis: Redis;
+  redis: Redis | Cluster;
   /** This instance's id; unique per process start. */
   instanceId: string;
   /** Default 'enforce'. */
