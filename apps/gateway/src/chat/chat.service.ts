@@ -32,6 +32,7 @@ const INFLIGHT_SLACK_MS = 5_000;
 export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   readonly hub: StreamHub;
   private readonly persistTimer: NodeJS.Timeout;
+  private readonly expiryTimer: NodeJS.Timeout;
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -50,6 +51,13 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       if (this.hub.unpersisted().length > 0) void this.persistPending();
     }, 1_000);
     this.persistTimer.unref();
+    // One sweep for all sessions' TTLs; fine enough that a short test TTL is kept to ~1/4.
+    const sweepMs = Math.max(50, Math.min(1_000, Math.floor(Math.min(config.DAM_SESSION_IDLE_MS, config.DAM_SESSION_MAX_MS) / 4)));
+    this.expiryTimer = setInterval(() => {
+      const n = this.hub.expire(Date.now(), config.DAM_SESSION_IDLE_MS);
+      if (n > 0) this.logger.info({ expired: n }, 'sessions expired');
+    }, sweepMs);
+    this.expiryTimer.unref();
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -65,6 +73,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   onModuleDestroy(): void {
     this.hub.stop();
     clearInterval(this.persistTimer);
+    clearInterval(this.expiryTimer);
   }
 
   /** GET /chat/stream: admit through the dam, store the session, then start the SSE stream. */
@@ -82,7 +91,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
         instanceId: this.instanceId,
         userId,
         createdAt: now,
-        expiresAt: now + this.config.SESSION_MAX_MS,
+        expiresAt: now + this.config.DAM_SESSION_MAX_MS,
       };
       // Redis away must not hold the stream up: the session starts local and is written later.
       const persisted = await withDeadline(this.sessions.create(session), this.config.REDIS_REQUEST_TIMEOUT_MS).then(
@@ -171,6 +180,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       throw new GatewayException(ErrorCode.RedisUnavailable, 'The question could not be queued.', { retryAfterSec: 1 });
     }
     this.metrics.questions.inc({ outcome: 'accepted' });
+    this.hub.touch(sessionId);
     this.logger.info({ sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
     return { messageId, headers };
   }
@@ -258,6 +268,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       return;
     }
     this.metrics.replies.inc({ type: reply.type });
+    this.hub.touch(sessionId);
     switch (reply.type) {
       case 'token':
         this.hub.send(sessionId, 'token', { messageId, seq: reply.seq, text: reply.text });

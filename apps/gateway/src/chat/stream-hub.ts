@@ -6,7 +6,7 @@ import { SSE_PING, sseEvent } from './sse';
 /** Bytes a client may leave unread before it counts as stuck and is cut off. */
 const MAX_UNREAD_BYTES = 512 * 1024;
 
-export type CloseReason = 'client' | 'deleted' | 'draining' | 'slow_client' | 'error';
+export type CloseReason = 'client' | 'deleted' | 'draining' | 'slow_client' | 'error' | 'idle' | 'lifetime';
 
 export interface LocalStream {
   readonly sessionId: string;
@@ -17,6 +17,8 @@ export interface LocalStream {
   readonly session: NewSession;
   /** False while the session record could not be written to Redis (Redis away). */
   persisted: boolean;
+  /** Last time a question or its answer went through this session (ms). */
+  lastActivity: number;
   /** Set once the stream ended, with why. */
   closeReason?: CloseReason;
 }
@@ -39,7 +41,8 @@ export class StreamHub {
   }
 
   add(session: NewSession, res: Response, lease: Lease, persisted: boolean): LocalStream {
-    const s: LocalStream = { sessionId: session.sessionId, res, openedAt: Date.now(), lease, session, persisted };
+    const now = Date.now();
+    const s: LocalStream = { sessionId: session.sessionId, res, openedAt: now, lease, session, persisted, lastActivity: now };
     this.streams.set(session.sessionId, s);
     return s;
   }
@@ -82,6 +85,27 @@ export class StreamHub {
 
   ids(): string[] {
     return [...this.streams.keys()];
+  }
+
+  /** Marks the session busy now (a question or an answer passed), for the idle timeout. */
+  touch(sessionId: string): void {
+    const s = this.streams.get(sessionId);
+    if (s) s.lastActivity = Date.now();
+  }
+
+  /**
+   * Ends every stream past its lifetime or idle for idleMs, with `event: expired`. Runs from one
+   * timer for all streams; returns how many it ended.
+   */
+  expire(now: number, idleMs: number): number {
+    let n = 0;
+    for (const s of this.streams.values()) {
+      const reason = now >= s.session.expiresAt ? 'lifetime' : now - s.lastActivity >= idleMs ? 'idle' : null;
+      if (reason === null || s.closeReason) continue;
+      this.end(s.sessionId, reason, { event: 'expired', data: { reason } });
+      n++;
+    }
+    return n;
   }
 
   stop(): void {

@@ -243,4 +243,48 @@ describe('the dam in the gateway (real Redis)', () => {
       }
     });
   });
+
+  describe('session TTLs release the slot', () => {
+    it.each([
+      ['idle', { DAM_SESSION_IDLE_MS: '400' }, 400],
+      ['lifetime', { DAM_SESSION_MAX_MS: '700', DAM_SESSION_IDLE_MS: '60000' }, 700],
+    ])('%s: event expired, the stream closes on time, held back to 0', async (reason, env, ttl) => {
+      const g = await startInstance(redis.url, `ttl-${reason}`, env);
+      try {
+        const sse = await new SseClient(`${g.url}/chat/stream`).open();
+        await sse.session();
+        const e = await sse.waitFor((x) => x.event === 'expired', ttl + 2_000);
+        expect(e.data).toEqual({ reason });
+        // On time: not before the TTL, and within a sweep (a quarter of it) plus slack.
+        expect(e.at).toBeGreaterThanOrEqual(ttl - 50);
+        expect(e.at).toBeLessThan(ttl * 1.25 + 300);
+        expect(await sse.ended(2_000)).toBe(true);
+        await waitUntil(async () => ((await (await fetch(`${g.url}/dam`)).json()) as { held: number }).held === 0);
+      } finally {
+        await g.app.close();
+      }
+    });
+  });
+
+  describe('a flood of connects from one IP', () => {
+    it('is held to the per-user cap when limits by IP are on, and a JWT user still gets in', async () => {
+      const g = await startInstance(redis.url, 'ipflood', {
+        DAM_LIMIT_BY_IP: 'true',
+        AUTH_JWT_SECRET: secret,
+        AUTH_JWT_REQUIRED: 'false',
+        DAM_USER_MAX_SESSIONS: '4',
+      });
+      const flood = await Promise.all(Array.from({ length: 30 }, () => new SseClient(`${g.url}/chat/stream`).open()));
+      try {
+        expect(flood.filter((s) => s.status === 200)).toHaveLength(4);
+        expect(flood.filter((s) => s.status === 429 && (s.refusal as { code: string }).code === 'user_session_limit')).toHaveLength(26);
+        const bob = await new SseClient(`${g.url}/chat/stream`, { headers: { Authorization: `Bearer ${tokenFor('bob')}` } }).open();
+        expect(bob.status).toBe(200);
+        bob.close();
+      } finally {
+        for (const s of flood) s.close();
+        await g.app.close();
+      }
+    });
+  });
 });
