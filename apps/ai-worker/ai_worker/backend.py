@@ -14,6 +14,7 @@ from typing import AsyncIterator, Protocol
 
 from redis.asyncio import Redis
 
+from .faults import Faults
 from .protocol import Question
 
 WORDS = (
@@ -77,13 +78,33 @@ def simulated_answer(question: str, n_tokens: int) -> list[str]:
 
 
 class SimulatedBackend:
-    """A fake LLM: global capacity through Redis, a time to first token, then tokens/s."""
+    """A fake LLM: global capacity through Redis, a time to first token, then tokens/s.
 
-    def __init__(self, limiter: RedisRateLimiter, ttft_ms: int, tokens_per_sec: float, answer_tokens: int):
+    With `faults`, its `ttft_ms` override is read when an answer starts and its
+    `tokens_per_sec` override before every token, so a change reaches answers in progress.
+    """
+
+    def __init__(
+        self,
+        limiter: RedisRateLimiter,
+        ttft_ms: int,
+        tokens_per_sec: float,
+        answer_tokens: int,
+        faults: Faults | None = None,
+    ):
         self._limiter = limiter
-        self._ttft = ttft_ms / 1000.0
-        self._gap = 1.0 / tokens_per_sec
+        self._ttft_ms = ttft_ms
+        self._tokens_per_sec = tokens_per_sec
         self._n = answer_tokens
+        self._faults = faults
+
+    def _ttft(self) -> float:
+        f = self._faults
+        return (f.ttft_ms if f is not None and f.ttft_ms is not None else self._ttft_ms) / 1000.0
+
+    def _gap(self) -> float:
+        f = self._faults
+        return 1.0 / (f.tokens_per_sec if f is not None and f.tokens_per_sec is not None else self._tokens_per_sec)
 
     async def try_admit(self) -> tuple[bool, int]:
         admitted, _, wait_ms = await self._limiter.acquire()
@@ -91,11 +112,16 @@ class SimulatedBackend:
 
     async def stream(self, question: Question) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        await asyncio.sleep(self._ttft)
+        ttft = self._ttft()
+        due = loop.time() + ttft
+        await asyncio.sleep(ttft)
         for i in range(self._n):
             if i:
-                # Pace against the start time so per-token overhead does not add up.
-                due = start + self._ttft + i * self._gap
-                await asyncio.sleep(max(0.0, due - loop.time()))
+                # Pace against the previous token's due time so per-token overhead does
+                # not add up; but if the consumer held the last token for longer than a
+                # gap (a stall), start pacing again from now rather than burst to catch up.
+                gap = self._gap()
+                now = loop.time()
+                due = now + gap if now - due > 2 * gap else due + gap
+                await asyncio.sleep(max(0.0, due - now))
             yield answer_word(question.question, i) + " "

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, TypeVar
+
+from . import faults as f
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # The gateway's pino names, so one LOG_LEVEL can configure the whole stack.
@@ -46,6 +48,15 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8090
     log_level: str = "info"
+    # Fault injection (see faults.py); None = no override / not set.
+    fault_ttft_ms: int | None = None
+    fault_tokens_per_sec: float | None = None
+    fault_error_ratio: float = 0.0
+    fault_stall: bool = False
+    fault_crash_after_tokens: int | None = None
+    fault_seed: int | None = None
+    # Bearer token of /admin/*; None: the admin endpoints do not exist (404).
+    admin_token: str | None = field(default=None, repr=False)
     # Not read from the environment: the protocol fixes it; tests may replace it.
     rate_key_prefix: str = "td:ai:rate:"
 
@@ -63,19 +74,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     problems: list[str] = []
 
-    def get(name: str, default: T, parse: Callable[[str], T], check: Callable[[T], str | None] | None = None) -> T:
+    def get(
+        name: str,
+        default: T,
+        parse: Callable[[str], T],
+        check: Callable[[T], str | None] | None = None,
+        secret: bool = False,
+    ) -> T:
         raw = env.get(name)
         if raw is None or raw.strip() == "":
             return default
+        shown = "<hidden>" if secret else repr(raw)  # never echo a secret into logs
         try:
             value = parse(raw.strip())
         except (TypeError, ValueError):
-            problems.append(f"{name}={raw!r}: not a valid {getattr(parse, '__name__', 'value')}")
+            problems.append(f"{name}={shown}: not a valid {getattr(parse, '__name__', 'value')}")
             return default
         if check is not None:
             msg = check(value)
             if msg:
-                problems.append(f"{name}={raw!r}: {msg}")
+                problems.append(f"{name}={shown}: {msg}")
                 return default
         return value
 
@@ -93,6 +111,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     def log_level(v: str) -> str | None:
         return None if v in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
+
+    def admin_token(v: str) -> str | None:
+        # What an HTTP header can carry as one Bearer token: visible ASCII, no spaces.
+        return None if re.fullmatch(r"[!-~]{1,1024}", v) else "must be 1-1024 visible ASCII characters without spaces"
 
     def lower(v: str) -> str:
         return v.lower()
@@ -117,6 +139,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host=get("WORKER_HOST", Settings.host, str, name_like),
         port=get("WORKER_PORT", Settings.port, int, between(0, 65535)),
         log_level=get("LOG_LEVEL", Settings.log_level, level_name, log_level),
+        fault_ttft_ms=get("AI_FAULT_TTFT_MS", None, int, f.check_ttft_ms),
+        fault_tokens_per_sec=get("AI_FAULT_TOKENS_PER_SEC", None, float, f.check_tokens_per_sec),
+        fault_error_ratio=get("AI_FAULT_ERROR_RATIO", Settings.fault_error_ratio, float, f.check_error_ratio),
+        fault_stall=get("AI_FAULT_STALL", Settings.fault_stall, f.parse_bool),
+        fault_crash_after_tokens=get("AI_FAULT_CRASH_AFTER_TOKENS", None, int, f.check_crash_after_tokens),
+        fault_seed=get("AI_FAULT_SEED", None, int),
+        admin_token=get("WORKER_ADMIN_TOKEN", None, str, admin_token, secret=True),
     )
     if s.heartbeat_ttl_ms <= s.heartbeat_ms:
         problems.append(

@@ -15,17 +15,20 @@ import random
 import time
 from typing import Any, Awaitable, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from . import protocol as p
 from .backend import Backend, RedisRateLimiter, SimulatedBackend
 from .config import Settings
+from .faults import Faults
 from .jsonlog import event
 
 log = logging.getLogger("ai_worker.worker")
 
 THROUGHPUT_WINDOW_S = 5.0
+STALL_POLL_S = 0.1  # while stalled, how often an answer checks its cancel key
+INJECTED_ERROR = "injected fault: the answer failed (error ratio)"
 
 T = TypeVar("T")
 
@@ -57,16 +60,20 @@ class _Stop(Exception):
 
 
 class Worker:
-    def __init__(self, settings: Settings, backend: Backend | None = None):
+    def __init__(self, settings: Settings, backend: Backend | None = None, faults: Faults | None = None):
         self.settings = settings
         self.worker_id = settings.worker_id
+        self.faults = faults if faults is not None else Faults.from_settings(settings)
         # socket_timeout=None on purpose: with a socket timeout redis-py sends through
         # asyncio.wait_for, which on Python 3.11 can swallow a task's cancellation (the
         # task then runs on after shutdown cancelled it). Time limits are applied here
         # with asyncio.timeout instead (see _bounded and the read loop).
         common: dict[str, Any] = dict(decode_responses=True, socket_connect_timeout=2.0, socket_timeout=None)
         # Commands (publish, exists, ack, heartbeat).
-        self.redis: Redis = Redis.from_url(settings.redis_url, **common)
+        # Hundreds of answers share a bounded pool and wait for a connection when all are busy,
+        # instead of failing with MaxConnectionsError under a burst.
+        self._pool = BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=10, **common)
+        self.redis: Redis = Redis(connection_pool=self._pool)
         # Blocking XREADGROUP on its own connection, so it never holds up the others.
         self._reader_redis: Redis = Redis.from_url(settings.redis_url, **common)
         self.backend: Backend = backend or SimulatedBackend(
@@ -74,6 +81,7 @@ class Worker:
             settings.ttft_ms,
             settings.tokens_per_sec,
             settings.answer_tokens,
+            self.faults,
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
@@ -123,6 +131,8 @@ class Worker:
             group=self.settings.consumer_group, concurrency=self.settings.concurrency,
             capacityPerSec=self.settings.capacity_per_sec,
         )
+        if self.faults.active:
+            event(log, logging.WARNING, "fault injection active", workerId=self.worker_id, faults=self.faults.snapshot())
 
     async def stop(self, grace_ms: int | None = None) -> None:
         """Stop reading, let answers finish up to the grace, cancel the rest, clean up."""
@@ -153,6 +163,8 @@ class Worker:
         for r in (self._reader_redis, self.redis):
             with contextlib.suppress(Exception):
                 await r.aclose()
+        with contextlib.suppress(Exception):
+            await self._pool.disconnect()
         event(log, logging.INFO, "worker stopped", workerId=self.worker_id, abandoned=abandoned)
 
     # ---- loops -------------------------------------------------------------------
@@ -273,6 +285,16 @@ class Worker:
     async def _is_cancelled(self, q: p.Question) -> bool:
         return bool(await _bounded(self.redis.exists(p.cancel_key(q.id)), 5.0))
 
+    async def _hold_while_stalled(self, q: p.Question) -> None:
+        """While the stall fault is on, publish nothing; a cancel still ends the answer.
+
+        The deadline is enforced by the caller's asyncio.timeout around the answer.
+        """
+        while self.faults.stall:
+            if await self._is_cancelled(q):
+                raise _Stop("cancelled", "the question was cancelled")
+            await self.faults.wait_unstalled(STALL_POLL_S)
+
     def _check_deadline(self, q: p.Question) -> None:
         if now_ms() >= q.deadline_ms:
             raise _Stop("deadline_exceeded", "the question's deadline passed")
@@ -299,10 +321,14 @@ class Worker:
             event(log, logging.DEBUG, "question text", question=q.question, **ids)
         seq = 0
         outcome = "done"
+        inject_error = False
+        extra: dict[str, Any] = {}
         try:
             try:
                 self._check_deadline(q)
                 await self._admit(q)
+                # Decided once per answer: fail it after its first token (see faults.py).
+                inject_error = self.faults.roll_error()
                 remaining = max(0.0, (q.deadline_ms - now_ms()) / 1000.0)
                 timeout = asyncio.timeout(remaining)
                 try:
@@ -310,10 +336,25 @@ class Worker:
                         async with contextlib.aclosing(self.backend.stream(q)) as tokens:
                             async for text in tokens:
                                 self._check_deadline(q)
-                                if await self._is_cancelled(q):
-                                    raise _Stop("cancelled", "the question was cancelled")
-                                await self._publish(q.reply_to, p.token_reply(q.id, q.session_id, seq, text))
+                                while True:
+                                    await self._hold_while_stalled(q)
+                                    if await self._is_cancelled(q):
+                                        raise _Stop("cancelled", "the question was cancelled")
+                                    if not self.faults.stall:  # stalled during the check: hold again
+                                        break
+                                await self.faults.before_token()
+                                try:
+                                    await self._publish(q.reply_to, p.token_reply(q.id, q.session_id, seq, text))
+                                except BaseException:
+                                    self.faults.token_not_published()
+                                    raise
                                 seq += 1
+                                self.faults.token_published()
+                                if inject_error:
+                                    raise _Stop("worker_error", INJECTED_ERROR)
+                        if inject_error:  # an answer without tokens fails instead of done
+                            raise _Stop("worker_error", INJECTED_ERROR)
+                        await self._hold_while_stalled(q)
                 except TimeoutError:
                     if timeout.expired():
                         raise _Stop("deadline_exceeded", "the question's deadline passed during the answer")
@@ -323,6 +364,8 @@ class Worker:
                 self._completions.append(time.monotonic())
             except _Stop as stop:
                 outcome = stop.code
+                if inject_error and stop.message == INJECTED_ERROR:
+                    extra["fault"] = "error_ratio"
                 await self._publish(q.reply_to, p.error_reply(q.id, q.session_id, stop.code, stop.message))
         except asyncio.CancelledError:
             outcome = "abandoned"
@@ -337,5 +380,5 @@ class Worker:
         finally:
             event(
                 log, logging.INFO, "question finished", outcome=outcome, tokens=seq,
-                ms=int((time.monotonic() - started) * 1000), **ids,
+                ms=int((time.monotonic() - started) * 1000), **extra, **ids,
             )

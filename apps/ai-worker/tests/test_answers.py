@@ -151,3 +151,26 @@ async def test_many_concurrent_answers(r, make_settings, start_worker, subscribe
     assert time.monotonic() - t0 < 5.0  # one after another: 15 s
     await wait_for(lambda: w.finished == 30)
     assert await pending_count(r, s) == 0
+
+
+async def test_a_burst_beyond_the_connection_pool_is_answered_not_failed(r, make_settings, start_worker, subscribe):
+    """Regression: 200 answers at once exhausted redis-py's default pool (MaxConnectionsError)
+    and were lost without a reply. Now they wait for a connection and all finish."""
+    # 250 answers at once against 100 answers/s: most wait for a capacity slot, all at the same time.
+    s = make_settings(AI_TTFT_MS="50", AI_TOKENS_PER_SEC="100", AI_ANSWER_TOKENS="5", AI_CAPACITY_PER_SEC="100")
+    w = await start_worker(s)
+    channel = "td:replies:burst"
+    sub = await subscribe(channel)
+    qs = [question_fields(s, replyTo=channel) for _ in range(250)]
+    for q in qs:  # sequential: the burst is on the worker side (it reads up to 256 at once)
+        await ask(r, s, q)
+    ends: dict[str, str] = {}
+    deadline = time.monotonic() + 20
+    while len(ends) < 250 and time.monotonic() < deadline:
+        m = await sub.next(timeout=10)
+        if m["type"] in ("done", "error"):
+            ends[m["messageId"]] = m["type"]
+    assert len(ends) == 250
+    assert set(ends.values()) == {"done"}
+    await wait_for(lambda: w.finished == 250, timeout=10)
+    assert await pending_count(r, s) == 0

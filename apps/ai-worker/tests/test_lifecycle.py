@@ -121,7 +121,8 @@ async def test_health_via_asgi(make_settings):
         async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
             res = await client.get("/health")
     assert res.status_code == 200
-    assert res.json() == {"status": "ok", "workerId": s.worker_id, "inFlight": 0, "redis": True}
+    no_faults = {"ttftMs": None, "tokensPerSec": None, "errorRatio": 0.0, "stall": False, "crashAfterTokens": None}
+    assert res.json() == {"status": "ok", "workerId": s.worker_id, "inFlight": 0, "redis": True, "faults": no_faults}
 
 
 async def test_health_without_redis_is_503_and_stops_quickly(make_settings):
