@@ -1,5 +1,5 @@
 export { AiBridgeClient } from './lib/ai-bridge.client';
-export type { AiBridgeOptions, ReplyHandler } from './lib/ai-bridge.client';
+export type { AiBridgeOptions, AskGate, AskResult, ReplyHandler } from './lib/ai-bridge.client';
 export { parseReply, parseHeartbeat, protocolKeys, questionToFields } from './lib/protocol';
 export type {
   DoneReply,

@@ -23,9 +23,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { cpus, release as kernelRelease, tmpdir, totalmem } from 'node:os';
+import { cpus, release as kernelRelease, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Redis, type RedisOptions } from 'ioredis';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
@@ -44,6 +44,8 @@ const { values: args } = parseArgs({
     rate: { type: 'string', default: '5000' },
     'rate-seconds': { type: 'string', default: '5' },
     'max-outstanding': { type: 'string', default: '1000' },
+    pacer: { type: 'string', default: 'timer' },
+    'rate-only': { type: 'boolean', default: false },
     out: { type: 'string' },
     'no-json': { type: 'boolean', default: false },
   },
@@ -62,6 +64,15 @@ const CONCURRENCY = (args.concurrency ?? '').split(',').map((s) => Math.round(po
 const RATE = positive('rate', args.rate);
 const RATE_SECONDS = positive('rate-seconds', args['rate-seconds']);
 const MAX_OUTSTANDING = Math.round(positive('max-outstanding', args['max-outstanding']));
+/**
+ * timer: wake every ~1 ms (setTimeout) and start every op that is due, so arrivals come in small
+ * bursts (about rate/1000 per tick) and the process idles in between, like a real gateway.
+ * spin: re-check on every event-loop turn (setImmediate), exact spacing but one core kept busy,
+ * which on a shared 2-core VM competes with redis-server itself.
+ */
+const PACER = args.pacer === 'spin' ? 'spin' : 'timer';
+if (args.pacer !== 'spin' && args.pacer !== 'timer') throw new RangeError('--pacer must be timer or spin');
+const RATE_ONLY = args['rate-only'] === true;
 
 /** Clients of all three contenders get the options the dam asks for its admission connection. */
 const CLIENT_OPTIONS: RedisOptions = {
@@ -195,20 +206,25 @@ function countSent(client: Redis): { n: number } {
 
 interface ServerStats {
   calls: Map<string, number>;
+  usec: Map<string, number>;
   cpu: number;
 }
 
 async function serverStats(admin: Redis): Promise<ServerStats> {
   const text = await admin.info('all');
   const calls = new Map<string, number>();
+  const usec = new Map<string, number>();
   let cpu = 0;
   for (const line of text.split('\r\n')) {
-    const m = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
-    if (m) calls.set(m[1], Number(m[2]));
+    const m = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line);
+    if (m) {
+      calls.set(m[1], Number(m[2]));
+      usec.set(m[1], Number(m[3]));
+    }
     const c = /^used_cpu_(sys|user):([\d.]+)/.exec(line);
     if (c) cpu += Number(c[2]);
   }
-  return { calls, cpu };
+  return { calls, usec, cpu };
 }
 
 /** Commands a client can send on the wire here; inside Lua the scripts never call these (see BENCHMARKS.md). */
@@ -348,6 +364,8 @@ interface RunResult {
   serverAllPerOp: number;
   /** Redis server CPU (user + sys) per op, in microseconds. */
   redisCpuUsPerOp: number;
+  /** This (client) process's CPU (user + sys) per op, in microseconds. */
+  clientCpuUsPerOp: number;
 }
 
 async function loops(c: Contender, n: number, untilMs: number, samples: Samples | null): Promise<number> {
@@ -370,9 +388,11 @@ async function closedRun(c: Contender, n: number, rep: number, admin: Redis): Pr
   const samples = new Samples();
   const before = await serverStats(admin);
   const sentBefore = c.sent.n;
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const ops = await loops(c, n, t0 + SECONDS * 1000, samples);
   const elapsed = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   const sent = c.sent.n - sentBefore;
   const after = await serverStats(admin);
   const d = diffStats(before, after);
@@ -394,6 +414,7 @@ async function closedRun(c: Contender, n: number, rep: number, admin: Redis): Pr
     serverWirePerOp: wire,
     serverAllPerOp: round(d.all / ops, 3),
     redisCpuUsPerOp: round((d.cpuSec * 1e6) / ops, 2),
+    clientCpuUsPerOp: round((cpu.user + cpu.system) / ops, 2),
   };
 }
 
@@ -414,7 +435,13 @@ interface RateResult {
   admitFromSend: { p50: number; p99: number; p999: number; max: number };
   /** Admit + awaited release reply, from the scheduled start. */
   admitReleaseFromSchedule: { p50: number; p99: number; p999: number; max: number };
+  pacer: 'timer' | 'spin';
   pacerLateP99: number;
+  /** Event-loop delay of this process during the run (perf_hooks, 1 ms resolution). */
+  eventLoopDelayP99: number;
+  eventLoopDelayMax: number;
+  /** Redis' own execution time per EVALSHA during the run (INFO commandstats usec/calls). */
+  redisUsecPerEvalsha: number;
   clientCmdsPerOp: number;
 }
 
@@ -423,7 +450,11 @@ async function fixedRate(
   sent: { n: number },
   ratePerSec: number,
   seconds: number,
+  admin: Redis,
 ): Promise<RateResult> {
+  const before = await serverStats(admin);
+  const eld = monitorEventLoopDelay({ resolution: 1 });
+  eld.enable();
   const interval = 1000 / ratePerSec;
   const total = Math.round(ratePerSec * seconds);
   const fromSchedule = new Samples();
@@ -471,11 +502,14 @@ async function fixedRate(
         next++;
       }
       if (next >= total) return resolve();
-      setImmediate(tick);
+      if (PACER === 'spin') setImmediate(tick);
+      else setTimeout(tick, 1);
     };
     setTimeout(tick, 5);
   });
   while (outstanding > 0 && failure === null) await sleep(1);
+  eld.disable();
+  const after = await serverStats(admin);
   if (failure !== null) throw failure instanceof Error ? failure : new Error(String(failure));
   if (abortReason) throw new Error(`aborted: ${abortReason}`);
   const r4 = (s: ReturnType<Samples['summary']>): RateResult['admitFromSend'] => ({
@@ -495,7 +529,15 @@ async function fixedRate(
     admitFromSchedule: r4(fromSchedule.summary()),
     admitFromSend: r4(fromSend.summary()),
     admitReleaseFromSchedule: r4(whole.summary()),
+    pacer: PACER,
     pacerLateP99: round(late.summary().p99, 3),
+    eventLoopDelayP99: round(eld.percentile(99) / 1e6, 3),
+    eventLoopDelayMax: round(eld.max / 1e6, 3),
+    redisUsecPerEvalsha: round(
+      ((after.usec.get('evalsha') ?? 0) - (before.usec.get('evalsha') ?? 0)) /
+        Math.max(1, (after.calls.get('evalsha') ?? 0) - (before.calls.get('evalsha') ?? 0)),
+      2,
+    ),
     clientCmdsPerOp: round((sent.n - sentBefore) / Math.max(1, completed), 4),
   };
 }
@@ -526,6 +568,7 @@ interface Summary {
   serverWirePerOp: Record<string, number>;
   serverAllPerOp: number;
   redisCpuUsPerOp: number;
+  clientCpuUsPerOp: number;
 }
 
 function summarize(runs: RunResult[]): Summary[] {
@@ -550,6 +593,7 @@ function summarize(runs: RunResult[]): Summary[] {
         serverWirePerOp: wire,
         serverAllPerOp: round(median(rs.map((r) => r.serverAllPerOp)), 2),
         redisCpuUsPerOp: round(median(rs.map((r) => r.redisCpuUsPerOp)), 1),
+        clientCpuUsPerOp: round(median(rs.map((r) => r.clientCpuUsPerOp)), 1),
       });
     }
   }
@@ -592,12 +636,12 @@ function markdown(summaries: Summary[], rs: Ratio[], rate: RateResult | null): s
     `Closed model, ${SECONDS} s per run after ${WARMUP_S} s warm-up, median of ${REPS} runs per cell (contenders alternate).`,
     'One op = acquire one slot + release it, both replies awaited.',
     '',
-    '| concurrency | contender | ops/s (median) | ops/s runs | p50 ms | p99 ms | max ms | round trips/op | Redis cmds/op incl. Lua | Redis CPU µs/op |',
-    '|---:|---|---:|---|---:|---:|---:|---:|---:|---:|',
+    '| concurrency | contender | ops/s (median) | ops/s runs | p50 ms | p99 ms | max ms | round trips/op | Redis cmds/op incl. Lua | Redis CPU µs/op | client CPU µs/op |',
+    '|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|',
   );
   for (const s of summaries) {
     lines.push(
-      `| ${s.concurrency} | ${s.contender} | ${int(s.opsPerSec)} | ${s.opsPerSecRuns.map(int).join(' / ')} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${fmt(s.max)} | ${fmt(s.clientCmdsPerOp)} | ${fmt(s.serverAllPerOp, 2)} | ${fmt(s.redisCpuUsPerOp, 1)} |`,
+      `| ${s.concurrency} | ${s.contender} | ${int(s.opsPerSec)} | ${s.opsPerSecRuns.map(int).join(' / ')} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${fmt(s.max)} | ${fmt(s.clientCmdsPerOp)} | ${fmt(s.serverAllPerOp, 2)} | ${fmt(s.redisCpuUsPerOp, 1)} | ${fmt(s.clientCpuUsPerOp, 1)} |`,
     );
   }
   lines.push('', '| concurrency | dam ÷ | per run (side by side) | median of ratios | ratio of medians |', '|---:|---|---|---:|---:|');
@@ -609,7 +653,7 @@ function markdown(summaries: Summary[], rs: Ratio[], rate: RateResult | null): s
   if (rate) {
     lines.push(
       '',
-      `Fixed rate (open model): dam at ${int(rate.targetPerSec)} admits/s for ${rate.seconds} s, ${int(rate.completed)} of ${int(rate.scheduled)} completed, ${rate.skippedOverOutstanding} skipped (outstanding cap ${MAX_OUTSTANDING}), peak outstanding ${rate.maxOutstanding}, achieved ${int(rate.achievedPerSec)}/s, pacer lateness p99 ${fmt(rate.pacerLateP99)} ms.`,
+      `Fixed rate (open model): dam at ${int(rate.targetPerSec)} admits/s for ${rate.seconds} s, ${int(rate.completed)} of ${int(rate.scheduled)} completed, ${rate.skippedOverOutstanding} skipped (outstanding cap ${MAX_OUTSTANDING}), peak outstanding ${rate.maxOutstanding}, achieved ${int(rate.achievedPerSec)}/s, pacer \`${rate.pacer}\` (lateness p99 ${fmt(rate.pacerLateP99)} ms), this process's event-loop delay p99 ${fmt(rate.eventLoopDelayP99)} ms / max ${fmt(rate.eventLoopDelayMax)} ms, Redis execution ${fmt(rate.redisUsecPerEvalsha, 1)} µs per EVALSHA.`,
       '',
       '| latency | p50 ms | p99 ms | p99.9 ms | max ms |',
       '|---|---:|---:|---:|---:|',
@@ -625,6 +669,7 @@ function markdown(summaries: Summary[], rs: Ratio[], rate: RateResult | null): s
 
 async function main(): Promise<void> {
   const startedAt = new Date();
+  const loadBefore = loadavg().map((x) => round(x, 2));
   const t0 = performance.now();
   const port = await startRedis();
   const clients: Redis[] = [];
@@ -646,7 +691,7 @@ async function main(): Promise<void> {
     for (const name of CONTENDERS) await loops(byName[name], 16, performance.now() + 1000, null);
 
     const runs: RunResult[] = [];
-    for (const n of CONCURRENCY) {
+    for (const n of RATE_ONLY ? [] : CONCURRENCY) {
       for (let rep = 0; rep < REPS; rep++) {
         // Rotate the order each repetition so no contender always runs first or last.
         const order = CONTENDERS.map((_, i) => CONTENDERS[(i + rep) % CONTENDERS.length]);
@@ -661,14 +706,15 @@ async function main(): Promise<void> {
     }
 
     // Open model: warm-up at the target rate (not recorded), then the measured window.
-    await fixedRate(d.admitOnce, d.c.sent, RATE, Math.min(1, RATE_SECONDS));
-    const rate = await fixedRate(d.admitOnce, d.c.sent, RATE, RATE_SECONDS);
+    await fixedRate(d.admitOnce, d.c.sent, RATE, Math.min(1, RATE_SECONDS), admin);
+    const rate = await fixedRate(d.admitOnce, d.c.sent, RATE, RATE_SECONDS, admin);
     process.stderr.write(`fixed rate ${RATE}/s: admit p50 ${fmt(rate.admitFromSchedule.p50)} p99 ${fmt(rate.admitFromSchedule.p99)} ms\n`);
 
     const summaries = summarize(runs);
     const rs = ratios(runs, summaries);
+    const loadAfter = loadavg().map((x) => round(x, 2));
     const table = markdown(summaries, rs, rate);
-    process.stdout.write(`${table}\n`);
+    process.stdout.write(`${table}\n\nLoad average (1/5/15 min) before ${loadBefore.join(' ')}, after ${loadAfter.join(' ')}.\n`);
 
     if (!args['no-json']) {
       const dir = join(__dirname, 'results');
@@ -684,8 +730,10 @@ async function main(): Promise<void> {
           kernel: kernelRelease(),
           node: process.version,
           redis: redisVersion,
+          loadAvgBefore: loadBefore,
+          loadAvgAfter: loadAfter,
         },
-        settings: { seconds: SECONDS, warmupSeconds: WARMUP_S, reps: REPS, concurrency: CONCURRENCY, rate: RATE, rateSeconds: RATE_SECONDS, maxOutstanding: MAX_OUTSTANDING },
+        settings: { pacer: PACER, seconds: SECONDS, warmupSeconds: WARMUP_S, reps: REPS, concurrency: CONCURRENCY, rate: RATE, rateSeconds: RATE_SECONDS, maxOutstanding: MAX_OUTSTANDING },
         summaries,
         ratios: rs,
         fixedRate: rate,

@@ -30,9 +30,9 @@ describe('chat sessions across two instances (real Redis)', () => {
 
   beforeAll(async () => {
     redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-int-')));
-    [a, b] = await Promise.all([startInstance(redis.url, 'a'), startInstance(redis.url, 'b')]);
     worker = new WorkerDouble(redis.url);
     await worker.start();
+    [a, b] = await Promise.all([startInstance(redis.url, 'a'), startInstance(redis.url, 'b')]);
     probe = new Redis(redis.url);
   });
 
@@ -155,5 +155,20 @@ describe('chat sessions across two instances (real Redis)', () => {
     const unknown = await fetch(`${b.url}/nope`);
     expect(unknown.status).toBe(404);
     expect(((await unknown.json()) as { code: string }).code).toBe('not_found');
+  });
+
+  it('refuses a question with 503 ai_unavailable at once when no worker is alive', async () => {
+    const { s } = await open(a);
+    await worker.stop();
+    await probe.del('td:workers:double');
+    // The instances read worker heartbeats every 500 ms.
+    await new Promise((r) => setTimeout(r, 700));
+    const first = await ask(a.url, s, 'anyone?');
+    expect((first.body as { code: string }).code).toBe('ai_unavailable');
+    const r = await ask(b.url, s, 'anyone?');
+    expect(r.status).toBe(503);
+    expect(r.headers.get('retry-after')).toBe('2');
+    // The in-flight slot was given back: the session is not stuck at 409.
+    expect(((await ask(a.url, s, 'still?')).body as { code: string }).code).toBe('ai_unavailable');
   });
 });

@@ -6,6 +6,7 @@ import { INSTANCE_ID } from '../common/instance';
 import { REDIS_COMMANDS, REDIS_SUBSCRIBER } from '../common/redis/redis.module';
 import { ChatController } from './chat.controller';
 import { ChatService } from './chat.service';
+import { AiCapacityService } from '../ai/ai-capacity.service';
 import { SessionRepository } from './session.repository';
 
 @Module({
@@ -13,6 +14,7 @@ import { SessionRepository } from './session.repository';
   providers: [
     ChatService,
     SessionRepository,
+    AiCapacityService,
     {
       provide: AiBridgeClient,
       inject: [GATEWAY_CONFIG, INSTANCE_ID, REDIS_COMMANDS, REDIS_SUBSCRIBER],

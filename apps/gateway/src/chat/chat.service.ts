@@ -15,6 +15,7 @@ import { SessionRepository, controlChannel, hashToken, type NewSession } from '.
 import { SSE_HEADERS } from './sse';
 import { StreamHub, type CloseReason, type LocalStream } from './stream-hub';
 import { DamService } from '../dam/dam.service';
+import { AiCapacityService } from '../ai/ai-capacity.service';
 import { withDeadline } from '@traffic-dam/dam';
 
 export interface SessionEvent {
@@ -44,6 +45,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly metrics: MetricsService,
     private readonly lifecycle: LifecycleService,
     private readonly dam: DamService,
+    private readonly aiCapacity: AiCapacityService,
   ) {
     this.hub = new StreamHub(config.SSE_PING_MS);
     lifecycle.onDrain(() => this.drain());
@@ -162,7 +164,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     }
     try {
       await withDeadline(
-        this.bridge.ask({
+        this.aiCapacity.enqueue({
           id: messageId,
           sessionId,
           replyTo: protocolKeys.replyChannel(claim.ownerInstanceId),
@@ -175,6 +177,10 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       );
     } catch (err) {
       await this.sessions.release(sessionId, messageId).catch(() => undefined);
+      if (err instanceof GatewayException) {
+        this.metrics.questions.inc({ outcome: err.code });
+        throw err;
+      }
       this.logger.warn({ err: String(err), sessionId, messageId }, 'question not queued: Redis unavailable');
       this.metrics.questions.inc({ outcome: 'redis_unavailable' });
       throw new GatewayException(ErrorCode.RedisUnavailable, 'The question could not be queued.', { retryAfterSec: 1 });

@@ -2,6 +2,15 @@ import { Inject, Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { INSTANCE_ID } from '../common/instance';
 
+export interface AiSnapshot {
+  liveWorkers: number;
+  advertised: number;
+  measured: number;
+  rate: number;
+  depth: number;
+  waitMs: number;
+}
+
 export interface DamSnapshot {
   held: number;
   unbudgeted: number;
@@ -28,6 +37,8 @@ export class MetricsService {
   readonly damAdmitDuration: Histogram<'outcome'>;
   readonly damEvents: Counter<'type'>;
   private damSnapshot: (() => DamSnapshot) | null = null;
+  readonly aiRefused: Counter<'reason'>;
+  private aiSnapshot: (() => AiSnapshot) | null = null;
 
   constructor(@Inject(INSTANCE_ID) instanceId: string) {
     this.registry.setDefaultLabels({ instance_id: instanceId });
@@ -120,6 +131,32 @@ export class MetricsService {
     gauge('td_dam_global_used', 'Sessions held across live instances, as last seen from Redis', (s) => s.global?.used ?? null);
     gauge('td_dam_global_capacity', 'Global budget: slots per instance x live instances, as last seen', (s) => s.global?.capacity ?? null);
     gauge('td_dam_live_instances', 'Instances with a live heartbeat, as last seen', (s) => s.global?.live ?? null);
+    this.aiRefused = new Counter({
+      name: 'td_ai_refused_total',
+      help: 'Questions refused by the AI gate: overloaded (estimated wait over the limit), no_worker',
+      labelNames: ['reason'],
+      registers,
+    });
+    const ai = () => this.aiSnapshot?.() ?? null;
+    const aiGauge = (name: string, help: string, read: (s: AiSnapshot) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const s = ai();
+          if (s) this.set(read(s));
+        },
+      });
+    aiGauge('td_ai_live_workers', 'AI workers with a live heartbeat', (s) => s.liveWorkers);
+    aiGauge('td_ai_throughput_per_second', 'Answers/s the AI gate assumes (declared capacity, or measured when saturated)', (s) => s.rate);
+    aiGauge('td_ai_measured_throughput_per_second', 'Answers/s the workers completed lately', (s) => s.measured);
+    aiGauge('td_ai_queue_depth', 'Questions queued or in progress, as last seen by this instance', (s) => s.depth);
+    aiGauge('td_ai_estimated_wait_seconds', 'Estimated wait of the last question this instance gated', (s) => Math.max(0, s.waitMs) / 1000);
+  }
+
+  registerAiCollector(read: () => AiSnapshot): void {
+    this.aiSnapshot = read;
   }
 
   registerDamCollector(read: () => DamSnapshot): void {

@@ -13,6 +13,7 @@ export class WorkerDouble {
   private running = false;
   private loop: Promise<void> = Promise.resolve();
   private held: Array<() => void> = [];
+  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(url: string, private readonly stream = 'td:questions') {
     this.reader = new Redis(url);
@@ -21,6 +22,16 @@ export class WorkerDouble {
 
   async start(): Promise<void> {
     await this.writer.xgroup('CREATE', this.stream, 'workers', '$', 'MKSTREAM').catch(() => undefined);
+    // Alive for the gateway's AI gate, like a real worker's heartbeat.
+    const beat = () =>
+      this.writer.set(
+        'td:workers:double',
+        JSON.stringify({ workerId: 'double', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, ts: Date.now() }),
+        'PX',
+        3_000,
+      );
+    await beat();
+    this.heartbeat = setInterval(() => void beat().catch(() => undefined), 1_000);
     this.running = true;
     this.loop = this.run();
   }
@@ -32,6 +43,7 @@ export class WorkerDouble {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.heartbeat);
     this.running = false;
     this.release();
     this.reader.disconnect();

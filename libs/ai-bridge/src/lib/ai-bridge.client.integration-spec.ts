@@ -77,4 +77,31 @@ describe('AiBridgeClient against real Redis', () => {
     await commands.set('td:workers:bad', '{nope', 'PX', 3_000);
     expect(await bridge.liveWorkers()).toEqual([hb]);
   });
+
+  it('gates the enqueue on the estimated wait, atomically, from the group depth', async () => {
+    const stream = 'td:gate-test';
+    const gated = new AiBridgeClient({ commands, subscriber, instanceId: 'gw-gate', questionStream: stream });
+    const q = (n: number) => ({
+      id: `g-${n}`,
+      sessionId: 's',
+      replyTo: gated.replyChannel,
+      question: 'q',
+      deadline: Date.now() + 30_000,
+      attempt: 1,
+      traceId: 't',
+    });
+    // No group yet: nothing is waiting, so the first question fits.
+    await commands.xgroup('CREATE', stream, 'workers', '$', 'MKSTREAM');
+    const results = [];
+    for (let n = 0; n < 8; n++) results.push(await gated.askGated(q(n), { maxWaitMs: 500, throughputPerSec: 10 }));
+    // 10 answers/s and 500 ms allowed: depth 0..5 fits (wait 0..500 ms), the 7th would wait 600 ms.
+    expect(results.map((r) => r.status)).toEqual(['queued', 'queued', 'queued', 'queued', 'queued', 'queued', 'overloaded', 'overloaded']);
+    expect(results[6]).toMatchObject({ status: 'overloaded', waitMs: 600, depth: 6 });
+    expect(await commands.xlen(stream)).toBe(6);
+    // Delivered but not acknowledged still counts as depth.
+    await commands.xreadgroup('GROUP', 'workers', 'w1', 'COUNT', 3, 'STREAMS', stream, '>');
+    expect(await gated.askGated(q(9), { maxWaitMs: 500, throughputPerSec: 10 })).toMatchObject({ status: 'overloaded', depth: 6 });
+    // Throughput unknown and something waiting: no estimate, so no admission.
+    expect(await gated.askGated(q(10), { maxWaitMs: 5_000, throughputPerSec: 0 })).toMatchObject({ status: 'overloaded', waitMs: -1 });
+  });
 });

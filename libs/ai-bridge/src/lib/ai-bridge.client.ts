@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Question, Reply, WorkerHeartbeat } from './protocol';
+import { GATED_ASK_LUA } from './ask.script';
 import { parseHeartbeat, parseReply, protocolKeys, questionToFields } from './protocol';
 
 export interface AiBridgeOptions {
@@ -15,9 +16,26 @@ export interface AiBridgeOptions {
   questionStreamMaxLen?: number;
   /** How long a cancel mark lives, in ms. Default 60,000. */
   cancelTtlMs?: number;
+  /** Consumer group of the workers, whose depth the gate reads. Default `workers`. */
+  consumerGroup?: string;
 }
 
 export type ReplyHandler = (reply: Reply) => void;
+
+/** The AI-capacity gate: refuse when the estimated wait (queue depth / throughput) exceeds maxWaitMs. */
+export interface AskGate {
+  maxWaitMs: number;
+  /** Measured answers per second of the live workers. */
+  throughputPerSec: number;
+}
+
+export type AskResult =
+  | { status: 'queued'; entryId: string; waitMs: number; depth: number }
+  | { status: 'overloaded'; waitMs: number; depth: number };
+
+interface GateCommands {
+  tdGatedAsk(stream: string, ...args: Array<string | number>): Promise<[string, number, number, string?]>;
+}
 
 /** Gateway side of the Redis protocol with the AI worker. No Nest, no env: typed options only. */
 export class AiBridgeClient {
@@ -27,6 +45,8 @@ export class AiBridgeClient {
   private readonly cancelTtlMs: number;
   private readonly handlers = new Set<ReplyHandler>();
   private invalidReplies = 0;
+  private gateDefined = false;
+  private readonly group: string;
   private started = false;
 
   constructor(private readonly opts: AiBridgeOptions) {
@@ -34,6 +54,7 @@ export class AiBridgeClient {
     this.stream = opts.questionStream ?? 'td:questions';
     this.maxLen = opts.questionStreamMaxLen ?? 100_000;
     this.cancelTtlMs = opts.cancelTtlMs ?? 60_000;
+    this.group = opts.consumerGroup ?? 'workers';
   }
 
   /** Replies that failed to parse since start; a worker speaking another protocol shows here. */
@@ -74,6 +95,27 @@ export class AiBridgeClient {
     );
     if (id === null) throw new Error('XADD returned no id');
     return id;
+  }
+
+  /**
+   * Puts a question on the stream only if its estimated wait fits the gate: one atomic script
+   * that reads the consumer group's depth and enqueues.
+   */
+  async askGated(question: Question, gate: AskGate): Promise<AskResult> {
+    const redis = this.opts.commands as Redis & GateCommands;
+    if (!this.gateDefined) {
+      redis.defineCommand('tdGatedAsk', { numberOfKeys: 1, lua: GATED_ASK_LUA });
+      this.gateDefined = true;
+    }
+    const [status, waitMs, depth, entryId] = await redis.tdGatedAsk(
+      this.stream,
+      this.group,
+      Math.max(0, Math.floor(gate.maxWaitMs)),
+      Math.max(0, gate.throughputPerSec),
+      this.maxLen,
+      ...questionToFields(question),
+    );
+    return status === 'ok' ? { status: 'queued', entryId: entryId ?? '', waitMs, depth } : { status: 'overloaded', waitMs, depth };
   }
 
   /** Marks a question cancelled; the worker checks the mark between tokens. */

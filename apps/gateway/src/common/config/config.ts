@@ -25,6 +25,8 @@ const fields = z.object({
   AI_QUESTION_STREAM_MAXLEN: int(100_000, 100, 10_000_000),
   SHUTDOWN_GRACE_MS: int(5_000, 0, 120_000),
   REDIS_REQUEST_TIMEOUT_MS: int(50, 5, 10_000),
+  DAM_MAX_QUEUE_WAIT_MS: int(2_000, 0, 600_000),
+  AI_WORKER_REFRESH_MS: int(500, 50, 60_000),
   DAM_MODE: z.enum(['enforce', 'shadow', 'off']).default('enforce'),
   DAM_SLOTS_PER_INSTANCE: int(1_000, 1, 1_000_000),
   DAM_INSTANCE_CEILING: z.coerce.number().int().min(1).max(1_000_000).optional(),

@@ -16,6 +16,8 @@ export enum ErrorCode {
   UnsupportedMediaType = 'unsupported_media_type',
   MethodNotAllowed = 'method_not_allowed',
   RedisUnavailable = 'redis_unavailable',
+  AiOverloaded = 'ai_overloaded',
+  AiUnavailable = 'ai_unavailable',
   Draining = 'draining',
   Internal = 'internal',
 }
@@ -38,6 +40,8 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = {
   [ErrorCode.UnsupportedMediaType]: 415,
   [ErrorCode.Internal]: 500,
   [ErrorCode.RedisUnavailable]: 503,
+  [ErrorCode.AiOverloaded]: 503,
+  [ErrorCode.AiUnavailable]: 503,
   [ErrorCode.Draining]: 503,
 };
 
@@ -59,5 +63,7 @@ export const ERROR_TITLE: Readonly<Record<ErrorCode, string>> = {
   [ErrorCode.UnsupportedMediaType]: 'Body must be application/json',
   [ErrorCode.Internal]: 'Internal error',
   [ErrorCode.RedisUnavailable]: 'Shared state unavailable',
+  [ErrorCode.AiOverloaded]: 'AI overloaded: the estimated wait is over the limit',
+  [ErrorCode.AiUnavailable]: 'AI unavailable',
   [ErrorCode.Draining]: 'Instance is shutting down',
 };

@@ -1,0 +1,58 @@
+import { SseClient, ask, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
+
+describe('the AI-capacity gate through nginx', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startE2eStack({
+      env: { DAM_MAX_QUEUE_WAIT_MS: '2000', LOG_LEVEL: 'warn' },
+      workerEnv: () => ({ AI_CAPACITY_PER_SEC: '100', AI_TTFT_MS: '200', AI_TOKENS_PER_SEC: '50', AI_ANSWER_TOKENS: '10' }),
+    });
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('1,000 questions at once against 100 answers/s and a 2 s max wait: about 200 accepted, all answered in time; the rest 503 fast', async () => {
+    const streams = await Promise.all(Array.from({ length: 1_000 }, () => new SseClient(`${stack.url}/chat/stream`).open(30_000)));
+    try {
+      expect(streams.every((s) => s.status === 200)).toBe(true);
+      const sessions = await Promise.all(streams.map((s) => s.session(20_000)));
+      const t0 = Date.now();
+      const answers = await Promise.all(
+        sessions.map(async (s) => {
+          const start = performance.now();
+          const r = await ask(stack.url, s, 'how long is the queue?', 30_000);
+          return { r, ms: performance.now() - start };
+        }),
+      );
+      const accepted = answers.filter((a) => a.r.status === 202);
+      const refused = answers.filter((a) => a.r.status === 503);
+      process.stdout.write(`AI gate: ${accepted.length} accepted, ${refused.length} refused of 1,000 at once\n`);
+      expect(accepted.length + refused.length).toBe(1_000);
+      expect(accepted.length).toBeGreaterThanOrEqual(150);
+      expect(accepted.length).toBeLessThanOrEqual(260);
+      for (const a of refused) {
+        expect((a.r.body as { code: string }).code).toBe('ai_overloaded');
+        expect(Number(a.r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      }
+      // Every accepted question is answered, before its 30 s deadline.
+      const done = await Promise.all(
+        streams.map(async (sse, i) => {
+          if (answers[i]?.r.status !== 202) return null;
+          const { messageId } = answers[i].r.body as { messageId: string };
+          const e = await sse.waitFor((x) => (x.event === 'done' || x.event === 'error') && (x.data as { messageId: string }).messageId === messageId, 30_000);
+          return { event: e.event, after: Date.now() - t0 };
+        }),
+      );
+      const finished = done.filter((d): d is { event: string; after: number } => d !== null);
+      expect(finished.every((d) => d.event === 'done')).toBe(true);
+      expect(Math.max(...finished.map((d) => d.after))).toBeLessThan(30_000);
+      process.stdout.write(`AI gate: last accepted answer done ${Math.max(...finished.map((d) => d.after))} ms after the burst\n`);
+    } finally {
+      for (const s of streams) s.close();
+    }
+  });
+});

@@ -1,0 +1,79 @@
+import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
+import { AiBridgeClient, type Question } from '@traffic-dam/ai-bridge';
+import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { ErrorCode, GatewayException } from '../common/errors';
+import { MetricsService } from '../metrics/metrics.service';
+import { estimateThroughput, type ThroughputView } from './throughput';
+
+/**
+ * The AI-capacity gate: a question enters the global queue only if its estimated wait (queue
+ * depth / worker throughput) fits DAM_MAX_QUEUE_WAIT_MS; with no live worker it is refused at once.
+ * Worker heartbeats are read on one timer, never per request.
+ */
+@Injectable()
+export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestroy {
+  private view: ThroughputView = { liveWorkers: 0, advertised: 0, measured: 0, rate: 0 };
+  private lastDepth = 0;
+  private lastWaitMs = 0;
+  private refreshed = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
+    @InjectPinoLogger(AiCapacityService.name) private readonly logger: PinoLogger,
+    private readonly bridge: AiBridgeClient,
+    private readonly metrics: MetricsService,
+  ) {
+    metrics.registerAiCollector(() => ({ ...this.view, depth: this.lastDepth, waitMs: this.lastWaitMs }));
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.refresh();
+    this.timer = setInterval(() => void this.refresh(), this.config.AI_WORKER_REFRESH_MS);
+    this.timer.unref();
+  }
+
+  onModuleDestroy(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  get snapshot(): ThroughputView {
+    return this.view;
+  }
+
+  /** Enqueues the question if it fits; throws 503 ai_unavailable / ai_overloaded otherwise. */
+  async enqueue(question: Question): Promise<void> {
+    if (this.refreshed && this.view.liveWorkers === 0) {
+      this.metrics.aiRefused.inc({ reason: 'no_worker' });
+      throw new GatewayException(ErrorCode.AiUnavailable, 'No AI worker is alive.', { retryAfterSec: 2 });
+    }
+    const r = await this.bridge.askGated(question, { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: this.view.rate });
+    this.lastDepth = r.depth;
+    this.lastWaitMs = r.waitMs;
+    if (r.status === 'queued') return;
+    this.metrics.aiRefused.inc({ reason: 'overloaded' });
+    const overMs = r.waitMs < 0 ? 1_000 : r.waitMs - this.config.DAM_MAX_QUEUE_WAIT_MS;
+    throw new GatewayException(
+      ErrorCode.AiOverloaded,
+      r.waitMs < 0
+        ? 'The AI queue is not draining; try again shortly.'
+        : `Estimated wait ${(r.waitMs / 1000).toFixed(1)} s is over the ${(this.config.DAM_MAX_QUEUE_WAIT_MS / 1000).toFixed(1)} s limit.`,
+      { retryAfterSec: Math.max(1, Math.ceil(overMs / 1000)) },
+    );
+  }
+
+  private async refresh(): Promise<void> {
+    try {
+      const workers = await this.bridge.liveWorkers();
+      const before = this.view.liveWorkers;
+      this.view = estimateThroughput(workers, this.lastDepth);
+      this.refreshed = true;
+      if (before > 0 && this.view.liveWorkers === 0) this.logger.warn('no AI worker heartbeat is alive');
+      if (before === 0 && this.view.liveWorkers > 0) this.logger.info({ workers: this.view.liveWorkers }, 'AI workers alive');
+    } catch (err) {
+      // Redis away: keep the last view; the dam's fallback reports the outage.
+      this.logger.debug({ err: String(err) }, 'worker heartbeat refresh failed');
+    }
+  }
+}
