@@ -8,11 +8,14 @@
  *
  * Closed model: N concurrent loops (N = 1, 16, 256), a short warm-up, then a fixed window.
  * Contenders alternate (rotated order per repetition) and each figure is the median of the
- * repetitions, because the machine is a shared, noisy 2-core VM. Then an open-model run of the
- * dam alone at a fixed rate (default 5,000 admits/s).
+ * repetitions, because the machine is a shared, noisy 2-core VM. Then an open-model run at a
+ * fixed rate (default 5,000 acquisitions/s): the dam first (its target is p99 <= 1 ms), then the
+ * other two under the same conditions as a reference for what the machine allows.
  *
  *   node --import tsx libs/dam/bench/admit.bench.ts [--seconds 5] [--warmup 0.5] [--reps 3]
- *        [--concurrency 1,16,256] [--rate 5000] [--rate-seconds 5] [--out <file.json>] [--no-json]
+ *        [--concurrency 1,16,256] [--rate 5000] [--rate-seconds 5] [--max-outstanding 1000]
+ *        [--pacer timer|spin] [--contenders dam,redis-semaphore,rlf] [--rate-only]
+ *        [--out <file.json>] [--no-json]
  *
  * Release of the dam: lease.release() is fire-and-forget by design (it sends one script and does
  * not return its promise). To charge the dam for the release round trip exactly like the other
@@ -46,6 +49,7 @@ const { values: args } = parseArgs({
     'max-outstanding': { type: 'string', default: '1000' },
     pacer: { type: 'string', default: 'timer' },
     'rate-only': { type: 'boolean', default: false },
+    contenders: { type: 'string', default: 'dam,redis-semaphore,rlf' },
     out: { type: 'string' },
     'no-json': { type: 'boolean', default: false },
   },
@@ -247,13 +251,34 @@ function diffStats(a: ServerStats, b: ServerStats): { wire: Record<string, numbe
 // Contenders
 
 type ContenderName = 'dam' | 'redis-semaphore' | 'rlf';
-const CONTENDERS: ContenderName[] = ['dam', 'redis-semaphore', 'rlf'];
+const ALL_CONTENDERS: ContenderName[] = ['dam', 'redis-semaphore', 'rlf'];
+const CONTENDERS: ContenderName[] = (args.contenders ?? '').split(',').map((name) => {
+  const found = ALL_CONTENDERS.find((c) => c === name.trim());
+  if (!found) throw new RangeError(`--contenders: unknown ${name}; known: ${ALL_CONTENDERS.join(', ')}`);
+  return found;
+});
+
+/** An acquisition: how long it took, and the release it started (reply not yet awaited). */
+interface Once {
+  acquiredMs: number;
+  released: Promise<void>;
+}
 
 interface Contender {
   name: ContenderName;
+  /** Acquires one slot, then starts its release. */
+  once(): Promise<Once>;
   /** One operation: acquire one slot, then release it, both replies awaited. */
   op(): Promise<void>;
   sent: { n: number };
+}
+
+function contender(name: ContenderName, once: () => Promise<Once>, sent: { n: number }): Contender {
+  const op = async (): Promise<void> => {
+    const { released } = await once();
+    await released;
+  };
+  return { name, once, op, sent };
 }
 
 let abortReason: string | null = null;
@@ -261,7 +286,7 @@ function abort(reason: string): void {
   abortReason ??= reason;
 }
 
-async function makeDam(port: number): Promise<{ c: Contender; dam: Dam; client: Redis; admitOnce: () => Promise<{ admitted: number; released: Promise<void> }> }> {
+async function makeDam(port: number): Promise<{ c: Contender; dam: Dam; client: Redis }> {
   const client = await connect(port, 'bench-dam');
   const dam = new Dam({
     redis: client,
@@ -289,7 +314,7 @@ async function makeDam(port: number): Promise<{ c: Contender; dam: Dam; client: 
   if (dam.inFallback) throw new Error('dam started in fallback');
 
   /** Admits, then releases; returns the admit's duration and the release reply to await. */
-  const admitOnce = async (): Promise<{ admitted: number; released: Promise<void> }> => {
+  const once = async (): Promise<Once> => {
     const t0 = performance.now();
     const r = await dam.admit();
     const admitted = performance.now();
@@ -302,20 +327,16 @@ async function makeDam(port: number): Promise<{ c: Contender; dam: Dam; client: 
     const released = p.then((reply) => {
       if (reply !== 'ok') throw new Error(`dam release replied ${String(reply)}`);
     });
-    return { admitted: admitted - t0, released };
+    return { acquiredMs: admitted - t0, released };
   };
-
-  const op = async (): Promise<void> => {
-    const { released } = await admitOnce();
-    await released;
-  };
-  return { c: { name: 'dam', op, sent }, dam, client, admitOnce };
+  return { c: contender('dam', once, sent), dam, client };
 }
 
 async function makeSemaphore(port: number): Promise<{ c: Contender; client: Redis }> {
   const client = await connect(port, 'bench-semaphore');
   const sent = countSent(client);
-  const op = async (): Promise<void> => {
+  const once = async (): Promise<Once> => {
+    const t0 = performance.now();
     // One Lock object per acquisition (a Lock holds one identifier). refreshInterval 0: no
     // per-lock refresh timer, like the dam's leases (its liveness is the instance heartbeat).
     const s = new Semaphore(client, 'bench', 1_000_000, {
@@ -326,20 +347,23 @@ async function makeSemaphore(port: number): Promise<{ c: Contender; client: Redi
       refreshInterval: 0,
     });
     await s.acquire();
-    await s.release();
+    const acquiredMs = performance.now() - t0;
+    return { acquiredMs, released: s.release() };
   };
-  return { c: { name: 'redis-semaphore', op, sent }, client };
+  return { c: contender('redis-semaphore', once, sent), client };
 }
 
 async function makeRlf(port: number): Promise<{ c: Contender; client: Redis }> {
   const client = await connect(port, 'bench-rlf');
   const sent = countSent(client);
   const limiter = new RateLimiterRedis({ storeClient: client, keyPrefix: 'bench-rlf', points: 1_000_000_000, duration: 60 });
-  const op = async (): Promise<void> => {
+  const once = async (): Promise<Once> => {
+    const t0 = performance.now();
     await limiter.consume('bench', 1);
-    await limiter.reward('bench', 1);
+    const acquiredMs = performance.now() - t0;
+    return { acquiredMs, released: limiter.reward('bench', 1).then(() => undefined) };
   };
-  return { c: { name: 'rlf', op, sent }, client };
+  return { c: contender('rlf', once, sent), client };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -419,9 +443,12 @@ async function closedRun(c: Contender, n: number, rep: number, admin: Redis): Pr
 }
 
 // ---------------------------------------------------------------------------------------------
-// Open-model run: the dam at a fixed rate
+// Open-model run: the dam at a fixed rate (the target), then the others at the same rate
+
+type Pct = { p50: number; p99: number; p999: number; max: number };
 
 interface RateResult {
+  contender: ContenderName;
   targetPerSec: number;
   seconds: number;
   scheduled: number;
@@ -429,56 +456,49 @@ interface RateResult {
   skippedOverOutstanding: number;
   achievedPerSec: number;
   maxOutstanding: number;
-  /** Admit latency from the op's scheduled start (includes any lateness of the pacer). */
-  admitFromSchedule: { p50: number; p99: number; p999: number; max: number };
-  /** Admit latency from the moment admit() was called. */
-  admitFromSend: { p50: number; p99: number; p999: number; max: number };
-  /** Admit + awaited release reply, from the scheduled start. */
-  admitReleaseFromSchedule: { p50: number; p99: number; p999: number; max: number };
+  /** Acquire (admit) latency from the op's scheduled start (includes any lateness of the pacer). */
+  acquireFromSchedule: Pct;
+  /** Acquire latency from the moment the call was made. */
+  acquireFromCall: Pct;
+  /** Acquire + awaited release reply, from the scheduled start. */
+  acquireReleaseFromSchedule: Pct;
   pacer: 'timer' | 'spin';
   pacerLateP99: number;
   /** Event-loop delay of this process during the run (perf_hooks, 1 ms resolution). */
   eventLoopDelayP99: number;
   eventLoopDelayMax: number;
-  /** Redis' own execution time per EVALSHA during the run (INFO commandstats usec/calls). */
-  redisUsecPerEvalsha: number;
+  /** Redis' own execution time per wire command (EVALSHA, EVAL, ZREM) during the run, from INFO commandstats. */
+  redisUsecPerWireCmd: number;
   clientCmdsPerOp: number;
 }
 
-async function fixedRate(
-  admitOnce: () => Promise<{ admitted: number; released: Promise<void> }>,
-  sent: { n: number },
-  ratePerSec: number,
-  seconds: number,
-  admin: Redis,
-): Promise<RateResult> {
+async function fixedRate(c: Contender, ratePerSec: number, seconds: number, admin: Redis): Promise<RateResult> {
   const before = await serverStats(admin);
   const eld = monitorEventLoopDelay({ resolution: 1 });
   eld.enable();
   const interval = 1000 / ratePerSec;
   const total = Math.round(ratePerSec * seconds);
-  const fromSchedule = new Samples();
-  const fromSend = new Samples();
-  const whole = new Samples();
-  const late = new Samples();
+  const fromSchedule = new Samples(total);
+  const fromCall = new Samples(total);
+  const whole = new Samples(total);
+  const late = new Samples(total);
   let outstanding = 0;
   let peak = 0;
   let skipped = 0;
   let completed = 0;
   let failure: unknown = null;
-  const sentBefore = sent.n;
+  const sentBefore = c.sent.n;
   const start = performance.now() + 5;
 
   const launch = (scheduled: number): void => {
     outstanding++;
     if (outstanding > peak) peak = outstanding;
-    const sendAt = performance.now();
-    late.add(sendAt - scheduled);
-    admitOnce()
-      .then(async ({ admitted, released }) => {
-        const admittedAt = sendAt + admitted;
-        fromSchedule.add(admittedAt - scheduled);
-        fromSend.add(admitted);
+    const callAt = performance.now();
+    late.add(callAt - scheduled);
+    c.once()
+      .then(async ({ acquiredMs, released }) => {
+        fromSchedule.add(callAt + acquiredMs - scheduled);
+        fromCall.add(acquiredMs);
         await released;
         whole.add(performance.now() - scheduled);
         completed++;
@@ -512,13 +532,18 @@ async function fixedRate(
   const after = await serverStats(admin);
   if (failure !== null) throw failure instanceof Error ? failure : new Error(String(failure));
   if (abortReason) throw new Error(`aborted: ${abortReason}`);
-  const r4 = (s: ReturnType<Samples['summary']>): RateResult['admitFromSend'] => ({
-    p50: round(s.p50, 3),
-    p99: round(s.p99, 3),
-    p999: round(s.p999, 3),
-    max: round(s.max, 3),
-  });
+  const pct = (x: Samples): Pct => {
+    const s = x.summary();
+    return { p50: round(s.p50, 3), p99: round(s.p99, 3), p999: round(s.p999, 3), max: round(s.max, 3) };
+  };
+  let usec = 0;
+  let calls = 0;
+  for (const cmd of ['evalsha', 'eval', 'zrem']) {
+    usec += (after.usec.get(cmd) ?? 0) - (before.usec.get(cmd) ?? 0);
+    calls += (after.calls.get(cmd) ?? 0) - (before.calls.get(cmd) ?? 0);
+  }
   return {
+    contender: c.name,
     targetPerSec: ratePerSec,
     seconds,
     scheduled: total,
@@ -526,19 +551,15 @@ async function fixedRate(
     skippedOverOutstanding: skipped,
     achievedPerSec: Math.round(completed / seconds),
     maxOutstanding: peak,
-    admitFromSchedule: r4(fromSchedule.summary()),
-    admitFromSend: r4(fromSend.summary()),
-    admitReleaseFromSchedule: r4(whole.summary()),
+    acquireFromSchedule: pct(fromSchedule),
+    acquireFromCall: pct(fromCall),
+    acquireReleaseFromSchedule: pct(whole),
     pacer: PACER,
     pacerLateP99: round(late.summary().p99, 3),
     eventLoopDelayP99: round(eld.percentile(99) / 1e6, 3),
     eventLoopDelayMax: round(eld.max / 1e6, 3),
-    redisUsecPerEvalsha: round(
-      ((after.usec.get('evalsha') ?? 0) - (before.usec.get('evalsha') ?? 0)) /
-        Math.max(1, (after.calls.get('evalsha') ?? 0) - (before.calls.get('evalsha') ?? 0)),
-      2,
-    ),
-    clientCmdsPerOp: round((sent.n - sentBefore) / Math.max(1, completed), 4),
+    redisUsecPerWireCmd: round(usec / Math.max(1, calls), 2),
+    clientCmdsPerOp: round((c.sent.n - sentBefore) / Math.max(1, completed), 4),
   };
 }
 
@@ -630,7 +651,7 @@ function ratios(runs: RunResult[], summaries: Summary[]): Ratio[] {
 const fmt = (v: number, d = 3): string => v.toFixed(d);
 const int = (v: number): string => v.toLocaleString('en-US');
 
-function markdown(summaries: Summary[], rs: Ratio[], rate: RateResult | null): string {
+function markdown(summaries: Summary[], rs: Ratio[], rates: RateResult[]): string {
   const lines: string[] = [];
   lines.push(
     `Closed model, ${SECONDS} s per run after ${WARMUP_S} s warm-up, median of ${REPS} runs per cell (contenders alternate).`,
@@ -650,17 +671,20 @@ function markdown(summaries: Summary[], rs: Ratio[], rate: RateResult | null): s
   for (const s of summaries) {
     lines.push(`| ${s.concurrency} | ${s.contender} | ${Object.entries(s.serverWirePerOp).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(', ')} |`);
   }
-  if (rate) {
+  if (rates.length > 0) {
+    const r0 = rates[0];
     lines.push(
       '',
-      `Fixed rate (open model): dam at ${int(rate.targetPerSec)} admits/s for ${rate.seconds} s, ${int(rate.completed)} of ${int(rate.scheduled)} completed, ${rate.skippedOverOutstanding} skipped (outstanding cap ${MAX_OUTSTANDING}), peak outstanding ${rate.maxOutstanding}, achieved ${int(rate.achievedPerSec)}/s, pacer \`${rate.pacer}\` (lateness p99 ${fmt(rate.pacerLateP99)} ms), this process's event-loop delay p99 ${fmt(rate.eventLoopDelayP99)} ms / max ${fmt(rate.eventLoopDelayMax)} ms, Redis execution ${fmt(rate.redisUsecPerEvalsha, 1)} µs per EVALSHA.`,
+      `Fixed rate (open model): ${int(r0.targetPerSec)} acquisitions/s for ${r0.seconds} s each after 1 s at the same rate unrecorded; dam first (the target), then the others as reference under the same conditions. Pacer \`${r0.pacer}\`; outstanding cap ${MAX_OUTSTANDING}. Latency "from schedule" counts from when the op was due (no coordinated omission); "from call" from when acquire/admit was called.`,
       '',
-      '| latency | p50 ms | p99 ms | p99.9 ms | max ms |',
-      '|---|---:|---:|---:|---:|',
-      `| admit, from scheduled start | ${fmt(rate.admitFromSchedule.p50)} | ${fmt(rate.admitFromSchedule.p99)} | ${fmt(rate.admitFromSchedule.p999)} | ${fmt(rate.admitFromSchedule.max)} |`,
-      `| admit, from call | ${fmt(rate.admitFromSend.p50)} | ${fmt(rate.admitFromSend.p99)} | ${fmt(rate.admitFromSend.p999)} | ${fmt(rate.admitFromSend.max)} |`,
-      `| admit + release reply, from scheduled start | ${fmt(rate.admitReleaseFromSchedule.p50)} | ${fmt(rate.admitReleaseFromSchedule.p99)} | ${fmt(rate.admitReleaseFromSchedule.p999)} | ${fmt(rate.admitReleaseFromSchedule.max)} |`,
+      '| contender | completed / scheduled | acquire p50 ms (schedule / call) | acquire p99 ms (schedule / call) | acquire p99.9 ms (schedule) | acquire max ms (schedule) | + release p99 ms (schedule) | pacer late p99 ms | event-loop delay p99 / max ms | Redis µs per wire cmd |',
+      '|---|---|---|---|---:|---:|---:|---:|---|---:|',
     );
+    for (const r of rates) {
+      lines.push(
+        `| ${r.contender} | ${int(r.completed)} / ${int(r.scheduled)}${r.skippedOverOutstanding ? ` (${r.skippedOverOutstanding} skipped)` : ''} | ${fmt(r.acquireFromSchedule.p50)} / ${fmt(r.acquireFromCall.p50)} | ${fmt(r.acquireFromSchedule.p99)} / ${fmt(r.acquireFromCall.p99)} | ${fmt(r.acquireFromSchedule.p999)} | ${fmt(r.acquireFromSchedule.max)} | ${fmt(r.acquireReleaseFromSchedule.p99)} | ${fmt(r.pacerLateP99)} | ${fmt(r.eventLoopDelayP99)} / ${fmt(r.eventLoopDelayMax)} | ${fmt(r.redisUsecPerWireCmd, 1)} |`,
+      );
+    }
   }
   return lines.join('\n');
 }
@@ -706,14 +730,20 @@ async function main(): Promise<void> {
     }
 
     // Open model: warm-up at the target rate (not recorded), then the measured window.
-    await fixedRate(d.admitOnce, d.c.sent, RATE, Math.min(1, RATE_SECONDS), admin);
-    const rate = await fixedRate(d.admitOnce, d.c.sent, RATE, RATE_SECONDS, admin);
-    process.stderr.write(`fixed rate ${RATE}/s: admit p50 ${fmt(rate.admitFromSchedule.p50)} p99 ${fmt(rate.admitFromSchedule.p99)} ms\n`);
+    const rates: RateResult[] = [];
+    for (const name of CONTENDERS) {
+      await fixedRate(byName[name], RATE, Math.min(1, RATE_SECONDS), admin);
+      const r = await fixedRate(byName[name], RATE, RATE_SECONDS, admin);
+      rates.push(r);
+      process.stderr.write(
+        `rate ${RATE}/s ${name.padEnd(15)} acquire p50 ${fmt(r.acquireFromSchedule.p50)} p99 ${fmt(r.acquireFromSchedule.p99)} ms (from call p99 ${fmt(r.acquireFromCall.p99)}), event-loop delay p99 ${fmt(r.eventLoopDelayP99)} ms\n`,
+      );
+    }
 
     const summaries = summarize(runs);
     const rs = ratios(runs, summaries);
     const loadAfter = loadavg().map((x) => round(x, 2));
-    const table = markdown(summaries, rs, rate);
+    const table = markdown(summaries, rs, rates);
     process.stdout.write(`${table}\n\nLoad average (1/5/15 min) before ${loadBefore.join(' ')}, after ${loadAfter.join(' ')}.\n`);
 
     if (!args['no-json']) {
@@ -736,7 +766,7 @@ async function main(): Promise<void> {
         settings: { pacer: PACER, seconds: SECONDS, warmupSeconds: WARMUP_S, reps: REPS, concurrency: CONCURRENCY, rate: RATE, rateSeconds: RATE_SECONDS, maxOutstanding: MAX_OUTSTANDING },
         summaries,
         ratios: rs,
-        fixedRate: rate,
+        fixedRate: rates,
         runs: runs.map(({ contender, concurrency, rep, ops, opsPerSec, p50, p99, max, clientCmdsPerOp }) => ({ contender, concurrency, rep, ops, opsPerSec, p50, p99, max, clientCmdsPerOp })),
         totalSeconds: round((performance.now() - t0) / 1000, 1),
       };
