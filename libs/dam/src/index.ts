@@ -5,3 +5,5 @@ export type { GlobalView } from './lib/budget.store';
 export { RedisDeadlineError, withDeadline } from './lib/deadline';
 export { UserRateLimiter } from './lib/user-rate';
 export type { RateDecision, UserRateOptions } from './lib/user-rate';
+export { CircuitBreaker } from './lib/breaker';
+export type { BreakerOptions, BreakerState, Outcome } from './lib/breaker';

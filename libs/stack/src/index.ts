@@ -11,3 +11,5 @@ export { SseClient, ask } from './lib/sse-client';
 export type { AskResult, ChatSession, SseEvent } from './lib/sse-client';
 export { startLocalRedisCluster } from './lib/redis-cluster';
 export type { LocalRedisClusterOptions, RedisClusterHandle } from './lib/redis-cluster';
+export { TimedHttp, percentile } from './lib/timed-http';
+export type { TimedResponse } from './lib/timed-http';

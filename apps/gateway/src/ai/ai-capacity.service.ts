@@ -4,6 +4,7 @@ import { AiBridgeClient, type Question } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
+import { BreakerService } from './breaker.service';
 import { estimateThroughput, type ThroughputView } from './throughput';
 
 /**
@@ -24,6 +25,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     @InjectPinoLogger(AiCapacityService.name) private readonly logger: PinoLogger,
     private readonly bridge: AiBridgeClient,
     private readonly metrics: MetricsService,
+    private readonly breaker: BreakerService,
   ) {
     metrics.registerAiCollector(() => ({ ...this.view, depth: this.lastDepth, waitMs: this.lastWaitMs }));
   }
@@ -44,6 +46,12 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
 
   /** Enqueues the question if it fits; throws 503 ai_unavailable / ai_overloaded otherwise. */
   async enqueue(question: Question): Promise<void> {
+    if (this.config.DAM_MODE === 'off') {
+      // The "before" server: straight onto the queue, however deep.
+      await this.bridge.ask(question);
+      return;
+    }
+    this.breaker.assertClosed();
     if (this.refreshed && this.view.liveWorkers === 0) {
       this.metrics.aiRefused.inc({ reason: 'no_worker' });
       throw new GatewayException(ErrorCode.AiUnavailable, 'No AI worker is alive.', { retryAfterSec: 2 });
@@ -69,6 +77,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       const before = this.view.liveWorkers;
       this.view = estimateThroughput(workers, this.lastDepth);
       this.refreshed = true;
+      if (this.view.liveWorkers === 0) this.breaker.noWorkerAlive();
       if (before > 0 && this.view.liveWorkers === 0) this.logger.warn('no AI worker heartbeat is alive');
       if (before === 0 && this.view.liveWorkers > 0) this.logger.info({ workers: this.view.liveWorkers }, 'AI workers alive');
     } catch (err) {

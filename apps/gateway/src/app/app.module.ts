@@ -38,6 +38,10 @@ export class AppModule {
               res.setHeader('X-Request-Id', id);
               return id;
             },
+            // Refusals (4xx, 429, 503) are the dam working, not errors: under load they would
+            // flood the error log. Only unexpected 5xx are errors.
+            customLogLevel: (_req, res, err) =>
+              err !== undefined || (res.statusCode >= 500 && res.statusCode !== 503) ? 'error' : 'info',
             // Health and metrics polls would drown the events that matter.
             autoLogging: { ignore: (req) => /^\/(health|metrics)/.test(req.url ?? '') },
             redact: ['req.headers.authorization', 'req.headers.cookie'],

@@ -5,6 +5,7 @@ import { json, type NextFunction, type Request, type Response } from 'express';
 import { Logger } from 'nestjs-pino';
 import type { GatewayConfig } from '../common/config/config';
 import { sendProblem, toProblem } from '../common/errors';
+import { BreakerService } from '../ai/breaker.service';
 import { AppModule } from './app.module';
 
 /** Builds the Nest app for one instance; main.ts and the integration tests share it. */
@@ -18,6 +19,18 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
   app.disable('x-powered-by');
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('X-Instance-Id', instanceId);
+    next();
+  });
+  // An open breaker refuses a question before its body is read or a route is matched: the
+  // cheapest answer the gateway can give, as fast as the edge's own refusals.
+  const breaker = app.get(BreakerService, { strict: false });
+  app.use('/chat/sessions/:sessionId/messages', (req: Request, res: Response, next: NextFunction) => {
+    if (req.method !== 'POST') return next();
+    try {
+      breaker.assertClosed();
+    } catch (err) {
+      return sendProblem(res, toProblem(err), req.originalUrl);
+    }
     next();
   });
   const parse = json({ limit: config.BODY_MAX_BYTES, strict: true, type: 'application/json' });

@@ -167,7 +167,7 @@ describe('chat sessions across two instances (real Redis)', () => {
     expect((first.body as { code: string }).code).toBe('ai_unavailable');
     const r = await ask(b.url, s, 'anyone?');
     expect(r.status).toBe(503);
-    expect(r.headers.get('retry-after')).toBe('2');
+    expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     // The in-flight slot was given back: the session is not stuck at 409.
     expect(((await ask(a.url, s, 'still?')).body as { code: string }).code).toBe('ai_unavailable');
   });

@@ -7,6 +7,7 @@ import { REDIS_COMMANDS, REDIS_SUBSCRIBER } from '../common/redis/redis.module';
 import { ChatController } from './chat.controller';
 import { ChatService } from './chat.service';
 import { AiCapacityService } from '../ai/ai-capacity.service';
+import { BreakerService } from '../ai/breaker.service';
 import { SessionRepository } from './session.repository';
 
 @Module({
@@ -15,6 +16,7 @@ import { SessionRepository } from './session.repository';
     ChatService,
     SessionRepository,
     AiCapacityService,
+    BreakerService,
     {
       provide: AiBridgeClient,
       inject: [GATEWAY_CONFIG, INSTANCE_ID, REDIS_COMMANDS, REDIS_SUBSCRIBER],

@@ -16,6 +16,7 @@ import { SSE_HEADERS } from './sse';
 import { StreamHub, type CloseReason, type LocalStream } from './stream-hub';
 import { DamService } from '../dam/dam.service';
 import { AiCapacityService } from '../ai/ai-capacity.service';
+import { BreakerService, PROBE_SESSION } from '../ai/breaker.service';
 import { withDeadline } from '@traffic-dam/dam';
 
 export interface SessionEvent {
@@ -46,6 +47,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly lifecycle: LifecycleService,
     private readonly dam: DamService,
     private readonly aiCapacity: AiCapacityService,
+    private readonly breaker: BreakerService,
   ) {
     this.hub = new StreamHub(config.SSE_PING_MS);
     lifecycle.onDrain(() => this.drain());
@@ -134,6 +136,8 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   ): Promise<{ messageId: string; headers: Record<string, string> }> {
     const token = this.requireToken(authorization);
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
+    // Open breaker: refuse before any Redis round trip; the queue is not touched.
+    this.breaker.assertClosed();
     const messageId = randomUUID();
     const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
     const inflightTtl = this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS;
@@ -267,6 +271,8 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
 
   private onReply(reply: Reply): void {
     const { sessionId, messageId } = reply;
+    if (sessionId === PROBE_SESSION) return;
+    this.breaker.record(reply);
     if (!this.hub.has(sessionId)) {
       // The client is gone: stop the worker instead of generating into the void.
       this.metrics.orphanReplies.inc();

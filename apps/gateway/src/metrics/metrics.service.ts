@@ -38,6 +38,9 @@ export class MetricsService {
   readonly damEvents: Counter<'type'>;
   private damSnapshot: (() => DamSnapshot) | null = null;
   readonly aiRefused: Counter<'reason'>;
+  readonly breakerTransitions: Counter<'to' | 'reason'>;
+  readonly breakerProbes: Counter<'ok'>;
+  private breakerState: (() => number) | null = null;
   private aiSnapshot: (() => AiSnapshot) | null = null;
 
   constructor(@Inject(INSTANCE_ID) instanceId: string) {
@@ -148,11 +151,36 @@ export class MetricsService {
           if (s) this.set(read(s));
         },
       });
+    this.breakerTransitions = new Counter({
+      name: 'td_breaker_transitions_total',
+      help: 'Circuit breaker transitions seen by this instance, by new state and reason',
+      labelNames: ['to', 'reason'],
+      registers,
+    });
+    this.breakerProbes = new Counter({
+      name: 'td_breaker_probes_total',
+      help: 'Half-open probes this instance sent (it held the probe lock), by result',
+      labelNames: ['ok'],
+      registers,
+    });
+    const breaker = () => this.breakerState?.() ?? 0;
+    new Gauge({
+      name: 'td_breaker_state',
+      help: 'Circuit breaker toward the AI worker: 0 closed, 1 half-open, 2 open',
+      registers,
+      collect() {
+        this.set(breaker());
+      },
+    });
     aiGauge('td_ai_live_workers', 'AI workers with a live heartbeat', (s) => s.liveWorkers);
     aiGauge('td_ai_throughput_per_second', 'Answers/s the AI gate assumes (declared capacity, or measured when saturated)', (s) => s.rate);
     aiGauge('td_ai_measured_throughput_per_second', 'Answers/s the workers completed lately', (s) => s.measured);
     aiGauge('td_ai_queue_depth', 'Questions queued or in progress, as last seen by this instance', (s) => s.depth);
     aiGauge('td_ai_estimated_wait_seconds', 'Estimated wait of the last question this instance gated', (s) => Math.max(0, s.waitMs) / 1000);
+  }
+
+  registerBreakerCollector(read: () => number): void {
+    this.breakerState = read;
   }
 
   registerAiCollector(read: () => AiSnapshot): void {

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { closeSync, createWriteStream, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -30,32 +30,34 @@ export class ManagedChild {
 
   constructor(readonly opts: ChildOptions) {
     mkdirSync(dirname(opts.logFile), { recursive: true });
-    const log = createWriteStream(opts.logFile, { flags: 'a' });
-    this.proc = spawn(opts.command, opts.args, {
-      cwd: opts.cwd,
-      env: opts.env ?? process.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const forward = (chunk: Buffer): void => {
-      log.write(chunk);
-      if (opts.echo) {
+    if (opts.echo) {
+      const log = createWriteStream(opts.logFile, { flags: 'a' });
+      this.proc = spawn(opts.command, opts.args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const forward = (chunk: Buffer): void => {
+        log.write(chunk);
         for (const line of chunk.toString().split('\n')) {
           if (line.length > 0) process.stdout.write(`[${opts.name}] ${line}\n`);
         }
-      }
-    };
-    this.proc.stdout?.on('data', forward);
-    this.proc.stderr?.on('data', forward);
+      };
+      this.proc.stdout?.on('data', forward);
+      this.proc.stderr?.on('data', forward);
+      this.proc.once('exit', () => log.end());
+    } else {
+      // Straight into the file: relaying every log line through this process would make the
+      // test runner a bottleneck of what it measures.
+      const fd = openSync(opts.logFile, 'a');
+      this.proc = spawn(opts.command, opts.args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', fd, fd] });
+      closeSync(fd);
+    }
     alive.add(this);
     this.exited = new Promise((resolve) => {
       this.proc.once('exit', (code, signal) => {
         this.exitCode = code ?? (signal ? null : 0);
         alive.delete(this);
-        log.end();
         resolve(this.exitCode);
       });
       this.proc.once('error', (err) => {
-        log.write(`spawn error: ${err.message}\n`);
+        process.stderr.write(`${opts.name}: spawn error: ${err.message}\n`);
         this.exitCode = null;
         alive.delete(this);
         resolve(null);

@@ -1,0 +1,107 @@
+import { SseClient, TimedHttp, ask, percentile, type ChatSession, type Stack } from '@traffic-dam/stack';
+import { eventually, metricValue, startE2eStack } from './e2e-stack';
+
+const ADMIN = 'e2e-admin-token-0123456789';
+
+async function setFaults(workerUrl: string, faults: Record<string, unknown>): Promise<void> {
+  const res = await fetch(`${workerUrl}/admin/faults`, {
+    method: 'PUT',
+    headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(faults),
+  });
+  if (res.status !== 200) throw new Error(`faults: ${res.status} ${await res.text()}`);
+}
+
+describe('the circuit breaker toward the worker, shared by both gateways', () => {
+  let stack: Stack;
+  const streams: SseClient[] = [];
+
+  beforeAll(async () => {
+    stack = await startE2eStack({
+      env: {
+        LOG_LEVEL: 'warn',
+        DAM_BREAKER_MIN_VOLUME: '10',
+        DAM_BREAKER_WINDOW_MS: '5000',
+        DAM_BREAKER_OPEN_MS: '2000',
+        WORKER_ADMIN_TOKEN: ADMIN,
+      },
+      workerEnv: () => ({ AI_TTFT_MS: '20', AI_TOKENS_PER_SEC: '200', AI_ANSWER_TOKENS: '3' }),
+    });
+  });
+
+  afterAll(async () => {
+    for (const s of streams) s.close();
+    await stack?.stop();
+  });
+
+  it('opens on both gateways within 2 s of a failing worker, refuses fast, and closes for all after one probe', async () => {
+    const worker = stack.workers[0];
+    if (!worker) throw new Error('no worker');
+    const sessions: Array<{ sse: SseClient; s: ChatSession }> = [];
+    for (let i = 0; i < 20; i++) {
+      const sse = await new SseClient(`${stack.url}/chat/stream`).open();
+      streams.push(sse);
+      sessions.push({ sse, s: await sse.session() });
+    }
+    await setFaults(worker.url, { errorRatio: 1 });
+    // Every answer now fails; ask until the gateways refuse.
+    const t0 = Date.now();
+    let firstRefusal = 0;
+    for (let round = 0; round < 20 && firstRefusal === 0; round++) {
+      const results = await Promise.all(sessions.map(({ s }) => ask(stack.url, s, 'will this fail?')));
+      if (results.some((r) => r.status === 503)) firstRefusal = Date.now();
+      await Promise.all(
+        sessions.map(({ sse }, k) =>
+          results[k]?.status === 202
+            ? sse.waitFor((e) => e.event === 'error' && (e.data as { messageId: string }).messageId === (results[k]?.body as { messageId: string }).messageId, 5_000)
+            : null,
+        ),
+      );
+    }
+    expect(firstRefusal).toBeGreaterThan(0);
+    await eventually(
+      'open on both gateways',
+      async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_breaker_state')))).every((v) => v === 2),
+      2_000,
+    );
+    process.stdout.write(`breaker open on both gateways ${Date.now() - t0} ms after errors began\n`);
+
+    // Open: refused without touching the queue, fast, with Retry-After (timed at the gateways).
+    const lat: number[] = [];
+    const http = new TimedHttp();
+    for (let i = 0; i < 100; i++) {
+      const { s } = sessions[i % sessions.length] as { s: ChatSession };
+      const gw = stack.gateways[i % stack.gateways.length]?.url ?? stack.url;
+      const r = await http.request(`${gw}/chat/sessions/${s.sessionId}/messages`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.token}` },
+        body: '{"question":"still failing?"}',
+      });
+      lat.push(r.ms);
+      if (r.status !== 503) break; // half-open came already; the check below reports it
+      expect((JSON.parse(r.body) as { code: string }).code).toBe('ai_unavailable');
+      expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    }
+    http.close();
+    const p99 = percentile(lat, 99);
+    process.stdout.write(`POST refused by the open breaker: p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms over ${lat.length}\n`);
+    expect(p99).toBeLessThanOrEqual(10);
+
+    // Heal the worker: after the open period one instance probes and the breaker closes for all.
+    await setFaults(worker.url, { errorRatio: 0 });
+    await eventually(
+      'closed on both gateways',
+      async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_breaker_state')))).every((v) => v === 0),
+      10_000,
+    );
+    const goodProbes = await Promise.all(
+      stack.gateways.map((g) => metricValue(g.url, 'td_breaker_probes_total{ok="true"').catch(() => 0)),
+    );
+    expect(goodProbes.reduce((a, n) => a + n, 0)).toBe(1);
+    const { sse, s } = sessions[0] as { sse: SseClient; s: ChatSession };
+    const r = await ask(stack.url, s, 'back?');
+    expect(r.status).toBe(202);
+    const end = await sse.waitFor((e) => (e.event === 'done' || e.event === 'error') && (e.data as { messageId: string }).messageId === (r.body as { messageId: string }).messageId, 5_000);
+    expect(end.event).toBe('done');
+  });
+});

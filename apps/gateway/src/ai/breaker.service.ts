@@ -1,0 +1,124 @@
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
+import { AiBridgeClient, type Reply } from '@traffic-dam/ai-bridge';
+import { CircuitBreaker, type BreakerState } from '@traffic-dam/dam';
+import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { ErrorCode, GatewayException } from '../common/errors';
+import { INSTANCE_ID } from '../common/instance';
+import { REDIS_COMMANDS } from '../common/redis/redis.module';
+import { MetricsService } from '../metrics/metrics.service';
+
+/** Replies to breaker probes carry this session id; no client stream ever has it. */
+export const PROBE_SESSION = 'breaker-probe';
+
+const STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
+
+/** The cluster-wide circuit breaker toward the AI worker, as the gateway uses it. */
+@Injectable()
+export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly breaker: CircuitBreaker | null;
+  private readonly probes = new Map<string, (ok: boolean) => void>();
+
+  constructor(
+    @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
+    @Inject(INSTANCE_ID) instanceId: string,
+    @Inject(REDIS_COMMANDS) redis: Redis,
+    @InjectPinoLogger(BreakerService.name) private readonly logger: PinoLogger,
+    private readonly bridge: AiBridgeClient,
+    private readonly metrics: MetricsService,
+  ) {
+    // The "before" server has no flow control at all.
+    this.breaker =
+      config.DAM_MODE === 'off'
+        ? null
+        : new CircuitBreaker({
+            redis,
+            instanceId,
+            windowMs: config.DAM_BREAKER_WINDOW_MS,
+            minVolume: config.DAM_BREAKER_MIN_VOLUME,
+            errorRatio: config.DAM_BREAKER_ERROR_RATIO,
+            openMs: config.DAM_BREAKER_OPEN_MS,
+            pollMs: config.DAM_BREAKER_POLL_MS,
+            probe: () => this.probe(),
+            onTransition: (t) => {
+              this.metrics.breakerTransitions.inc({ to: t.to, reason: t.reason });
+              const line = { breaker: t };
+              if (t.to === 'closed') this.logger.info(line, 'breaker closed: AI answers again');
+              else this.logger.warn(line, `breaker ${t.to}`);
+            },
+          });
+    metrics.registerBreakerCollector(() => STATE_VALUE[this.breaker?.current.state ?? 'closed']);
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    this.bridge.onReply((r) => this.onProbeReply(r));
+    await this.breaker?.start();
+  }
+
+  onModuleDestroy(): void {
+    this.breaker?.stop();
+  }
+
+  get state(): BreakerState {
+    return this.breaker?.current.state ?? 'closed';
+  }
+
+  /** Throws 503 ai_unavailable while the breaker is not closed. No Redis round trip. */
+  assertClosed(): void {
+    const a = this.breaker?.allow();
+    if (!a || a.allowed) return;
+    this.metrics.aiRefused.inc({ reason: `breaker_${a.state}` });
+    throw new GatewayException(ErrorCode.AiUnavailable, `The AI path is ${a.state === 'open' ? 'failing' : 'being probed'}; try again shortly.`, {
+      retryAfterSec: Math.max(1, Math.ceil(a.retryAfterMs / 1000)),
+    });
+  }
+
+  /** One answer's outcome, counted once, by the instance that relayed it. */
+  record(reply: Reply): void {
+    if (!this.breaker || reply.type === 'token') return;
+    if (reply.type === 'done') this.breaker.record('success');
+    else if (reply.code === 'worker_error') this.breaker.record('failure');
+    else if (reply.code === 'deadline_exceeded') this.breaker.record('timeout');
+  }
+
+  noWorkerAlive(): void {
+    void this.breaker?.trip('no_worker');
+  }
+
+  /** A real question through the real path, answered to this instance's own channel. */
+  private async probe(): Promise<boolean> {
+    const id = `probe-${randomUUID()}`;
+    const timeoutMs = this.config.DAM_BREAKER_PROBE_TIMEOUT_MS;
+    const answered = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.probes.delete(id);
+        resolve(false);
+      }, timeoutMs);
+      this.probes.set(id, (ok) => {
+        clearTimeout(timer);
+        this.probes.delete(id);
+        resolve(ok);
+      });
+    });
+    await this.bridge.ask({
+      id,
+      sessionId: PROBE_SESSION,
+      replyTo: this.bridge.replyChannel,
+      question: 'breaker probe: are you answering?',
+      deadline: Date.now() + timeoutMs,
+      attempt: 1,
+      traceId: id,
+    });
+    const ok = await answered;
+    this.metrics.breakerProbes.inc({ ok: String(ok) });
+    this.logger.info({ probe: id, ok }, 'breaker probe finished');
+    return ok;
+  }
+
+  private onProbeReply(r: Reply): void {
+    if (r.sessionId !== PROBE_SESSION || r.type === 'token') return;
+    this.probes.get(r.messageId)?.(r.type === 'done');
+  }
+}
