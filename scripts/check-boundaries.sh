@@ -28,4 +28,14 @@ expect() { # file, pattern that the lint output must contain
 expect "$probe_dir/deep.ts" 'Import a library through its index'
 expect "$probe_dir/relative.ts" '@nx/enforce-module-boundaries'
 expect "$lib_probe" '@nx/enforce-module-boundaries'
+
+# The graph Nx draws (`nx graph`) must show the gateway using the protocol library.
+graph=$(mktemp --suffix=.json)
+npx nx graph --file="$graph" >/dev/null 2>&1
+if node -e 'const g=require(process.argv[1]).graph.dependencies; process.exit((g.gateway||[]).some(d=>d.target==="ai-bridge")?0:1)' "$graph"; then
+  echo "boundary check: nx graph shows gateway -> ai-bridge"
+else
+  echo "boundary check: nx graph does not show gateway -> ai-bridge" >&2; fail=1
+fi
+rm -f "$graph"
 exit $fail

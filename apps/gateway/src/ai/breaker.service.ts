@@ -83,6 +83,11 @@ export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
     else if (reply.code === 'deadline_exceeded') this.breaker.record('timeout');
   }
 
+  /** An answer that never came counts like a timeout. */
+  recordTimeout(): void {
+    this.breaker?.record('timeout');
+  }
+
   noWorkerAlive(): void {
     void this.breaker?.trip('no_worker');
   }

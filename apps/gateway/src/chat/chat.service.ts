@@ -28,6 +28,8 @@ export interface SessionEvent {
 
 /** How long after its deadline a question still holds the session's in-flight slot. */
 const INFLIGHT_SLACK_MS = 5_000;
+/** How long past its deadline the gateway waits for the worker's own deadline_exceeded. */
+const ANSWER_GRACE_MS = 1_000;
 
 /** The session flow of the HTTP contract, independent of the transport that carries events. */
 @Injectable()
@@ -56,10 +58,13 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     }, 1_000);
     this.persistTimer.unref();
     // One sweep for all sessions' TTLs; fine enough that a short test TTL is kept to ~1/4.
-    const sweepMs = Math.max(50, Math.min(1_000, Math.floor(Math.min(config.DAM_SESSION_IDLE_MS, config.DAM_SESSION_MAX_MS) / 4)));
+    const shortest = Math.min(config.DAM_SESSION_IDLE_MS, config.DAM_SESSION_MAX_MS, config.QUESTION_DEADLINE_MS);
+    const sweepMs = Math.max(50, Math.min(1_000, Math.floor(shortest / 4)));
     this.expiryTimer = setInterval(() => {
-      const n = this.hub.expire(Date.now(), config.DAM_SESSION_IDLE_MS);
+      const now = Date.now();
+      const n = this.hub.expire(now, config.DAM_SESSION_IDLE_MS);
       if (n > 0) this.logger.info({ expired: n }, 'sessions expired');
+      for (const s of this.hub.overdue(now, ANSWER_GRACE_MS)) this.answerLost(s.sessionId);
     }, sweepMs);
     this.expiryTimer.unref();
   }
@@ -191,6 +196,9 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     }
     this.metrics.questions.inc({ outcome: 'accepted' });
     this.hub.touch(sessionId);
+    // The instance holding the stream watches the deadline, so a lost answer still ends in an error.
+    if (claim.ownerInstanceId === this.instanceId) this.trackInflight(sessionId, messageId, deadline);
+    else void this.sessions.tellAsked(claim.ownerInstanceId, sessionId, messageId, deadline).catch(() => undefined);
     this.logger.info({ sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
     return { messageId, headers };
   }
@@ -292,16 +300,41 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
         this.hub.send(sessionId, 'error', { messageId, code: reply.code, message: reply.message });
         break;
     }
+    const stream = this.hub.get(sessionId);
+    if (stream?.inflight?.messageId === messageId) stream.inflight = undefined;
     this.logger.info({ sessionId, messageId, outcome: reply.type }, 'answer finished');
     void this.sessions.release(sessionId, messageId).catch((err: unknown) => {
       this.logger.warn({ err, sessionId, messageId }, 'in-flight release failed; it expires by TTL');
     });
   }
 
+  private trackInflight(sessionId: string, messageId: string, deadline: number): void {
+    const s = this.hub.get(sessionId);
+    if (s) s.inflight = { messageId, deadline };
+  }
+
+  /** No done or error came by the deadline (a worker died with it): the client hears so. */
+  private answerLost(sessionId: string): void {
+    const s = this.hub.get(sessionId);
+    const inflight = s?.inflight;
+    if (!s || !inflight) return;
+    s.inflight = undefined;
+    const { messageId } = inflight;
+    this.hub.send(sessionId, 'error', { messageId, code: 'deadline_exceeded', message: 'No answer arrived before the deadline.' });
+    this.metrics.answersLost.inc();
+    this.breaker.recordTimeout();
+    this.logger.warn({ sessionId, messageId }, 'answer lost: no reply before the deadline');
+    void this.sessions.release(sessionId, messageId).catch(() => undefined);
+  }
+
   private onControl(payload: string): void {
     try {
-      const msg = JSON.parse(payload) as { type?: unknown; sessionId?: unknown };
-      if (msg.type === 'close' && typeof msg.sessionId === 'string') this.hub.end(msg.sessionId, 'deleted');
+      const msg = JSON.parse(payload) as { type?: unknown; sessionId?: unknown; messageId?: unknown; deadline?: unknown };
+      if (typeof msg.sessionId !== 'string') return;
+      if (msg.type === 'close') this.hub.end(msg.sessionId, 'deleted');
+      if (msg.type === 'asked' && typeof msg.messageId === 'string' && typeof msg.deadline === 'number') {
+        this.trackInflight(msg.sessionId, msg.messageId, msg.deadline);
+      }
     } catch {
       this.logger.warn('ignored a malformed control message');
     }

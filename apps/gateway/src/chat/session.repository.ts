@@ -95,6 +95,11 @@ export class SessionRepository {
     return this.redis.tdRemove(keys.session(sessionId), keys.inflight(sessionId));
   }
 
+  /** Tells the instance that holds a stream which question is in flight, so it can watch the deadline. */
+  async tellAsked(ownerInstanceId: string, sessionId: string, messageId: string, deadline: number): Promise<void> {
+    await this.redis.publish(keys.control(ownerInstanceId), JSON.stringify({ type: 'asked', sessionId, messageId, deadline }));
+  }
+
   /** Asks the instance that holds a stream to close it. */
   async requestClose(ownerInstanceId: string, sessionId: string): Promise<void> {
     await this.redis.publish(keys.control(ownerInstanceId), JSON.stringify({ type: 'close', sessionId }));

@@ -31,6 +31,7 @@ export class MetricsService {
   readonly questions: Counter<'outcome'>;
   readonly replies: Counter<'type'>;
   readonly orphanReplies: Counter;
+  readonly answersLost: Counter;
   readonly damAdmitted: Counter<'fallback'>;
   readonly damRefused: Counter<'reason'>;
   readonly damShadowRefused: Counter<'reason'>;
@@ -83,6 +84,11 @@ export class MetricsService {
     this.orphanReplies = new Counter({
       name: 'td_replies_orphaned_total',
       help: 'Worker replies for a session that is no longer open here (the question gets cancelled)',
+      registers,
+    });
+    this.answersLost = new Counter({
+      name: 'td_answers_lost_total',
+      help: 'Questions with no done or error by their deadline; the client got error deadline_exceeded',
       registers,
     });
     this.damAdmitted = new Counter({
