@@ -188,6 +188,9 @@ class Worker:
     async def _read_loop(self) -> None:
         s = self.settings
         failures = 0
+        # First this consumer's own pending entries: questions a previous process with this
+        # worker id took and never acknowledged (it crashed). They are answered again; then new ones.
+        history_from: str | None = "0"
         while not self._stopping:
             free = s.concurrency - len(self._tasks)
             if free <= 0:
@@ -197,11 +200,22 @@ class Worker:
             try:
                 resp = await _bounded(
                     self._reader_redis.xreadgroup(
-                        s.consumer_group, self.worker_id, {s.question_stream: ">"}, count=free, block=s.block_ms
+                        s.consumer_group,
+                        self.worker_id,
+                        {s.question_stream: history_from or ">"},
+                        count=free,
+                        block=None if history_from else s.block_ms,
                     ),
                     s.block_ms / 1000.0 + 5.0,
                 )
                 failures = 0
+                if history_from is not None:
+                    entries = [e for _s, es in (resp or []) for e in es]
+                    if not entries:
+                        history_from = None
+                        continue
+                    history_from = entries[-1][0]
+                    event(log, logging.WARNING, "recovering unacknowledged questions", workerId=self.worker_id, count=len(entries))
             except asyncio.CancelledError:
                 raise
             except Exception as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from conftest import QUESTION, ask, pending_count, question_fields, wait_for
@@ -173,4 +174,27 @@ async def test_a_burst_beyond_the_connection_pool_is_answered_not_failed(r, make
     assert len(ends) == 250
     assert set(ends.values()) == {"done"}
     await wait_for(lambda: w.finished == 250, timeout=10)
+    assert await pending_count(r, s) == 0
+
+
+async def test_a_restarted_worker_answers_the_questions_it_held_when_it_crashed(r, make_settings, start_worker, subscribe):
+    """A question survives a worker restart: the new process reads its consumer's pending entries first."""
+    s = make_settings(WORKER_ID="w-crashed", AI_TOKENS_PER_SEC="200", AI_ANSWER_TOKENS="4")
+    with contextlib.suppress(Exception):
+        await r.xgroup_create(s.question_stream, s.consumer_group, id="0", mkstream=True)
+    q = question_fields(s)
+    sub = await subscribe(q["replyTo"])
+    await ask(r, s, q)
+    # The "previous process" took it and died before acknowledging it.
+    taken = await r.xreadgroup(s.consumer_group, "w-crashed", {s.question_stream: ">"}, count=10)
+    assert len(taken[0][1]) == 1
+    assert await pending_count(r, s) == 1
+    await start_worker(s)
+    msgs = await sub.until_end(timeout=10)
+    assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 4}
+    assert [m["seq"] for m in msgs if m["type"] == "token"] == [0, 1, 2, 3]
+    for _ in range(100):
+        if await pending_count(r, s) == 0:
+            break
+        await asyncio.sleep(0.05)
     assert await pending_count(r, s) == 0

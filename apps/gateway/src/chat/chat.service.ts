@@ -290,9 +290,17 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     this.metrics.replies.inc({ type: reply.type });
     this.hub.touch(sessionId);
     switch (reply.type) {
-      case 'token':
+      case 'token': {
+        // A question re-answered after a worker restart starts again at seq 0: the client already
+        // has those tokens, so only the ones past what it got are passed on.
+        const inflight = this.hub.get(sessionId)?.inflight;
+        if (inflight?.messageId === messageId) {
+          if (reply.seq <= inflight.lastSeq) return;
+          inflight.lastSeq = reply.seq;
+        }
         this.hub.send(sessionId, 'token', { messageId, seq: reply.seq, text: reply.text });
         return;
+      }
       case 'done':
         this.hub.send(sessionId, 'done', { messageId, tokens: reply.tokens });
         break;
@@ -310,7 +318,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
 
   private trackInflight(sessionId: string, messageId: string, deadline: number): void {
     const s = this.hub.get(sessionId);
-    if (s) s.inflight = { messageId, deadline };
+    if (s) s.inflight = { messageId, deadline, lastSeq: -1 };
   }
 
   /** No done or error came by the deadline (a worker died with it): the client hears so. */

@@ -20,7 +20,7 @@ export interface LocalStream {
   /** Last time a question or its answer went through this session (ms). */
   lastActivity: number;
   /** The question in flight on this session, wherever it was posted, and its deadline. */
-  inflight?: { messageId: string; deadline: number };
+  inflight?: { messageId: string; deadline: number; lastSeq: number };
   /** Set once the stream ended, with why. */
   closeReason?: CloseReason;
 }
