@@ -15,6 +15,9 @@ CONSUMER_GROUP = "workers"
 CANCEL_PREFIX = "td:cancel:"
 WORKER_PREFIX = "td:workers:"
 RATE_PREFIX = "td:ai:rate:"
+DLQ_STREAM = "td:dlq"
+DLQ_MAXLEN = 100_000
+DEAD_LETTER_REASONS = ("deadline_exceeded", "worker_error")
 
 ERROR_CODES = ("deadline_exceeded", "worker_error", "cancelled", "bad_question")
 QUESTION_FIELDS = ("id", "sessionId", "replyTo", "question", "deadline", "attempt", "traceId")
@@ -126,4 +129,22 @@ def heartbeat(worker_id: str, capacity_per_sec: float, throughput_per_sec: float
         "throughputPerSec": throughput_per_sec,
         "inFlight": in_flight,
         "ts": ts_ms,
+    }
+
+
+def dead_letter(q: "Question", reason: str, message: str, tokens_sent: int, failed_at_ms: int, by: str) -> dict[str, str]:
+    """A question that did not get its answer, as the fields of a `td:dlq` entry (schema DeadLetter)."""
+    return {
+        "reason": reason,
+        "message": message,
+        "id": q.id,
+        "sessionId": q.session_id,
+        "replyTo": q.reply_to,
+        "question": q.question,
+        "deadline": str(q.deadline_ms),
+        "attempt": str(q.attempt),
+        "traceId": q.trace_id,
+        "tokensSent": str(tokens_sent),
+        "failedAt": str(failed_at_ms),
+        "by": by,
     }

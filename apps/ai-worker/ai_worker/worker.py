@@ -293,6 +293,19 @@ class Worker:
                 bq.reply_to, p.error_reply(bq.message_id, bq.session_id, "bad_question", bq.reason)
             )
 
+    async def _dead_letter(self, q: p.Question, reason: str, message: str, tokens_sent: int) -> None:
+        """Every accepted question that did not get its answer lands in the DLQ, and in one log line."""
+        fields = p.dead_letter(q, reason, message, tokens_sent, now_ms(), self.worker_id)
+        try:
+            entry = await _bounded(
+                self.redis.xadd(p.DLQ_STREAM, fields, maxlen=p.DLQ_MAXLEN, approximate=True), 5.0
+            )
+            event(log, logging.WARNING, "dead-lettered", dlq=True, reason=reason, entryId=entry,
+                  workerId=self.worker_id, messageId=q.id, sessionId=q.session_id, traceId=q.trace_id)
+        except Exception as e:
+            event(log, logging.ERROR, "dead-letter write failed", dlq=True, reason=reason, error=repr(e),
+                  workerId=self.worker_id, messageId=q.id, sessionId=q.session_id)
+
     async def _publish(self, channel: str, body: dict[str, Any]) -> None:
         await _bounded(self.redis.publish(channel, json.dumps(body, ensure_ascii=False)), 5.0)
 
@@ -335,6 +348,7 @@ class Worker:
             event(log, logging.DEBUG, "question text", question=q.question, **ids)
         seq = 0
         outcome = "done"
+        failure = ""
         inject_error = False
         extra: dict[str, Any] = {}
         try:
@@ -378,6 +392,7 @@ class Worker:
                 self._completions.append(time.monotonic())
             except _Stop as stop:
                 outcome = stop.code
+                failure = stop.message
                 if inject_error and stop.message == INJECTED_ERROR:
                     extra["fault"] = "error_ratio"
                 await self._publish(q.reply_to, p.error_reply(q.id, q.session_id, stop.code, stop.message))
@@ -386,6 +401,7 @@ class Worker:
             raise
         except Exception as e:
             outcome = "worker_error"
+            failure = "the worker failed to answer"
             event(log, logging.ERROR, "answer failed", error=repr(e), **ids)
             with contextlib.suppress(Exception):
                 await self._publish(
@@ -396,3 +412,5 @@ class Worker:
                 log, logging.INFO, "question finished", outcome=outcome, tokens=seq,
                 ms=int((time.monotonic() - started) * 1000), **extra, **ids,
             )
+            if outcome in p.DEAD_LETTER_REASONS:
+                await self._dead_letter(q, outcome, failure, seq)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 
-from conftest import QUESTION, ask, pending_count, question_fields, wait_for
+from conftest import QUESTION, ask, pending_count, question_fields, validator_for, wait_for
 
 from ai_worker.backend import simulated_answer
 from ai_worker.protocol import cancel_key
@@ -198,3 +198,43 @@ async def test_a_restarted_worker_answers_the_questions_it_held_when_it_crashed(
             break
         await asyncio.sleep(0.05)
     assert await pending_count(r, s) == 0
+
+
+async def _dead_letters_for(r, message_ids: set[str]) -> list[dict[str, str]]:
+    entries = await r.xrange("td:dlq", "-", "+")
+    return [f for _id, f in entries if f.get("id") in message_ids]
+
+
+async def test_unanswered_questions_land_in_the_dlq_with_their_reason(r, make_settings, start_worker, subscribe):
+    """Expired and failed answers are dead-lettered with the whole question; cancelled ones are not."""
+    s = make_settings(AI_FAULT_ERROR_RATIO="1", AI_TOKENS_PER_SEC="200", AI_ANSWER_TOKENS="3")
+    w = await start_worker(s)
+    expired = question_fields(s, deadline=int(time.time() * 1000) - 1000)
+    failing = question_fields(s)
+    subs = [await subscribe(expired["replyTo"]), await subscribe(failing["replyTo"])]
+    await ask(r, s, expired)
+    await ask(r, s, failing)
+    for sub in subs:
+        await sub.until_end()
+    await wait_for(lambda: w.finished == 2)
+    letters = {f["id"]: f for f in await _dead_letters_for(r, {expired["id"], failing["id"]})}
+    assert letters[expired["id"]]["reason"] == "deadline_exceeded"
+    assert letters[failing["id"]]["reason"] == "worker_error"
+    assert letters[failing["id"]]["tokensSent"] == "1"
+    assert letters[failing["id"]]["question"] == failing["question"]
+    for f in letters.values():
+        assert not list(validator_for("DeadLetter").iter_errors(f)), f
+        assert f["by"] == w.worker_id
+
+
+async def test_a_cancelled_question_is_not_dead_lettered(r, make_settings, start_worker, subscribe):
+    s2 = make_settings(AI_TOKENS_PER_SEC="20", AI_ANSWER_TOKENS="50")
+    await start_worker(s2)
+    q = question_fields(s2)
+    sub = await subscribe(q["replyTo"])
+    await ask(r, s2, q)
+    await sub.next(timeout=5)
+    await r.set(cancel_key(q["id"]), "1", px=10_000)
+    msgs = await sub.until_end()
+    assert msgs[-1]["type"] == "error" and msgs[-1]["code"] == "cancelled"
+    assert await _dead_letters_for(r, {q["id"]}) == []

@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { SseClient, TimedHttp, ask, percentile, type ChatSession, type Stack } from '@traffic-dam/stack';
 import { eventually, metricValue, startE2eStack } from './e2e-stack';
 
@@ -47,9 +48,11 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
     // Every answer now fails; ask until the gateways refuse.
     const t0 = Date.now();
     let firstRefusal = 0;
+    let failedAnswers = 0;
     for (let round = 0; round < 20 && firstRefusal === 0; round++) {
       const results = await Promise.all(sessions.map(({ s }) => ask(stack.url, s, 'will this fail?')));
       if (results.some((r) => r.status === 503)) firstRefusal = Date.now();
+      failedAnswers += results.filter((r) => r.status === 202).length;
       await Promise.all(
         sessions.map(({ sse }, k) =>
           results[k]?.status === 202
@@ -86,6 +89,18 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
     const p99 = percentile(lat, 99);
     process.stdout.write(`POST refused by the open breaker: p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms over ${lat.length}\n`);
     expect(p99).toBeLessThanOrEqual(10);
+
+    // Every failed answer is a dead letter with its reason.
+    const dlq = new Redis(stack.redisUrl);
+    let letters: Array<[string, string[]]> = [];
+    await eventually('dead-lettered', async () => {
+      // Probe questions fail too while the worker does; they are the breaker's, not a client's.
+      letters = ((await dlq.xrange('td:dlq', '-', '+')) as Array<[string, string[]]>).filter(([, f]) => f[f.indexOf('sessionId') + 1] !== 'breaker-probe');
+      return letters.length >= failedAnswers;
+    }, 3_000).catch(() => undefined);
+    dlq.disconnect();
+    expect(letters.length).toBe(failedAnswers);
+    expect(letters.every(([, f]) => f[f.indexOf('reason') + 1] === 'worker_error')).toBe(true);
 
     // Heal the worker: after the open period one instance probes and the breaker closes for all.
     await setFaults(worker.url, { errorRatio: 0 });

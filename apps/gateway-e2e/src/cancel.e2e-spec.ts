@@ -24,6 +24,7 @@ describe('a client that drops mid-answer', () => {
       if (m.messageId === messageId) seen.push({ type: m.type, at: Date.now() });
     });
     await sub.psubscribe('td:replies:*');
+    const dlqBefore = await probe.xlen('td:dlq');
     try {
       const sse = await new SseClient(`${stack.url}/chat/stream`).open();
       const s = await sse.session();
@@ -45,6 +46,8 @@ describe('a client that drops mid-answer', () => {
         return views.every((h) => h === 0) && (await probe.keys('td:session:*')).length === 0;
       }, 5_000);
       await eventually('acknowledged', async () => ((await probe.xpending('td:questions', 'workers')) as [number])[0] === 0, 5_000);
+      // Cancelled is not failed: the dead-letter queue did not grow.
+      expect(await probe.xlen('td:dlq')).toBe(dlqBefore);
     } finally {
       sub.disconnect();
       probe.disconnect();

@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { SseClient, ask, type Stack } from '@traffic-dam/stack';
 import { startE2eStack } from './e2e-stack';
 
@@ -17,6 +18,8 @@ describe('the worker killed with questions in flight', () => {
   });
 
   it('SIGKILL then restart: every accepted question ends in done or error, tokens in order, none lost', async () => {
+    const probe = new Redis(stack.redisUrl);
+    const dlqBefore = await probe.xlen('td:dlq');
     const streams = await Promise.all(Array.from({ length: 100 }, () => new SseClient(`${stack.url}/chat/stream`).open()));
     try {
       const sessions = await Promise.all(streams.map((s) => s.session()));
@@ -51,8 +54,12 @@ describe('the worker killed with questions in flight', () => {
       expect(done).toBe(accepted.length);
       // Re-answered questions do not repeat tokens the client already had.
       for (const e of ends) expect(e.seqs).toEqual(e.seqs.map((_, k) => k));
+      // Errored = new dead letters, each with its reason (none errored here, so none).
+      const letters = ((await probe.xrange('td:dlq', '-', '+')) as Array<[string, string[]]>).slice(dlqBefore);
+      expect(letters).toHaveLength(errored);
     } finally {
       for (const s of streams) s.close();
+      probe.disconnect();
     }
   });
 });

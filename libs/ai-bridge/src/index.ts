@@ -10,3 +10,5 @@ export type {
   TokenReply,
   WorkerHeartbeat,
 } from './lib/protocol';
+export { DeadLetterQueue } from './lib/dead-letters';
+export type { DeadLetter, DeadLetterOptions, DeadLetterReason, ReplayReport } from './lib/dead-letters';

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
 import { AiBridgeClient } from './ai-bridge.client';
+import { DeadLetterQueue } from './dead-letters';
 import type { Reply } from './protocol';
 import { protocolValidator } from './schema';
 
@@ -103,5 +104,43 @@ describe('AiBridgeClient against real Redis', () => {
     expect(await gated.askGated(q(9), { maxWaitMs: 500, throughputPerSec: 10 })).toMatchObject({ status: 'overloaded', depth: 6 });
     // Throughput unknown and something waiting: no estimate, so no admission.
     expect(await gated.askGated(q(10), { maxWaitMs: 5_000, throughputPerSec: 0 })).toMatchObject({ status: 'overloaded', waitMs: -1 });
+  });
+
+  it('dead letters: the schema shape round-trips; replay keeps deadlines, skips expired ones, spends a budget', async () => {
+    const dlq = new DeadLetterQueue({ redis: commands, stream: 'td:dlq-test', questionStream: 'td:replay-test' });
+    const letter = (id: string, deadline: number) => ({
+      reason: 'worker_error',
+      message: 'boom',
+      id,
+      sessionId: 's-1',
+      replyTo: 'td:replies:gw-x',
+      question: 'q?',
+      deadline: String(deadline),
+      attempt: '1',
+      traceId: `t-${id}`,
+      tokensSent: '2',
+      failedAt: String(Date.now()),
+      by: 'worker-0',
+    });
+    const future = Date.now() + 60_000;
+    for (const l of [letter('old', Date.now() - 1), letter('a', future), letter('b', future)]) {
+      expect(check('DeadLetter', l)).toEqual([]);
+      await commands.xadd('td:dlq-test', '*', ...Object.entries(l).flat());
+    }
+    const listed = await dlq.list();
+    expect(listed.map((d) => [d.question.id, d.reason, d.tokensSent])).toEqual([
+      ['old', 'worker_error', 2],
+      ['a', 'worker_error', 2],
+      ['b', 'worker_error', 2],
+    ]);
+    expect((await dlq.get(listed[1]!.entryId))?.question.id).toBe('a');
+    expect(await dlq.replay(1)).toEqual({ replayed: 1, skippedExpired: 1, deferred: 1 });
+    const [[, flat]] = (await commands.xrange('td:replay-test', '-', '+')) as [[string, string[]]];
+    const q = Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]]));
+    expect(check('Question', q)).toEqual([]);
+    expect(q).toMatchObject({ id: 'a', attempt: '2', deadline: String(future) });
+    expect(await dlq.size()).toBe(2);
+    expect(await dlq.purge()).toBe(2);
+    expect(await dlq.size()).toBe(0);
   });
 });
