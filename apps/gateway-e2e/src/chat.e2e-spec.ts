@@ -76,7 +76,7 @@ describe('chat through nginx with 2 gateways, Redis and the Python worker', () =
         const open = await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_sse_sessions_open')));
         const keys = await probe.keys('td:session:*');
         return open.every((n) => n === 0) && keys.length === 0;
-      });
+      }, 10_000);
       const pending = (await probe.xpending('td:questions', 'workers')) as [number, ...unknown[]];
       expect(pending[0]).toBe(0);
     } finally {

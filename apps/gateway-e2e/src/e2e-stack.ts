@@ -27,11 +27,4 @@ export async function metricValue(url: string, series: string): Promise<number> 
   return Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
-export async function eventually(label: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (await check().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${label}: not true within ${timeoutMs} ms`);
-}
+export { eventually } from '@traffic-dam/stack';

@@ -1,4 +1,4 @@
-export { ManagedChild, httpOk, waitFor } from './lib/child';
+export { ManagedChild, eventually, httpOk, waitFor } from './lib/child';
 export type { ChildOptions } from './lib/child';
 export { renderNginxConfig, startNginx } from './lib/nginx';
 export type { NginxHandle, NginxOptions } from './lib/nginx';

@@ -1,4 +1,5 @@
 import type { INestApplication } from '@nestjs/common';
+import { eventually } from '@traffic-dam/stack';
 import { createApp } from '../app/create-app';
 import { loadConfig } from '../common/config/config';
 
@@ -18,11 +19,7 @@ export async function startInstance(redisUrl: string, name: string, env: Record<
   return { app, url: `http://127.0.0.1:${addr.port}`, id };
 }
 
-export async function waitUntil(check: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error('condition not met in time');
+/** Polls until check() is true, or fails after timeoutMs. */
+export function waitUntil(check: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+  return eventually('condition', check, timeoutMs);
 }

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { eventually, startTestRedis, type RedisHandle } from '@traffic-dam/stack';
 import { CircuitBreaker, type BreakerOptions } from '../index';
 
 describe('CircuitBreaker shared through real Redis', () => {
@@ -60,12 +60,12 @@ describe('CircuitBreaker shared through real Redis', () => {
     await sleep(100);
     expect(b.allow().allowed).toBe(true);
     a.record('timeout');
-    await until(() => !a.allow().allowed && !b.allow().allowed, 1_000);
+    await eventually('breaker state', () => !a.allow().allowed && !b.allow().allowed, 1_000, 10);
     const refused = b.allow();
     expect(refused).toMatchObject({ allowed: false, state: 'open' });
     expect(refused.allowed === false && refused.retryAfterMs).toBeLessThanOrEqual(600);
     // Open period over: half-open, exactly one probe among the instances, then closed for both.
-    await until(() => a.allow().allowed && b.allow().allowed, 3_000);
+    await eventually('breaker state', () => a.allow().allowed && b.allow().allowed, 3_000, 10);
     expect(probes).toBe(1);
     expect(ta).toContain('closed->open:error_ratio');
     expect(tb).toEqual(expect.arrayContaining(['closed->open:error_ratio', 'half_open->closed:probe_ok']));
@@ -79,11 +79,11 @@ describe('CircuitBreaker shared through real Redis', () => {
     await sleep(100);
     expect(a.allow().allowed).toBe(true); // 4 of 10 is under 50%
     for (let i = 0; i < 10; i++) a.record('failure');
-    await until(() => !a.allow().allowed, 1_000);
-    await until(() => a.current.reason === 'probe_failed', 3_000);
+    await eventually('breaker state', () => !a.allow().allowed, 1_000, 10);
+    await eventually('breaker state', () => a.current.reason === 'probe_failed', 3_000, 10);
     expect(a.allow().allowed).toBe(false);
     healthy = true;
-    await until(() => a.allow().allowed, 3_000);
+    await eventually('breaker state', () => a.allow().allowed, 3_000, 10);
   });
 
   it('trips at once when no worker is alive', async () => {
@@ -91,20 +91,11 @@ describe('CircuitBreaker shared through real Redis', () => {
     const b = await breaker('b', async () => false);
     await a.trip('no_worker');
     expect(a.allow().allowed).toBe(false);
-    await until(() => !b.allow().allowed, 1_000);
+    await eventually('breaker state', () => !b.allow().allowed, 1_000, 10);
     expect(b.current.reason).toBe('no_worker');
   });
 });
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-async function until(check: () => boolean, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (check()) return;
-    await sleep(10);
-  }
-  throw new Error('condition not met in time');
 }

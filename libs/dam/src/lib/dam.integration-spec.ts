@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { eventually, startTestRedis, type RedisHandle } from '@traffic-dam/stack';
 import { Dam, type Lease } from '../index';
 import type { DamOptions } from './options';
 
@@ -67,7 +67,7 @@ describe('Dam budget against real Redis', () => {
       expect(s.global?.used).toBe(2_000);
       expect(s.global?.capacity).toBe(2_000);
       for (const l of leases) l.release();
-      await waitFor(async () => (await a.status()).global?.used === 0);
+      await eventually('condition', async () => (await a.status()).global?.used === 0);
     }
   }, 300_000);
 
@@ -77,7 +77,7 @@ describe('Dam budget against real Redis', () => {
     if (!r.admitted) throw new Error('refused');
     r.lease.release();
     r.lease.release();
-    await waitFor(async () => (await a.status()).global?.used === 0);
+    await eventually('condition', async () => (await a.status()).global?.used === 0);
     expect(a.heldCount).toBe(0);
     const raw = new Redis(redis.url);
     expect(await raw.hget('td:dam:{dam}:held', 'once-a')).toBe('0');
@@ -100,7 +100,7 @@ describe('Dam budget against real Redis', () => {
     // Another user is not affected.
     expect((await a.admit('jwt:bob')).admitted).toBe(true);
     leases[0]?.release();
-    await waitFor(async () => (await b.admit('jwt:alice')).admitted);
+    await eventually('condition', async () => (await b.admit('jwt:alice')).admitted);
   });
 
   it('a dead instance (no heartbeat) gives its slots back and capacity shrinks', async () => {
@@ -116,7 +116,7 @@ describe('Dam budget against real Redis', () => {
     (b as unknown as { timer: NodeJS.Timeout }).timer.unref();
     clearInterval((b as unknown as { timer: NodeJS.Timeout }).timer);
     const t0 = Date.now();
-    await waitFor(async () => {
+    await eventually('condition', async () => {
       const g = (await a.status()).global;
       return g?.capacity === 5 && g.used === 0;
     }, 3_000);
@@ -140,16 +140,7 @@ describe('Dam budget against real Redis', () => {
     } finally {
       redis.child?.signal('SIGCONT');
     }
-    await waitFor(async () => !a.inFallback, 2_000);
+    await eventually('condition', async () => !a.inFallback, 2_000);
     expect((await a.status()).global).toMatchObject({ used: 4, capacity: 4 });
   });
 });
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error('condition not met in time');
-}

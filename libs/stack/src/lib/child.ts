@@ -104,7 +104,24 @@ export class ManagedChild {
   }
 }
 
-/** Polls until check() resolves true; throws with the label after timeoutMs. */
+/**
+ * Polls until check() is true; throws with the label after timeoutMs. A check that throws counts
+ * as not yet. Every wait in the tests goes through here, so every wait has a deadline.
+ */
+export async function eventually(label: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000, pollMs = 25): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() >= until) throw new Error(`${label}: not true within ${timeoutMs} ms`);
+    await sleep(pollMs);
+  }
+}
+
+/** Waits for a process to answer check(); fails at once if the process exits first. */
 export async function waitFor(
   label: string,
   check: () => Promise<boolean>,
