@@ -46,7 +46,7 @@ export default [
   {
     // Test helpers (the stack launcher) are for tests only, never for production code.
     files: ['apps/gateway/src/**/*.ts'],
-    ignores: ['**/*.spec.ts', '**/*.integration-spec.ts'],
+    ignores: ['**/*.spec.ts', '**/*.integration-spec.ts', 'apps/gateway/src/testing/**'],
     rules: {
       'no-restricted-imports': [
         'error',
