@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { SseClient, ask, type Stack } from '@traffic-dam/stack';
-import { startE2eStack } from './e2e-stack';
+import { metricValue, startE2eStack } from './e2e-stack';
 
 describe('the worker killed with questions in flight', () => {
   let stack: Stack;
@@ -60,6 +60,39 @@ describe('the worker killed with questions in flight', () => {
     } finally {
       for (const s of streams) s.close();
       probe.disconnect();
+    }
+  });
+
+  it('a worker that dies for good: the sweeper hands its questions to another worker, all answered', async () => {
+    const streams = await Promise.all(Array.from({ length: 50 }, () => new SseClient(`${stack.url}/chat/stream`).open()));
+    try {
+      const sessions = await Promise.all(streams.map((s) => s.session()));
+      const posted = await Promise.all(sessions.map((s) => ask(stack.url, s, 'who will answer me?')));
+      const accepted = posted.flatMap((r, i) => (r.status === 202 ? [{ i, messageId: (r.body as { messageId: string }).messageId }] : []));
+      await Promise.all(accepted.slice(0, 5).map(({ i }) => streams[i]?.waitFor((e) => e.event === 'token', 10_000)));
+      const dead = stack.workers[0];
+      if (!dead) throw new Error('no worker');
+      dead.child.signal('SIGKILL');
+      await dead.child.wait();
+      // Another worker, another consumer name: only the sweeper can give it the dead one's questions.
+      stack.workers.push(await stack.startWorker(1));
+      const ends = await Promise.all(
+        accepted.map(async ({ i, messageId }) => {
+          const e = await (streams[i] as SseClient).waitFor(
+            (x) => (x.event === 'done' || x.event === 'error') && (x.data as { messageId: string }).messageId === messageId,
+            40_000,
+          );
+          return e.event;
+        }),
+      );
+      const requeued = (
+        await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_sweeper_questions_total{action="requeued"').catch(() => 0)))
+      ).reduce((a, n) => a + n, 0);
+      process.stdout.write(`worker gone: ${accepted.length} accepted, ${ends.filter((e) => e === 'done').length} done, ${requeued} requeued by the sweeper\n`);
+      expect(ends.every((e) => e === 'done')).toBe(true);
+      expect(requeued).toBeGreaterThan(0);
+    } finally {
+      for (const s of streams) s.close();
     }
   });
 });

@@ -12,3 +12,5 @@ export type {
 } from './lib/protocol';
 export { DeadLetterQueue } from './lib/dead-letters';
 export type { DeadLetter, DeadLetterOptions, DeadLetterReason, ReplayReport } from './lib/dead-letters';
+export { QuestionSweeper } from './lib/sweeper';
+export type { SweepReport, SweeperOptions } from './lib/sweeper';

@@ -8,6 +8,7 @@ import { ChatController } from './chat.controller';
 import { ChatService } from './chat.service';
 import { AiCapacityService } from '../ai/ai-capacity.service';
 import { BreakerService } from '../ai/breaker.service';
+import { SweeperService } from '../ai/sweeper.service';
 import { SessionRepository } from './session.repository';
 
 @Module({
@@ -17,6 +18,7 @@ import { SessionRepository } from './session.repository';
     SessionRepository,
     AiCapacityService,
     BreakerService,
+    SweeperService,
     {
       provide: AiBridgeClient,
       inject: [GATEWAY_CONFIG, INSTANCE_ID, REDIS_COMMANDS, REDIS_SUBSCRIBER],

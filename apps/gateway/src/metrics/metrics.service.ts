@@ -32,6 +32,7 @@ export class MetricsService {
   readonly replies: Counter<'type'>;
   readonly orphanReplies: Counter;
   readonly answersLost: Counter;
+  readonly swept: Counter<'action'>;
   readonly damAdmitted: Counter<'fallback'>;
   readonly damRefused: Counter<'reason'>;
   readonly damShadowRefused: Counter<'reason'>;
@@ -89,6 +90,12 @@ export class MetricsService {
     this.answersLost = new Counter({
       name: 'td_answers_lost_total',
       help: 'Questions with no done or error by their deadline; the client got error deadline_exceeded',
+      registers,
+    });
+    this.swept = new Counter({
+      name: 'td_sweeper_questions_total',
+      help: "A dead worker's questions this instance swept: requeued for a live worker, or dead_lettered",
+      labelNames: ['action'],
       registers,
     });
     this.damAdmitted = new Counter({

@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
 import { AiBridgeClient } from './ai-bridge.client';
 import { DeadLetterQueue } from './dead-letters';
+import { QuestionSweeper } from './sweeper';
 import type { Reply } from './protocol';
 import { protocolValidator } from './schema';
 
@@ -142,5 +143,37 @@ describe('AiBridgeClient against real Redis', () => {
     expect(await dlq.size()).toBe(2);
     expect(await dlq.purge()).toBe(2);
     expect(await dlq.size()).toBe(0);
+  });
+
+  it("the sweeper requeues a dead consumer's live questions and dead-letters the expired ones, with an error to the client", async () => {
+    const stream = 'td:sweep-test';
+    await commands.xgroup('CREATE', stream, 'workers', '$', 'MKSTREAM');
+    const q = (id: string, deadline: number) => ['id', id, 'sessionId', 's-9', 'replyTo', 'td:replies:gw-sweep', 'question', 'q?', 'deadline', String(deadline), 'attempt', '1', 'traceId', `t-${id}`];
+    await commands.xadd(stream, '*', ...q('live', Date.now() + 60_000));
+    await commands.xadd(stream, '*', ...q('expired', Date.now() - 1));
+    await commands.xreadgroup('GROUP', 'workers', 'dead-worker', 'COUNT', 10, 'STREAMS', stream, '>');
+    const sub = new Redis(redis.url);
+    const errors: unknown[] = [];
+    sub.on('message', (_c: string, m: string) => errors.push(JSON.parse(m)));
+    await sub.subscribe('td:replies:gw-sweep');
+    const sweeper = new QuestionSweeper({ redis: commands, questionStream: stream, dlqStream: 'td:dlq-sweep', minIdleMs: 0, by: 'sweeper:test' });
+    // A live consumer's entries are left alone.
+    expect(await sweeper.sweepOnce(() => true)).toEqual({ requeued: 0, deadLettered: 0 });
+    expect(await sweeper.sweepOnce(() => false)).toEqual({ requeued: 1, deadLettered: 1 });
+    expect(((await commands.xpending(stream, 'workers')) as [number])[0]).toBe(0);
+    const entries = (await commands.xrange(stream, '-', '+')) as Array<[string, string[]]>;
+    const requeued = Object.fromEntries(Array.from({ length: entries[2]![1].length / 2 }, (_, k) => [entries[2]![1][2 * k], entries[2]![1][2 * k + 1]]));
+    expect(check('Question', requeued)).toEqual([]);
+    expect(requeued).toMatchObject({ id: 'live', attempt: '2' });
+    const [[, flat]] = (await commands.xrange('td:dlq-sweep', '-', '+')) as [[string, string[]]];
+    const letter = Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, k) => [flat[2 * k], flat[2 * k + 1]]));
+    expect(check('DeadLetter', letter)).toEqual([]);
+    expect(letter).toMatchObject({ id: 'expired', reason: 'deadline_exceeded', by: 'sweeper:test' });
+    const until = Date.now() + 2_000;
+    while (errors.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    sub.disconnect();
+    expect(errors).toHaveLength(1);
+    expect(check('Reply', errors[0])).toEqual([]);
+    expect(errors[0]).toMatchObject({ type: 'error', messageId: 'expired', code: 'deadline_exceeded' });
   });
 });

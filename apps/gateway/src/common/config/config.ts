@@ -27,6 +27,7 @@ const fields = z.object({
   REDIS_REQUEST_TIMEOUT_MS: int(50, 5, 10_000),
   DAM_MAX_QUEUE_WAIT_MS: int(2_000, 0, 600_000),
   AI_WORKER_REFRESH_MS: int(500, 50, 60_000),
+  AI_SWEEP_MS: int(2_000, 100, 600_000),
   DAM_BREAKER_WINDOW_MS: int(10_000, 100, 600_000),
   DAM_BREAKER_MIN_VOLUME: int(20, 1, 1_000_000),
   DAM_BREAKER_ERROR_RATIO: z.coerce.number().gt(0).max(1).default(0.5),

@@ -1,0 +1,98 @@
+import type { Redis } from 'ioredis';
+import { questionToFields, type Question } from './protocol';
+
+export interface SweeperOptions {
+  redis: Redis;
+  /** Consumer name the sweeper claims entries under before re-queueing them. Default `sweeper`. */
+  consumer?: string;
+  questionStream?: string;
+  group?: string;
+  dlqStream?: string;
+  /** Only entries idle this long (ms since delivery) are looked at. Default 3,000 (a heartbeat TTL). */
+  minIdleMs?: number;
+  /** Who sweeps, written into dead letters. */
+  by: string;
+}
+
+export interface SweepReport {
+  requeued: number;
+  deadLettered: number;
+}
+
+function fieldsOf(flat: string[] | null): Record<string, string> | null {
+  if (!flat) return null;
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
+  return f;
+}
+
+/**
+ * Questions held by a worker that died and did not come back: put back on the stream for a live
+ * worker while their deadline allows, else dead-lettered with an error to the client. One
+ * instance runs it at a time (the caller holds the lock).
+ */
+export class QuestionSweeper {
+  private readonly stream: string;
+  private readonly group: string;
+  private readonly consumer: string;
+  private readonly dlq: string;
+  private readonly minIdleMs: number;
+
+  constructor(private readonly o: SweeperOptions) {
+    this.stream = o.questionStream ?? 'td:questions';
+    this.group = o.group ?? 'workers';
+    this.consumer = o.consumer ?? 'sweeper';
+    this.dlq = o.dlqStream ?? 'td:dlq';
+    this.minIdleMs = o.minIdleMs ?? 3_000;
+  }
+
+  async sweepOnce(isAlive: (consumer: string) => boolean, now = Date.now()): Promise<SweepReport> {
+    const report: SweepReport = { requeued: 0, deadLettered: 0 };
+    let pending: Array<[string, string, number, number]>;
+    try {
+      pending = (await this.o.redis.xpending(this.stream, this.group, 'IDLE', this.minIdleMs, '-', '+', 500)) as Array<
+        [string, string, number, number]
+      >;
+    } catch {
+      return report; // no stream or group yet
+    }
+    const orphans = pending.filter(([, consumer]) => consumer !== this.consumer && !isAlive(consumer)).map(([id]) => id);
+    if (orphans.length === 0) return report;
+    // XCLAIM moves them to us only if still idle long enough: a worker that just came back wins.
+    const claimed = (await this.o.redis.xclaim(this.stream, this.group, this.consumer, this.minIdleMs, ...orphans)) as Array<
+      [string, string[] | null]
+    >;
+    for (const [id, flat] of claimed) {
+      const f = fieldsOf(flat);
+      const deadline = Number(f?.['deadline']);
+      const tx = this.o.redis.multi();
+      if (f && f['id'] && f['sessionId'] && f['replyTo'] && Number.isFinite(deadline) && deadline > now) {
+        const q: Question = {
+          id: f['id'],
+          sessionId: f['sessionId'],
+          replyTo: f['replyTo'],
+          question: f['question'] ?? '',
+          deadline,
+          attempt: (Number(f['attempt']) || 1) + 1,
+          traceId: f['traceId'] ?? f['id'],
+        };
+        tx.xadd(this.stream, '*', ...questionToFields(q));
+        report.requeued++;
+      } else if (f && f['id'] && f['sessionId'] && f['replyTo']) {
+        tx.xadd(this.dlq, 'MAXLEN', '~', 100_000, '*',
+          'reason', 'deadline_exceeded', 'message', 'the worker holding it died and its deadline passed',
+          'id', f['id'], 'sessionId', f['sessionId'], 'replyTo', f['replyTo'], 'question', f['question'] ?? '',
+          'deadline', String(Number.isFinite(deadline) ? deadline : now), 'attempt', f['attempt'] ?? '1',
+          'traceId', f['traceId'] ?? f['id'], 'tokensSent', '0', 'failedAt', String(now), 'by', this.o.by);
+        tx.publish(f['replyTo'], JSON.stringify({
+          type: 'error', messageId: f['id'], sessionId: f['sessionId'], code: 'deadline_exceeded',
+          message: 'The worker answering it died and the deadline passed.',
+        }));
+        report.deadLettered++;
+      }
+      tx.xack(this.stream, this.group, id);
+      await tx.exec();
+    }
+    return report;
+  }
+}
