@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -240,3 +241,26 @@ async def wait_for(pred: Callable[[], Any], timeout: float = 5.0, interval: floa
         if time.monotonic() > end:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+def spawn_worker(redis_url: str, port: int, **env: str) -> subprocess.Popen[str]:
+    """A real `python -m ai_worker` process on 127.0.0.1:port, fast answers unless env says otherwise."""
+    full = {**os.environ, "REDIS_URL": redis_url, "WORKER_PORT": str(port), "AI_TTFT_MS": "10",
+            "AI_TOKENS_PER_SEC": "500", "LOG_LEVEL": "info", **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ai_worker"], cwd=APP_DIR, env=full,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+async def wait_healthy(client: Any, timeout: float = 15) -> None:
+    """Waits until the worker behind the httpx client answers /health with 200."""
+    import httpx
+
+    async def healthy() -> bool:
+        try:
+            return (await client.get("/health")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await wait_for(healthy, timeout=timeout, interval=0.1)

@@ -6,10 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -17,7 +14,7 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 
-from conftest import APP_DIR, REPLY, ask, free_port, pending_count, question_fields, wait_for
+from conftest import REPLY, ask, free_port, pending_count, question_fields, spawn_worker, wait_for, wait_healthy
 
 from ai_worker.app import create_app
 from ai_worker.config import ConfigError, load_settings
@@ -367,33 +364,13 @@ async def test_crash_after_tokens_exits_137_leaving_entries_pending_and_heartbea
     port = free_port()
     tag = uuid.uuid4().hex[:8]
     wid, stream = f"worker-crash-{tag}", f"td:questions:crash-{tag}"
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "WORKER_PORT": str(port),
-        "WORKER_ID": wid,
-        "AI_QUESTION_STREAM": stream,
-        "AI_TTFT_MS": "10",
-        "AI_TOKENS_PER_SEC": "500",
-        "WORKER_HEARTBEAT_MS": "200",
-        "WORKER_HEARTBEAT_TTL_MS": "1500",
-        "WORKER_ADMIN_TOKEN": TOKEN,
-        "AI_FAULT_CRASH_AFTER_TOKENS": "1000",
-        "LOG_LEVEL": "info",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ai_worker"], cwd=APP_DIR, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = spawn_worker(
+        redis_url, port, WORKER_ID=wid, AI_QUESTION_STREAM=stream, WORKER_HEARTBEAT_MS="200",
+        WORKER_HEARTBEAT_TTL_MS="1500", WORKER_ADMIN_TOKEN=TOKEN, AI_FAULT_CRASH_AFTER_TOKENS="1000",
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            async def healthy():
-                try:
-                    return (await client.get("/health")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_for(healthy, timeout=15, interval=0.1)
+            await wait_healthy(client)
             res = await client.get("/admin/faults", headers=AUTH)
             assert res.status_code == 200 and res.json()["crashAfterTokens"] == 1000  # from the environment
 

@@ -13,7 +13,7 @@ import uuid
 
 import httpx
 
-from conftest import APP_DIR, HEARTBEAT, ask, free_port, pending_count, question_fields, wait_for
+from conftest import APP_DIR, HEARTBEAT, ask, free_port, pending_count, question_fields, spawn_worker, wait_for, wait_healthy
 
 from ai_worker.app import create_app
 from ai_worker.protocol import worker_key
@@ -142,29 +142,10 @@ async def test_health_without_redis_is_503_and_stops_quickly(make_settings):
 async def test_python_m_ai_worker_serves_answers_logs_json_and_stops_on_sigterm(r, redis_url, subscribe):
     port = free_port()
     tag = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "WORKER_PORT": str(port),
-        "WORKER_ID": f"worker-proc-{tag}",
-        "AI_QUESTION_STREAM": f"td:questions:proc-{tag}",
-        "AI_TTFT_MS": "10",
-        "AI_TOKENS_PER_SEC": "500",
-        "LOG_LEVEL": "info",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ai_worker"], cwd=APP_DIR, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = spawn_worker(redis_url, port, WORKER_ID=f"worker-proc-{tag}", AI_QUESTION_STREAM=f"td:questions:proc-{tag}")
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            async def healthy():
-                try:
-                    return (await client.get("/health")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_for(healthy, timeout=15, interval=0.1)
+            await wait_healthy(client)
             body = (await client.get("/health")).json()
         assert body["workerId"] == f"worker-proc-{tag}" and body["redis"] is True
 
