@@ -23,30 +23,40 @@ describe('the AI-capacity gate through nginx', () => {
       const t0 = Date.now();
       const answers = await Promise.all(
         sessions.map(async (s) => {
-          const start = performance.now();
           const r = await ask(stack.url, s, 'how long is the queue?', 30_000);
-          return { r, ms: performance.now() - start };
+          return { r, answeredAt: Date.now() };
         }),
       );
+      const burstSec = (Date.now() - t0) / 1000;
       const accepted = answers.filter((a) => a.r.status === 202);
       const refused = answers.filter((a) => a.r.status === 503);
-      process.stdout.write(`AI gate: ${accepted.length} accepted, ${refused.length} refused of 1,000 at once\n`);
+      process.stdout.write(`AI gate: ${accepted.length} accepted, ${refused.length} refused of 1,000 at once (the burst took ${burstSec.toFixed(2)} s)\n`);
       expect(accepted.length + refused.length).toBe(1_000);
+      // 2 s of queue at 100 answers/s is 200; while the burst goes through, the worker drains up to
+      // 100 more each second, which the gate may refill. More than that is over-admission.
       expect(accepted.length).toBeGreaterThanOrEqual(150);
-      expect(accepted.length).toBeLessThanOrEqual(260);
+      expect(accepted.length).toBeLessThanOrEqual(200 + Math.ceil(100 * burstSec) + 5);
       for (const a of refused) {
         expect((a.r.body as { code: string }).code).toBe('ai_overloaded');
         expect(Number(a.r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       }
-      // Every accepted question is answered, before its 30 s deadline.
+      // Every accepted question is answered, before its 30 s deadline. Its wait from acceptance to
+      // first token is reported: the gate's estimate (depth / declared rate) is an estimate.
+      const waits: number[] = [];
       const done = await Promise.all(
         streams.map(async (sse, i) => {
-          if (answers[i]?.r.status !== 202) return null;
-          const { messageId } = answers[i].r.body as { messageId: string };
-          const e = await sse.waitFor((x) => (x.event === 'done' || x.event === 'error') && (x.data as { messageId: string }).messageId === messageId, 30_000);
+          const a = answers[i];
+          if (a?.r.status !== 202) return null;
+          const { messageId } = a.r.body as { messageId: string };
+          const mine = (x: { data: unknown }) => (x.data as { messageId: string }).messageId === messageId;
+          await sse.waitFor((x) => x.event === 'token' && mine(x), 30_000);
+          waits.push(Date.now() - a.answeredAt);
+          const e = await sse.waitFor((x) => (x.event === 'done' || x.event === 'error') && mine(x), 30_000);
           return { event: e.event, after: Date.now() - t0 };
         }),
       );
+      const maxWait = Math.max(...waits);
+      process.stdout.write(`AI gate: longest wait of an accepted question ${maxWait} ms (limit 2,000 + 200 time to first token)\n`);
       const finished = done.filter((d): d is { event: string; after: number } => d !== null);
       expect(finished.every((d) => d.event === 'done')).toBe(true);
       expect(Math.max(...finished.map((d) => d.after))).toBeLessThan(30_000);
