@@ -141,8 +141,6 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   ): Promise<{ messageId: string; headers: Record<string, string> }> {
     const token = this.requireToken(authorization);
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
-    // Open breaker: refuse before any Redis round trip; the queue is not touched.
-    this.breaker.assertClosed();
     const messageId = randomUUID();
     const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
     const inflightTtl = this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS;
