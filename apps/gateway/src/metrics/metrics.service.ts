@@ -129,18 +129,20 @@ export class MetricsService {
       labelNames: ['type'],
       registers,
     });
-    const snap = () => this.damSnapshot?.() ?? null;
-    const gauge = (name: string, help: string, read: (s: DamSnapshot) => number | null) =>
+    // Gauges read on every scrape from what the services already hold: no Redis call in /metrics.
+    const snapshotGauge = <S>(name: string, help: string, snapshot: () => S | null, read: (s: S) => number | null) =>
       new Gauge({
         name,
         help,
         registers,
         collect() {
-          const s = snap();
-          const v = s ? read(s) : null;
+          const s = snapshot();
+          const v = s === null ? null : read(s);
           if (v !== null) this.set(v);
         },
       });
+    const dam = () => this.damSnapshot?.() ?? null;
+    const gauge = (name: string, help: string, read: (s: DamSnapshot) => number | null) => snapshotGauge(name, help, dam, read);
     gauge('td_dam_held', 'Sessions this instance holds on the budget', (s) => s.held);
     gauge('td_dam_unbudgeted', 'Sessions admitted without a slot (shadow mode over budget)', (s) => s.unbudgeted);
     gauge('td_dam_fallback_active', '1 while Redis is unreachable and the local share decides', (s) => (s.fallback ? 1 : 0));
@@ -154,16 +156,7 @@ export class MetricsService {
       registers,
     });
     const ai = () => this.aiSnapshot?.() ?? null;
-    const aiGauge = (name: string, help: string, read: (s: AiSnapshot) => number) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          const s = ai();
-          if (s) this.set(read(s));
-        },
-      });
+    const aiGauge = (name: string, help: string, read: (s: AiSnapshot) => number) => snapshotGauge(name, help, ai, read);
     this.breakerTransitions = new Counter({
       name: 'td_breaker_transitions_total',
       help: 'Circuit breaker transitions seen by this instance, by new state and reason',
@@ -176,15 +169,12 @@ export class MetricsService {
       labelNames: ['ok'],
       registers,
     });
-    const breaker = () => this.breakerState?.() ?? 0;
-    new Gauge({
-      name: 'td_breaker_state',
-      help: 'Circuit breaker toward the AI worker: 0 closed, 1 half-open, 2 open',
-      registers,
-      collect() {
-        this.set(breaker());
-      },
-    });
+    snapshotGauge(
+      'td_breaker_state',
+      'Circuit breaker toward the AI worker: 0 closed, 1 half-open, 2 open',
+      () => this.breakerState?.() ?? 0,
+      (v) => v,
+    );
     aiGauge('td_ai_live_workers', 'AI workers with a live heartbeat', (s) => s.liveWorkers);
     aiGauge('td_ai_throughput_per_second', 'Answers/s the AI gate assumes (declared capacity, or measured when saturated)', (s) => s.rate);
     aiGauge('td_ai_measured_throughput_per_second', 'Answers/s the workers completed lately', (s) => s.measured);
