@@ -2,7 +2,7 @@ import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy }
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
 import Redlock from 'redlock';
-import { AiBridgeClient, QuestionSweeper } from '@traffic-dam/ai-bridge';
+import { AiBridgeClient, DeadLetterQueue, QuestionSweeper } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { INSTANCE_ID } from '../common/instance';
 import { REDIS_COMMANDS } from '../common/redis/redis.module';
@@ -17,6 +17,7 @@ const LOCK = 'td:sweeper:lock';
 @Injectable()
 export class SweeperService implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly sweeper: QuestionSweeper;
+  private readonly dlq: DeadLetterQueue;
   private readonly redlock: Redlock;
   private timer: NodeJS.Timeout | null = null;
   private running = false;
@@ -30,6 +31,7 @@ export class SweeperService implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly metrics: MetricsService,
   ) {
     this.sweeper = new QuestionSweeper({ redis, questionStream: config.AI_QUESTION_STREAM, by: `sweeper:${instanceId}` });
+    this.dlq = new DeadLetterQueue({ redis, questionStream: config.AI_QUESTION_STREAM });
     this.redlock = new Redlock([redis], { retryCount: 0 });
     this.redlock.on('error', () => undefined);
   }
@@ -46,6 +48,13 @@ export class SweeperService implements OnApplicationBootstrap, OnModuleDestroy {
   private async tick(): Promise<void> {
     if (this.running) return;
     this.running = true;
+    // Every instance reads the DLQ size on this timer (one XLEN), so the gauge and its alert work
+    // whichever replica Prometheus sees, and /metrics itself never calls Redis.
+    try {
+      this.metrics.dlqEntries.set(await this.dlq.size());
+    } catch {
+      // Redis away: keep the last value; the fallback metrics tell that story.
+    }
     let lock: Awaited<ReturnType<Redlock['acquire']>> | null = null;
     try {
       lock = await this.redlock.acquire([LOCK], Math.max(500, this.config.AI_SWEEP_MS - 100));

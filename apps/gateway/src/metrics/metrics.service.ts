@@ -33,6 +33,9 @@ export class MetricsService {
   readonly orphanReplies: Counter;
   readonly answersLost: Counter;
   readonly swept: Counter<'action'>;
+  readonly dlqEntries: Gauge;
+  readonly answerTtft: Histogram;
+  readonly answerDuration: Histogram<'outcome'>;
   readonly damAdmitted: Counter<'fallback'>;
   readonly damRefused: Counter<'reason'>;
   readonly damShadowRefused: Counter<'reason'>;
@@ -96,6 +99,26 @@ export class MetricsService {
       name: 'td_sweeper_questions_total',
       help: "A dead worker's questions this instance swept: requeued for a live worker, or dead_lettered",
       labelNames: ['action'],
+      registers,
+    });
+    this.dlqEntries = new Gauge({
+      name: 'td_dlq_entries',
+      help: 'Entries in the dead-letter stream, as last read (every AI_SWEEP_MS, not per scrape)',
+      registers,
+    });
+    // Observed by the instance holding the stream, from acceptance of the question.
+    const answerBuckets = [0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60];
+    this.answerTtft = new Histogram({
+      name: 'td_answer_ttft_seconds',
+      help: 'Time from a question accepted to its first token relayed to the client',
+      buckets: answerBuckets,
+      registers,
+    });
+    this.answerDuration = new Histogram({
+      name: 'td_answer_duration_seconds',
+      help: 'Time from a question accepted to its done or error relayed to the client, by outcome',
+      labelNames: ['outcome'],
+      buckets: answerBuckets,
       registers,
     });
     this.damAdmitted = new Counter({
