@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Checks infra/ without a container engine (none runs on CI machines): the compose file with
+# Debian's docker-compose, Prometheus config and alert rules with promtool (syntax and unit
+# tests), the compose nginx config with nginx -t, the Dockerfiles' COPY sources, and the
+# dashboard's datasources. That every metric the dashboard and rules name is exported by a live
+# gateway, and that Prometheus really scrapes it, is apps/gateway-e2e/src/observability.e2e-spec.ts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin"
+
+echo "-- docker-compose config (infra/compose/docker-compose.yml)"
+resolved=$(mktemp)
+trap 'rm -f "$resolved"; rm -rf "${ngx:-}"' EXIT
+docker-compose -f infra/compose/docker-compose.yml --env-file infra/compose/.env.example config > "$resolved"
+# What --scale and the seed's limits rely on, read from the resolved file.
+# Debian's python3 with python3-yaml comes with the docker-compose package.
+/usr/bin/python3 - "$resolved" <<'PY'
+import re, sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+problems = []
+def need(ok, msg):
+    if not ok: problems.append(msg)
+s = c.get("services", {})
+for name in ["redis", "gateway", "ai-worker", "nginx", "prometheus", "grafana", "loki", "alloy"]:
+    need(name in s, f"service {name} missing")
+gw = s.get("gateway", {})
+need("container_name" not in gw and "ports" not in gw, "gateway must have no container_name and no host ports (docker compose --scale gateway=N)")
+need(str(gw.get("mem_limit")).lower() == "512m", "gateway mem_limit must be 512m")
+nofile = gw.get("ulimits", {}).get("nofile", {})
+need(isinstance(nofile, dict) and nofile.get("soft") == 65535 and nofile.get("hard") == 65535, "gateway nofile must be 65535")
+need(re.fullmatch(r"redis://:[^@]+@redis:6379", gw.get("environment", {}).get("REDIS_URL", "")), "gateway REDIS_URL must carry the Redis password")
+redis = s.get("redis", {})
+cmd = " ".join(redis.get("command", []) if isinstance(redis.get("command"), list) else [str(redis.get("command", ""))])
+need(str(redis.get("mem_limit")).lower() == "512m", "redis mem_limit must be 512m")
+need("--maxmemory-policy noeviction" in cmd, "redis must never evict (noeviction): the dam keys live there")
+need("--requirepass" in cmd and redis.get("environment", {}).get("REDIS_PASSWORD"), "redis must require a password")
+need("ports" not in redis, "redis must not be published on the host")
+need("ports" not in s.get("ai-worker", {}), "the worker (admin endpoints) must not be published on the host")
+for name in ["prometheus", "grafana"]:
+    for p in s.get(name, {}).get("ports", []):
+        host = p if isinstance(p, str) else p.get("host_ip", "")
+        need(str(host).startswith("127.0.0.1"), f"{name} must be published on 127.0.0.1 only")
+if problems:
+    print("\n".join("  - " + p for p in problems), file=sys.stderr)
+    sys.exit(1)
+print("   compose: ok")
+PY
+
+echo "-- promtool"
+promtool check config infra/prometheus/prometheus.yml
+promtool check rules infra/prometheus/alerts.yml
+(cd infra/prometheus && promtool test rules alerts.test.yml)
+
+echo "-- nginx -t (infra/compose/nginx.conf)"
+# Debian's nginx (1.22) predates the upstream `resolve` parameter (1.27.3, in the compose image)
+# and Docker's DNS name; everything else is checked as written.
+ngx=$(mktemp -d)
+sed -e 's/ resolve / /' -e 's/server gateway:3000/server 127.0.0.1:3000/' -e 's/resolver 127.0.0.11 /resolver 127.0.0.1 /' \
+  -e "s#pid /tmp/nginx.pid#pid $ngx/nginx.pid#" infra/compose/nginx.conf > "$ngx/nginx.conf"
+grep -q 'server gateway:3000 resolve' infra/compose/nginx.conf || { echo "nginx.conf: the upstream must re-resolve gateway (resolve)" >&2; exit 1; }
+nginx -t -q -p "$ngx" -c "$ngx/nginx.conf"
+echo "   nginx: ok"
+
+echo "-- Dockerfiles: every COPY source exists"
+for f in infra/docker/*.Dockerfile; do
+  grep -E '^COPY ' "$f" | grep -v -- '--from=' | sed -E 's/^COPY( --[^ ]+)* //' | while read -r line; do
+    set -- $line
+    while [ $# -gt 1 ]; do
+      [ -e "$1" ] || { echo "$f: COPY source $1 does not exist" >&2; exit 1; }
+      shift
+    done
+  done
+done
+echo "   dockerfiles: ok"
+
+echo "-- Grafana: the dashboard parses and uses the provisioned datasources"
+/usr/bin/python3 - <<'PY'
+import json, sys, yaml
+ds = [d["uid"] for d in yaml.safe_load(open("infra/grafana/provisioning/datasources/datasources.yml"))["datasources"]]
+dash = json.load(open("infra/grafana/dashboards/traffic-dam.json"))
+bad = set()
+def walk(o):
+    if isinstance(o, list):
+        for x in o: walk(x)
+    elif isinstance(o, dict):
+        d = o.get("datasource")
+        if isinstance(d, dict) and d.get("uid") and not d["uid"].startswith("--") and d["uid"] not in ds:
+            bad.add(d["uid"])
+        for x in o.values(): walk(x)
+walk(dash["panels"])
+if bad:
+    sys.exit("unknown datasource uids: " + ", ".join(sorted(bad)))
+print(f"   dashboard: {len(dash['panels'])} panels, ok")
+PY
+echo "check-infra: ok"
