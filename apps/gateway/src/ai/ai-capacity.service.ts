@@ -1,6 +1,7 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { AiBridgeClient, type Question } from '@traffic-dam/ai-bridge';
+import { lastValueFrom } from 'rxjs';
+import { AI_PATTERNS, AiBridgeClient, AiBridgeTransport, type AskResult, type EnqueueRequest, type Question } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
@@ -24,6 +25,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @InjectPinoLogger(AiCapacityService.name) private readonly logger: PinoLogger,
     private readonly bridge: AiBridgeClient,
+    private readonly ai: AiBridgeTransport,
     private readonly metrics: MetricsService,
     private readonly breaker: BreakerService,
   ) {
@@ -48,7 +50,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   async enqueue(question: Question): Promise<void> {
     if (this.config.DAM_MODE === 'off') {
       // The "before" server: straight onto the queue, however deep.
-      await this.bridge.ask(question);
+      await this.send({ question });
       return;
     }
     this.breaker.assertClosed();
@@ -56,7 +58,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       this.metrics.aiRefused.inc({ reason: 'no_worker' });
       throw new GatewayException(ErrorCode.AiUnavailable, 'No AI worker is alive.', { retryAfterSec: 2 });
     }
-    const r = await this.bridge.askGated(question, { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: this.view.rate });
+    const r = await this.send({ question, gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: this.view.rate } });
     this.lastDepth = r.depth;
     this.lastWaitMs = r.waitMs;
     if (r.status === 'queued') return;
@@ -69,6 +71,10 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
         : `Estimated wait ${(r.waitMs / 1000).toFixed(1)} s is over the ${(this.config.DAM_MAX_QUEUE_WAIT_MS / 1000).toFixed(1)} s limit.`,
       { retryAfterSec: Math.max(1, Math.ceil(overMs / 1000)) },
     );
+  }
+
+  private send(req: EnqueueRequest): Promise<AskResult> {
+    return lastValueFrom(this.ai.send<AskResult, EnqueueRequest>(AI_PATTERNS.enqueue, req));
   }
 
   private async refresh(): Promise<void> {

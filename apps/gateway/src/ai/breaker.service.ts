@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { AiBridgeClient, type Reply } from '@traffic-dam/ai-bridge';
+import { lastValueFrom, last } from 'rxjs';
+import { AI_PATTERNS, AiBridgeClient, AiBridgeTransport, type AskRequest, type Reply } from '@traffic-dam/ai-bridge';
 import { CircuitBreaker, type BreakerState } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
@@ -19,7 +20,6 @@ const STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, ope
 @Injectable()
 export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly breaker: CircuitBreaker | null;
-  private readonly probes = new Map<string, (ok: boolean) => void>();
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -27,6 +27,7 @@ export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
     @Inject(REDIS_COMMANDS) redis: Redis,
     @InjectPinoLogger(BreakerService.name) private readonly logger: PinoLogger,
     private readonly bridge: AiBridgeClient,
+    private readonly ai: AiBridgeTransport,
     private readonly metrics: MetricsService,
   ) {
     // The "before" server has no flow control at all.
@@ -53,7 +54,6 @@ export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    this.bridge.onReply((r) => this.onProbeReply(r));
     await this.breaker?.start();
   }
 
@@ -96,34 +96,25 @@ export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
   private async probe(): Promise<boolean> {
     const id = `probe-${randomUUID()}`;
     const timeoutMs = this.config.DAM_BREAKER_PROBE_TIMEOUT_MS;
-    const answered = new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => {
-        this.probes.delete(id);
-        resolve(false);
-      }, timeoutMs);
-      this.probes.set(id, (ok) => {
-        clearTimeout(timer);
-        this.probes.delete(id);
-        resolve(ok);
-      });
-    });
-    await this.bridge.ask({
-      id,
-      sessionId: PROBE_SESSION,
-      replyTo: this.bridge.replyChannel,
-      question: 'breaker probe: are you answering?',
-      deadline: Date.now() + timeoutMs,
-      attempt: 1,
-      traceId: id,
-    });
-    const ok = await answered;
+    const request: AskRequest = {
+      question: {
+        id,
+        sessionId: PROBE_SESSION,
+        replyTo: this.bridge.replyChannel,
+        question: 'breaker probe: are you answering?',
+        deadline: Date.now() + timeoutMs,
+        attempt: 1,
+        traceId: id,
+      },
+      timeoutMs,
+    };
+    // No answer in time, or a failed enqueue, is a failed probe.
+    const ok = await lastValueFrom(this.ai.send<Reply, AskRequest>(AI_PATTERNS.ask, request).pipe(last())).then(
+      (r) => r.type === 'done',
+      () => false,
+    );
     this.metrics.breakerProbes.inc({ ok: String(ok) });
     this.logger.info({ probe: id, ok }, 'breaker probe finished');
     return ok;
-  }
-
-  private onProbeReply(r: Reply): void {
-    if (r.sessionId !== PROBE_SESSION || r.type === 'token') return;
-    this.probes.get(r.messageId)?.(r.type === 'done');
   }
 }

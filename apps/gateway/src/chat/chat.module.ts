@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { AiBridgeClient } from '@traffic-dam/ai-bridge';
+import { AiBridgeClient, AiBridgeTransport } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { INSTANCE_ID } from '../common/instance';
 import { REDIS_COMMANDS, REDIS_SUBSCRIBER } from '../common/redis/redis.module';
@@ -31,6 +31,7 @@ import { SessionRepository } from './session.repository';
           questionStreamMaxLen: c.AI_QUESTION_STREAM_MAXLEN,
         }),
     },
+    { provide: AiBridgeTransport, inject: [AiBridgeClient], useFactory: (bridge: AiBridgeClient) => new AiBridgeTransport(bridge) },
   ],
 })
 export class ChatModule {}

@@ -3,7 +3,15 @@ import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy }
 import type { Request, Response } from 'express';
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { AiBridgeClient, protocolKeys, type Reply } from '@traffic-dam/ai-bridge';
+import {
+  AI_PATTERNS,
+  AiBridgeClient,
+  AiBridgeTransport,
+  AnswerTimeoutError,
+  protocolKeys,
+  type AnswerRequest,
+  type Reply,
+} from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { INSTANCE_ID } from '../common/instance';
@@ -45,6 +53,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     @InjectPinoLogger(ChatService.name) private readonly logger: PinoLogger,
     private readonly sessions: SessionRepository,
     private readonly bridge: AiBridgeClient,
+    private readonly ai: AiBridgeTransport,
     private readonly metrics: MetricsService,
     private readonly lifecycle: LifecycleService,
     private readonly dam: DamService,
@@ -64,14 +73,17 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       const now = Date.now();
       const n = this.hub.expire(now, config.DAM_SESSION_IDLE_MS);
       if (n > 0) this.logger.info({ expired: n }, 'sessions expired');
-      for (const s of this.hub.overdue(now, ANSWER_GRACE_MS)) this.answerLost(s.sessionId);
     }, sweepMs);
     this.expiryTimer.unref();
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    this.bridge.onReply((r) => this.onReply(r));
-    await this.bridge.start();
+    // Every outcome counts for the breaker once, here, whoever watches the answer.
+    this.bridge.onReply((r) => {
+      if (r.sessionId !== PROBE_SESSION) this.breaker.record(r);
+    });
+    this.ai.handleUnclaimed((r) => this.adopt(r));
+    await this.ai.connect();
     const control = controlChannel(this.instanceId);
     this.subscriber.on('message', (channel: string, payload: string) => {
       if (channel === control) this.onControl(payload);
@@ -275,16 +287,25 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     }
   }
 
+  /**
+   * A reply for a question nobody here watches yet: its stream is here and the word from the
+   * instance that accepted it is still on its way, so watch it now; else the client is gone.
+   */
+  private adopt(reply: Reply): boolean {
+    const { sessionId, messageId } = reply;
+    if (sessionId === PROBE_SESSION) return false;
+    if (!this.hub.has(sessionId)) {
+      // The transport cancels the question: no generating into the void.
+      this.metrics.orphanReplies.inc();
+      return false;
+    }
+    this.trackInflight(sessionId, messageId, Date.now() + this.config.QUESTION_DEADLINE_MS);
+    return true;
+  }
+
   private onReply(reply: Reply): void {
     const { sessionId, messageId } = reply;
-    if (sessionId === PROBE_SESSION) return;
-    this.breaker.record(reply);
-    if (!this.hub.has(sessionId)) {
-      // The client is gone: stop the worker instead of generating into the void.
-      this.metrics.orphanReplies.inc();
-      if (reply.type === 'token') void this.bridge.cancel(messageId).catch(() => undefined);
-      return;
-    }
+    if (!this.hub.has(sessionId)) return;
     this.metrics.replies.inc({ type: reply.type });
     this.hub.touch(sessionId);
     switch (reply.type) {
@@ -314,18 +335,36 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     });
   }
 
+  /**
+   * Watches the answer through the transport until done or error. The instance holding the stream
+   * does this, so a lost answer (a worker died with it) still ends in an error past the deadline.
+   */
   private trackInflight(sessionId: string, messageId: string, deadline: number): void {
     const s = this.hub.get(sessionId);
-    if (s) s.inflight = { messageId, deadline, lastSeq: -1 };
+    if (!s) return;
+    // The reply and the word from the accepting instance race; whichever comes second is a no-op.
+    if (s.inflight?.messageId === messageId) {
+      s.inflight.deadline = Math.min(s.inflight.deadline, deadline);
+      return;
+    }
+    s.inflight?.answer?.unsubscribe();
+    const inflight: NonNullable<LocalStream['inflight']> = { messageId, deadline, lastSeq: -1 };
+    s.inflight = inflight;
+    const request: AnswerRequest = { messageId, timeoutMs: deadline + ANSWER_GRACE_MS - Date.now() };
+    inflight.answer = this.ai.send<Reply, AnswerRequest>(AI_PATTERNS.answer, request).subscribe({
+      next: (r) => this.onReply(r),
+      error: (err: unknown) => {
+        if (err instanceof AnswerTimeoutError) this.answerLost(sessionId, messageId);
+        else this.logger.warn({ err: String(err), sessionId, messageId }, 'answer watch failed');
+      },
+    });
   }
 
   /** No done or error came by the deadline (a worker died with it): the client hears so. */
-  private answerLost(sessionId: string): void {
+  private answerLost(sessionId: string, messageId: string): void {
     const s = this.hub.get(sessionId);
-    const inflight = s?.inflight;
-    if (!s || !inflight) return;
+    if (!s || s.inflight?.messageId !== messageId) return;
     s.inflight = undefined;
-    const { messageId } = inflight;
     this.hub.send(sessionId, 'error', { messageId, code: 'deadline_exceeded', message: 'No answer arrived before the deadline.' });
     this.metrics.answersLost.inc();
     this.breaker.recordTimeout();
@@ -350,6 +389,8 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     const stream = this.hub.remove(sessionId);
     if (!stream) return;
     stream.lease.release();
+    // Unsubscribing cancels the question if it is still being answered.
+    stream.inflight?.answer?.unsubscribe();
     this.metrics.sseOpen.set(this.hub.size);
     this.metrics.sseClosed.inc({ reason });
     try {

@@ -20,7 +20,7 @@ export interface LocalStream {
   /** Last time a question or its answer went through this session (ms). */
   lastActivity: number;
   /** The question in flight on this session, wherever it was posted, and its deadline. */
-  inflight?: { messageId: string; deadline: number; lastSeq: number };
+  inflight?: { messageId: string; deadline: number; lastSeq: number; answer?: { unsubscribe(): void } };
   /** Set once the stream ended, with why. */
   closeReason?: CloseReason;
 }
@@ -87,11 +87,6 @@ export class StreamHub {
 
   ids(): string[] {
     return [...this.streams.keys()];
-  }
-
-  /** Questions in flight past deadline + graceMs with no done or error: the answer is lost. */
-  overdue(now: number, graceMs: number): LocalStream[] {
-    return [...this.streams.values()].filter((s) => s.inflight !== undefined && now > s.inflight.deadline + graceMs);
   }
 
   /** Marks the session busy now (a question or an answer passed), for the idle timeout. */

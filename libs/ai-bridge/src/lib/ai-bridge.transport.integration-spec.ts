@@ -1,0 +1,191 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
+import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { AiBridgeClient, type AskResult } from './ai-bridge.client';
+import {
+  AI_PATTERNS,
+  AiBridgeTransport,
+  AiOverloadedError,
+  AnswerTimeoutError,
+  UnknownPatternError,
+  type AnswerRequest,
+  type AskRequest,
+  type EnqueueRequest,
+} from './ai-bridge.transport';
+import type { Question, Reply } from './protocol';
+import { protocolValidator } from './schema';
+
+const STREAM = 'td:questions:transport';
+const GROUP = 'workers';
+
+function fieldsOf(flat: string[]): Record<string, string> {
+  return Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]]));
+}
+
+async function until(cond: () => Promise<boolean> | boolean, ms = 3_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('AiBridgeTransport (a @nestjs/microservices ClientProxy) against real Redis', () => {
+  let redis: RedisHandle;
+  let commands: Redis;
+  let subscriber: Redis;
+  let worker: Redis;
+  let transport: AiBridgeTransport;
+  let keepUnclaimed = false;
+  const unclaimed: Reply[] = [];
+  const check = protocolValidator();
+  let n = 0;
+
+  const question = (over: Partial<Question> = {}): Question => {
+    n++;
+    return {
+      id: `q-${n}`,
+      sessionId: `s-${n}`,
+      replyTo: 'td:replies:gw-t',
+      question: `question ${n}`,
+      deadline: Date.now() + 30_000,
+      attempt: 1,
+      traceId: `t-${n}`,
+      ...over,
+    };
+  };
+
+  /** Plays the worker: takes the next question off the group and returns it. */
+  async function nextQuestion(): Promise<Record<string, string>> {
+    let got: Record<string, string> | null = null;
+    await until(async () => {
+      const res = (await worker.xreadgroup('GROUP', GROUP, 'w1', 'COUNT', 1, 'STREAMS', STREAM, '>')) as
+        | Array<[string, Array<[string, string[]]>]>
+        | null;
+      const entry = res?.[0]?.[1][0];
+      if (entry) {
+        got = fieldsOf(entry[1]);
+        await worker.xack(STREAM, GROUP, entry[0]);
+      }
+      return got !== null;
+    });
+    return got as unknown as Record<string, string>;
+  }
+
+  const reply = (r: Reply) => worker.publish('td:replies:gw-t', JSON.stringify(r));
+
+  beforeAll(async () => {
+    redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-transport-')));
+    commands = new Redis(redis.url);
+    subscriber = new Redis(redis.url);
+    worker = new Redis(redis.url);
+    await commands.xgroup('CREATE', STREAM, GROUP, '$', 'MKSTREAM');
+    const bridge = new AiBridgeClient({ commands, subscriber, instanceId: 'gw-t', questionStream: STREAM });
+    transport = new AiBridgeTransport(bridge, { keepMs: 2_000 });
+    transport.handleUnclaimed((r) => {
+      unclaimed.push(r);
+      return keepUnclaimed;
+    });
+  });
+
+  afterAll(async () => {
+    await transport.close();
+    commands.disconnect();
+    worker.disconnect();
+    subscriber.disconnect();
+    await redis.stop();
+  });
+
+  it('send chat.ask: the question reaches the stream and the answer streams back, in order, until done', async () => {
+    const q = question();
+    const answer = lastValueFrom(transport.send<Reply, AskRequest>(AI_PATTERNS.ask, { question: q, timeoutMs: 5_000 }).pipe(toArray()));
+    const fields = await nextQuestion();
+    expect(check('Question', fields)).toEqual([]);
+    expect(fields['id']).toBe(q.id);
+    await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'a ' });
+    await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 1, text: 'b' });
+    await reply({ type: 'done', messageId: q.id, sessionId: q.sessionId, tokens: 2 });
+    const got = await answer;
+    expect(got.map((r) => r.type)).toEqual(['token', 'token', 'done']);
+    expect(transport.watching).toBe(0);
+    expect(await commands.exists(`td:cancel:${q.id}`)).toBe(0);
+  });
+
+  it('unsubscribing mid-answer cancels the question; finishing normally does not', async () => {
+    const q = question();
+    const firstToken = firstValueFrom(transport.send<Reply, AskRequest>(AI_PATTERNS.ask, { question: q, timeoutMs: 5_000 }).pipe(take(1)));
+    await nextQuestion();
+    await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'a ' });
+    expect((await firstToken).type).toBe('token');
+    // take(1) unsubscribed after the first token: the worker is told to stop.
+    await until(async () => (await commands.exists(`td:cancel:${q.id}`)) === 1);
+    expect(transport.watching).toBe(0);
+  });
+
+  it('send chat.answer ends with AnswerTimeoutError when no done or error comes in time', async () => {
+    const started = Date.now();
+    await expect(lastValueFrom(transport.send<Reply, AnswerRequest>(AI_PATTERNS.answer, { messageId: 'never', timeoutMs: 200 }))).rejects.toBeInstanceOf(
+      AnswerTimeoutError,
+    );
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    expect(transport.watching).toBe(0);
+  });
+
+  it('a reply that comes before its watcher is kept when the owner says so, and delivered once it subscribes', async () => {
+    keepUnclaimed = true;
+    const q = question();
+    await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'early ' });
+    await until(() => unclaimed.some((r) => r.messageId === q.id));
+    const answer = lastValueFrom(transport.send<Reply, AnswerRequest>(AI_PATTERNS.answer, { messageId: q.id, timeoutMs: 5_000 }).pipe(toArray()));
+    await new Promise((r) => setTimeout(r, 50));
+    await reply({ type: 'done', messageId: q.id, sessionId: q.sessionId, tokens: 1 });
+    const got = await answer;
+    expect(got).toEqual([
+      { type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'early ' },
+      { type: 'done', messageId: q.id, sessionId: q.sessionId, tokens: 1 },
+    ]);
+    keepUnclaimed = false;
+  });
+
+  it('a token nobody claims cancels its question (the client is gone)', async () => {
+    const q = question();
+    await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'void ' });
+    await until(async () => (await commands.exists(`td:cancel:${q.id}`)) === 1);
+  });
+
+  it('send chat.enqueue goes through the gate: over the allowed wait it is refused and nothing is queued', async () => {
+    // Three questions waiting at 1 answer/s is a 3 s wait.
+    for (let i = 0; i < 3; i++) await transport.send<AskResult, EnqueueRequest>(AI_PATTERNS.enqueue, { question: question() }).forEach(() => undefined);
+    const before = await commands.xlen(STREAM);
+    const refused = await lastValueFrom(
+      transport.send<AskResult, EnqueueRequest>(AI_PATTERNS.enqueue, { question: question(), gate: { maxWaitMs: 2_000, throughputPerSec: 1 } }),
+    );
+    expect(refused).toEqual({ status: 'overloaded', waitMs: 3_000, depth: 3 });
+    const ok = await lastValueFrom(
+      transport.send<AskResult, EnqueueRequest>(AI_PATTERNS.enqueue, { question: question(), gate: { maxWaitMs: 5_000, throughputPerSec: 1 } }),
+    );
+    expect(ok.status).toBe('queued');
+    expect(await commands.xlen(STREAM)).toBe(before + 1);
+    // chat.ask with a gate that refuses errors at once and leaves no watcher behind.
+    await expect(
+      lastValueFrom(
+        transport.send<Reply, AskRequest>(AI_PATTERNS.ask, { question: question(), gate: { maxWaitMs: 1_000, throughputPerSec: 1 }, timeoutMs: 5_000 }),
+      ),
+    ).rejects.toBeInstanceOf(AiOverloadedError);
+    expect(transport.watching).toBe(0);
+    for (let i = 0; i < 4; i++) await nextQuestion();
+  });
+
+  it('emit chat.cancel marks the question; unknown patterns and foreign reply channels are refused', async () => {
+    await lastValueFrom(transport.emit(AI_PATTERNS.cancel, { messageId: 'q-x' }), { defaultValue: undefined });
+    expect(await commands.exists('td:cancel:q-x')).toBe(1);
+    await expect(lastValueFrom(transport.send('chat.unknown', {}))).rejects.toBeInstanceOf(UnknownPatternError);
+    await expect(
+      lastValueFrom(transport.send<Reply, AskRequest>(AI_PATTERNS.ask, { question: question({ replyTo: 'td:replies:other' }), timeoutMs: 1_000 })),
+    ).rejects.toBeInstanceOf(UnknownPatternError);
+    await expect(lastValueFrom(transport.emit('chat.unknown', {}))).rejects.toBeInstanceOf(UnknownPatternError);
+  });
+});
