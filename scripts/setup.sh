@@ -8,6 +8,13 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+# Tests only (npm test sets SETUP_TEST_TOOLS=1): docker-compose validates the compose file,
+# promtool the alert rules, and the observability e2e test runs a real Prometheus. None of them
+# needs a container engine.
+if [ "${SETUP_TEST_TOOLS:-0}" = 1 ]; then
+  command -v docker-compose >/dev/null || need+=(docker-compose)
+  command -v prometheus >/dev/null || need+=(prometheus)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need[*]} with apt"
@@ -15,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     # The packages start system services; we run our own on other ports.
-    for svc in redis-server nginx; do
+    for svc in redis-server nginx prometheus; do
       if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
       if command -v service >/dev/null; then service "$svc" stop >/dev/null 2>&1 || true; fi
     done
