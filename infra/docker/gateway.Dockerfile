@@ -14,6 +14,11 @@ COPY apps/gateway ./apps/gateway
 COPY libs/ai-bridge ./libs/ai-bridge
 COPY libs/dam ./libs/dam
 RUN node apps/gateway/scripts/build.mjs
+# The dead-letter CLI (npm run dlq in a checkout), bundled so operators can run it in the container:
+#   docker compose exec gateway node dist/dlq.js list
+RUN npx esbuild apps/gateway/src/cli/dlq.ts --bundle --platform=node --target=node20 --format=cjs \
+      --packages=external --tsconfig=apps/gateway/tsconfig.json --log-level=warning \
+      --outfile=dist/apps/gateway/dlq.js
 
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
