@@ -1,0 +1,7 @@
+// k6 run loadtest/k6/baseline.ts -e BASE_URL=http://127.0.0.1:8080 [-e TIME_SCALE=0.1] [-e JWT_SECRET=...]
+// The scenario is loadtest/scenarios/baseline.json, the same file `npm run loadtest -- baseline` runs.
+import { abuserIteration, optionsFrom, userIteration } from './lib.ts';
+
+export const options = optionsFrom(open('../scenarios/baseline.json'));
+export const lifecycle = userIteration;
+export const abuser = abuserIteration;
