@@ -7,12 +7,14 @@ import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { INSTANCE_ID } from '../common/instance';
 import { REDIS_COMMANDS } from '../common/redis/redis.module';
 import { MetricsService } from '../metrics/metrics.service';
+import { BreakerService } from './breaker.service';
 
 const LOCK = 'td:sweeper:lock';
 
 /**
- * Hands a dead worker's questions to the living (or dead-letters them). Every instance tries each
- * period; the one that takes the redlock sweeps, so one sweeps at a time.
+ * Hands a dead worker's questions to the living (or dead-letters them), and while the breaker is
+ * open dead-letters the questions still queued. Every instance tries each period; the one that
+ * takes the redlock sweeps, so one sweeps at a time.
  */
 @Injectable()
 export class SweeperService implements OnApplicationBootstrap, OnModuleDestroy {
@@ -29,6 +31,7 @@ export class SweeperService implements OnApplicationBootstrap, OnModuleDestroy {
     @InjectPinoLogger(SweeperService.name) private readonly logger: PinoLogger,
     private readonly bridge: AiBridgeClient,
     private readonly metrics: MetricsService,
+    private readonly breaker: BreakerService,
   ) {
     this.sweeper = new QuestionSweeper({ redis, questionStream: config.AI_QUESTION_STREAM, by: `sweeper:${instanceId}` });
     this.dlq = new DeadLetterQueue({ redis, questionStream: config.AI_QUESTION_STREAM });
@@ -69,6 +72,14 @@ export class SweeperService implements OnApplicationBootstrap, OnModuleDestroy {
         this.metrics.swept.inc({ action: 'requeued' }, r.requeued);
         this.metrics.swept.inc({ action: 'dead_lettered' }, r.deadLettered);
         this.logger.warn({ sweep: r, dlq: r.deadLettered > 0 }, 'swept the questions of a dead worker');
+      }
+      // Questions queued when the breaker opened would only wait for a failure or their deadline.
+      if (this.breaker.state === 'open') {
+        const shed = await this.sweeper.shedQueued();
+        if (shed > 0) {
+          this.metrics.swept.inc({ action: 'breaker_shed' }, shed);
+          this.logger.warn({ shed, dlq: true }, 'breaker open: dead-lettered the questions still queued');
+        }
       }
     } catch (err) {
       this.logger.debug({ err: String(err) }, 'sweep failed; the next round tries again');

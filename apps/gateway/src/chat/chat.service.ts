@@ -294,7 +294,10 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   private adopt(reply: Reply): boolean {
     const { sessionId, messageId } = reply;
     if (sessionId === PROBE_SESSION) return false;
-    if (!this.hub.has(sessionId)) {
+    const s = this.hub.get(sessionId);
+    // Gone, or a late reply to an answer that already ended (say, a worker resumed after the
+    // question was dead-lettered): the client must not get tokens after its error.
+    if (!s || s.lastEnded === messageId) {
       // The transport cancels the question: no generating into the void.
       this.metrics.orphanReplies.inc();
       return false;
@@ -315,6 +318,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
         const inflight = this.hub.get(sessionId)?.inflight;
         if (inflight?.messageId === messageId) {
           if (reply.seq <= inflight.lastSeq) return;
+          if (inflight.lastSeq < 0) this.metrics.answerTtft.observe((Date.now() - inflight.acceptedAt) / 1000);
           inflight.lastSeq = reply.seq;
         }
         this.hub.send(sessionId, 'token', { messageId, seq: reply.seq, text: reply.text });
@@ -328,7 +332,12 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
         break;
     }
     const stream = this.hub.get(sessionId);
-    if (stream?.inflight?.messageId === messageId) stream.inflight = undefined;
+    if (stream?.inflight?.messageId === messageId) {
+      const outcome = reply.type === 'done' ? 'done' : reply.code;
+      this.metrics.answerDuration.observe({ outcome }, (Date.now() - stream.inflight.acceptedAt) / 1000);
+      stream.inflight = undefined;
+    }
+    if (stream) stream.lastEnded = messageId;
     this.logger.info({ sessionId, messageId, outcome: reply.type }, 'answer finished');
     void this.sessions.release(sessionId, messageId).catch((err: unknown) => {
       this.logger.warn({ err, sessionId, messageId }, 'in-flight release failed; it expires by TTL');
@@ -348,7 +357,9 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       return;
     }
     s.inflight?.answer?.unsubscribe();
-    const inflight: NonNullable<LocalStream['inflight']> = { messageId, deadline, lastSeq: -1 };
+    // Every instance has the same deadline setting, so the deadline tells when it was accepted.
+    const acceptedAt = deadline - this.config.QUESTION_DEADLINE_MS;
+    const inflight: NonNullable<LocalStream['inflight']> = { messageId, deadline, acceptedAt, lastSeq: -1 };
     s.inflight = inflight;
     const request: AnswerRequest = { messageId, timeoutMs: deadline + ANSWER_GRACE_MS - Date.now() };
     inflight.answer = this.ai.send<Reply, AnswerRequest>(AI_PATTERNS.answer, request).subscribe({
@@ -364,7 +375,9 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   private answerLost(sessionId: string, messageId: string): void {
     const s = this.hub.get(sessionId);
     if (!s || s.inflight?.messageId !== messageId) return;
+    this.metrics.answerDuration.observe({ outcome: 'lost' }, (Date.now() - s.inflight.acceptedAt) / 1000);
     s.inflight = undefined;
+    s.lastEnded = messageId;
     this.hub.send(sessionId, 'error', { messageId, code: 'deadline_exceeded', message: 'No answer arrived before the deadline.' });
     this.metrics.answersLost.inc();
     this.breaker.recordTimeout();

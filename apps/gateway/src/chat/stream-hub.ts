@@ -20,7 +20,9 @@ export interface LocalStream {
   /** Last time a question or its answer went through this session (ms). */
   lastActivity: number;
   /** The question in flight on this session, wherever it was posted, and its deadline. */
-  inflight?: { messageId: string; deadline: number; lastSeq: number; answer?: { unsubscribe(): void } };
+  inflight?: { messageId: string; deadline: number; acceptedAt: number; lastSeq: number; answer?: { unsubscribe(): void } };
+  /** The last question that ended here (done, error or lost): late replies to it are dropped. */
+  lastEnded?: string;
   /** Set once the stream ended, with why. */
   closeReason?: CloseReason;
 }

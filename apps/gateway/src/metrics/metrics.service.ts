@@ -97,7 +97,7 @@ export class MetricsService {
     });
     this.swept = new Counter({
       name: 'td_sweeper_questions_total',
-      help: "A dead worker's questions this instance swept: requeued for a live worker, or dead_lettered",
+      help: "Questions this instance swept: a dead worker's requeued for a live worker or dead_lettered; breaker_shed: still queued when the breaker opened, dead-lettered",
       labelNames: ['action'],
       registers,
     });

@@ -176,4 +176,42 @@ describe('AiBridgeClient against real Redis', () => {
     expect(check('Reply', errors[0])).toEqual([]);
     expect(errors[0]).toMatchObject({ type: 'error', messageId: 'expired', code: 'deadline_exceeded' });
   });
+
+  it('when the breaker opens, the questions still queued are dead-lettered (breaker_open) and their clients told; started ones are left', async () => {
+    const stream = 'td:shed-test';
+    await commands.xgroup('CREATE', stream, 'workers', '$', 'MKSTREAM');
+    const q = (id: string) => ['id', id, 'sessionId', `s-${id}`, 'replyTo', 'td:replies:gw-shed', 'question', 'q?', 'deadline', String(Date.now() + 60_000), 'attempt', '1', 'traceId', `t-${id}`];
+    await commands.xadd(stream, '*', ...q('started'));
+    await commands.xreadgroup('GROUP', 'workers', 'live-worker', 'COUNT', 1, 'STREAMS', stream, '>');
+    for (let i = 0; i < 3; i++) await commands.xadd(stream, '*', ...q(`queued-${i}`));
+    const sub = new Redis(redis.url);
+    const errors: Array<Record<string, unknown>> = [];
+    sub.on('message', (_c: string, m: string) => errors.push(JSON.parse(m) as Record<string, unknown>));
+    await sub.subscribe('td:replies:gw-shed');
+    const sweeper = new QuestionSweeper({ redis: commands, questionStream: stream, dlqStream: 'td:dlq-shed', by: 'sweeper:test' });
+    expect(await sweeper.shedQueued()).toBe(3);
+    expect(await sweeper.shedQueued()).toBe(0);
+    // Nothing is left for a worker to start, the gate's depth is back to the one started question.
+    expect(await commands.xreadgroup('GROUP', 'workers', 'live-worker', 'COUNT', 10, 'STREAMS', stream, '>')).toBeNull();
+    const [group] = (await commands.xinfo('GROUPS', stream)) as [Array<string | number>];
+    const info = Object.fromEntries(Array.from({ length: group.length / 2 }, (_, k) => [group[2 * k], group[2 * k + 1]]));
+    expect(info).toMatchObject({ pending: 1, lag: 0 });
+    const letters = (await commands.xrange('td:dlq-shed', '-', '+')) as Array<[string, string[]]>;
+    const fields = letters.map(([, flat]) => Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, k) => [flat[2 * k], flat[2 * k + 1]])));
+    expect(fields.map((f) => f['id'])).toEqual(['queued-0', 'queued-1', 'queued-2']);
+    for (const f of fields) {
+      expect(check('DeadLetter', f)).toEqual([]);
+      expect(f['reason']).toBe('breaker_open');
+    }
+    const dlq = new DeadLetterQueue({ redis: commands, stream: 'td:dlq-shed' });
+    expect((await dlq.list()).map((d) => d.reason)).toEqual(['breaker_open', 'breaker_open', 'breaker_open']);
+    const until = Date.now() + 2_000;
+    while (errors.length < 3 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    sub.disconnect();
+    expect(errors).toHaveLength(3);
+    for (const e of errors) {
+      expect(check('Reply', e)).toEqual([]);
+      expect(e).toMatchObject({ type: 'error', code: 'ai_unavailable' });
+    }
+  });
 });

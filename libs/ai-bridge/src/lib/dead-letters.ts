@@ -1,7 +1,12 @@
 import type { Redis } from 'ioredis';
 import { questionToFields, type Question } from './protocol';
 
-export type DeadLetterReason = 'deadline_exceeded' | 'worker_error';
+/**
+ * `draining`: a gateway shutting down cut the answer at its in-flight limit (DRAIN_INFLIGHT_MS);
+ * `breaker_open`: the breaker opened while the question waited in the queue.
+ */
+export type DeadLetterReason = 'deadline_exceeded' | 'worker_error' | 'draining' | 'breaker_open';
+const REASONS: ReadonlySet<string> = new Set<DeadLetterReason>(['deadline_exceeded', 'worker_error', 'draining', 'breaker_open']);
 
 /** A question that did not get its answer: a `td:dlq` entry (schema DeadLetter). */
 export interface DeadLetter {
@@ -33,12 +38,12 @@ function toDeadLetter(entryId: string, flat: string[]): DeadLetter | null {
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
   const reason = f['reason'];
-  if (reason !== 'deadline_exceeded' && reason !== 'worker_error') return null;
+  if (reason === undefined || !REASONS.has(reason)) return null;
   const num = (k: string) => Number(f[k] ?? NaN);
   if (!f['id'] || !f['sessionId'] || !f['replyTo'] || !Number.isFinite(num('deadline'))) return null;
   return {
     entryId,
-    reason,
+    reason: reason as DeadLetterReason,
     message: f['message'] ?? '',
     question: {
       id: f['id'],
@@ -101,6 +106,53 @@ export class DeadLetterQueue {
       report.replayed++;
     }
     return report;
+  }
+
+  /**
+   * Dead-letters questions that a gateway gave up on (e.g. `draining`): finds each by its message
+   * id on the question stream, among entries added since `sinceMs`, and writes it with the reason.
+   * Returns the ids written; an id no longer on the stream (trimmed) is left out.
+   */
+  async deadLetterByIds(
+    /** message id -> tokens the client already got */
+    ids: ReadonlyMap<string, number>,
+    reason: DeadLetterReason,
+    message: string,
+    sinceMs: number,
+    by: string,
+    now = Date.now(),
+  ): Promise<string[]> {
+    const wanted = new Map(ids);
+    const written: string[] = [];
+    let start = `${Math.max(0, Math.floor(sinceMs))}-0`;
+    // The window holds at most the questions of one deadline: bounded, paged, and only on this rare path.
+    while (wanted.size > 0) {
+      const page = (await this.o.redis.xrange(this.questions, start, '+', 'COUNT', 1_000)) as Array<[string, string[]]>;
+      for (const [, flat] of page) {
+        const f: Record<string, string> = {};
+        for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
+        const id = f['id'];
+        if (id === undefined || !wanted.has(id)) continue;
+        const q: Question = {
+          id,
+          sessionId: f['sessionId'] ?? '',
+          replyTo: f['replyTo'] ?? '',
+          question: f['question'] ?? '',
+          deadline: Number(f['deadline']),
+          attempt: Number(f['attempt']) || 1,
+          traceId: f['traceId'] ?? id,
+        };
+        await this.o.redis.xadd(this.stream, 'MAXLEN', '~', 100_000, '*',
+          'reason', reason, 'message', message, ...questionToFields(q),
+          'tokensSent', String(wanted.get(id) ?? 0), 'failedAt', String(now), 'by', by);
+        written.push(id);
+        wanted.delete(id);
+        if (wanted.size === 0) break;
+      }
+      if (page.length < 1_000) break;
+      start = `(${page[page.length - 1]?.[0] ?? '+'}`;
+    }
+    return written;
   }
 
   /** Deletes every dead letter; returns how many. */

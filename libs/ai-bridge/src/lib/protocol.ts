@@ -28,7 +28,8 @@ export interface DoneReply {
   tokens: number;
 }
 
-export type ReplyErrorCode = 'deadline_exceeded' | 'worker_error' | 'cancelled' | 'bad_question';
+/** `ai_unavailable` comes from a gateway, not a worker: the breaker opened while the question was queued. */
+export type ReplyErrorCode = 'deadline_exceeded' | 'worker_error' | 'cancelled' | 'bad_question' | 'ai_unavailable';
 
 export interface ErrorReply {
   type: 'error';
@@ -53,6 +54,7 @@ const REPLY_ERROR_CODES: ReadonlySet<string> = new Set<ReplyErrorCode>([
   'worker_error',
   'cancelled',
   'bad_question',
+  'ai_unavailable',
 ]);
 
 /** Redis key names of the protocol. */

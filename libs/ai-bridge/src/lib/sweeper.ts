@@ -19,6 +19,11 @@ export interface SweepReport {
   deadLettered: number;
 }
 
+/** Consumer that takes queued questions off the group when the breaker sheds them. */
+const SHED_CONSUMER = 'breaker-shed';
+/** Most questions shed in one call; the next call takes the rest. */
+const SHED_BATCH = 500;
+
 function fieldsOf(flat: string[] | null): Record<string, string> | null {
   if (!flat) return null;
   const f: Record<string, string> = {};
@@ -94,5 +99,45 @@ export class QuestionSweeper {
       await tx.exec();
     }
     return report;
+  }
+
+  /**
+   * The breaker opened while these questions waited: none has started, and the worker is failing.
+   * Takes every question not yet delivered off the group, dead-letters it (`breaker_open`) and tells
+   * its client at once (`ai_unavailable`), instead of letting it wait for a failure or its deadline.
+   * Reading them through the group keeps the gate's depth (lag) exact; a crash half-way leaves them
+   * pending under a consumer that is never alive, so sweepOnce hands them on.
+   */
+  async shedQueued(now = Date.now()): Promise<number> {
+    let shed = 0;
+    for (;;) {
+      let res: Array<[string, Array<[string, string[] | null]>]> | null;
+      try {
+        res = (await this.o.redis.xreadgroup('GROUP', this.group, SHED_CONSUMER, 'COUNT', SHED_BATCH, 'STREAMS', this.stream, '>')) as typeof res;
+      } catch {
+        return shed; // no stream or group yet
+      }
+      const entries = res?.[0]?.[1] ?? [];
+      if (entries.length === 0) return shed;
+      const tx = this.o.redis.multi();
+      for (const [id, flat] of entries) {
+        const f = fieldsOf(flat);
+        if (f && f['id'] && f['sessionId'] && f['replyTo']) {
+          tx.xadd(this.dlq, 'MAXLEN', '~', 100_000, '*',
+            'reason', 'breaker_open', 'message', 'the breaker opened while it waited in the queue',
+            'id', f['id'], 'sessionId', f['sessionId'], 'replyTo', f['replyTo'], 'question', f['question'] ?? '',
+            'deadline', f['deadline'] ?? String(now), 'attempt', f['attempt'] ?? '1',
+            'traceId', f['traceId'] ?? f['id'], 'tokensSent', '0', 'failedAt', String(now), 'by', this.o.by);
+          tx.publish(f['replyTo'], JSON.stringify({
+            type: 'error', messageId: f['id'], sessionId: f['sessionId'], code: 'ai_unavailable',
+            message: 'The AI path failed while the question waited; ask again shortly.',
+          }));
+          shed++;
+        }
+        tx.xack(this.stream, this.group, id);
+      }
+      await tx.exec();
+      if (entries.length < SHED_BATCH) return shed;
+    }
   }
 }
