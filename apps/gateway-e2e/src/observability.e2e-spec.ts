@@ -136,6 +136,35 @@ describe('observability: the dashboard and alert rules against a live stack, scr
     expect(new Set(perInstance.map((v) => v.metric['instance_id'])).size).toBe(2);
   });
 
+  it('runs every Prometheus query of the dashboard without error, and its overview stats have values', async () => {
+    interface Target {
+      expr?: string;
+      datasource?: { uid?: string };
+    }
+    interface Panel {
+      type: string;
+      title: string;
+      targets?: Target[];
+    }
+    const panels = (JSON.parse(readFileSync(DASHBOARD, 'utf8')) as { panels: Panel[] }).panels;
+    const queries = panels.flatMap((p) =>
+      (p.targets ?? []).filter((t) => t.datasource?.uid === 'td-prometheus' && t.expr).map((t) => ({ panel: p, expr: t.expr as string })),
+    );
+    expect(queries.length).toBeGreaterThanOrEqual(20);
+    const failed: string[] = [];
+    for (const { panel, expr } of queries) {
+      const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(expr)}`);
+      const body = (await res.json()) as { status: string; error?: string };
+      if (body.status !== 'success') failed.push(`${panel.title}: ${expr}: ${body.error ?? res.status}`);
+    }
+    expect(failed).toEqual([]);
+    const empty: string[] = [];
+    for (const { panel, expr } of queries.filter((q) => q.panel.type === 'stat')) {
+      if ((await query(expr)).length === 0) empty.push(`${panel.title}: ${expr}`);
+    }
+    expect(empty).toEqual([]);
+  });
+
   it('loads every alert rule, evaluates each without error, and the budget alert goes pending when the budget fills', async () => {
     interface Rule {
       name: string;
