@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { ConfigError, loadConfig, type GatewayConfig } from './common/config/config';
 import { makeInstanceId } from './common/instance';
+import { LifecycleService } from './common/lifecycle.service';
 import { createApp } from './app/create-app';
 
 async function runInstance(config: GatewayConfig): Promise<void> {
@@ -10,6 +11,27 @@ async function runInstance(config: GatewayConfig): Promise<void> {
       ? `${config.INSTANCE_NAME}-w${cluster.worker?.id ?? 0}`
       : config.INSTANCE_NAME;
   const app = await createApp(config, makeInstanceId(name));
+  const lifecycle = app.get(LifecycleService);
+  // Not Nest's enableShutdownHooks: it destroys modules before the drain would run. Here the
+  // whole instance keeps working while it drains; only then does the app close.
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) return; // a second Ctrl-C does not cut the drain short; SIGKILL does
+    stopping = true;
+    process.stderr.write(`${JSON.stringify({ level: 30, msg: 'drain started', signal, pid: process.pid })}\n`);
+    lifecycle
+      .drain('graceful')
+      .then(() => app.close())
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          process.stderr.write(`gateway shutdown failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+          process.exit(1);
+        },
+      );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
   await app.listen(config.PORT, config.HOST);
 }
 

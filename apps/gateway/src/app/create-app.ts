@@ -6,6 +6,7 @@ import { Logger } from 'nestjs-pino';
 import type { GatewayConfig } from '../common/config/config';
 import { sendProblem, toProblem } from '../common/errors';
 import { BreakerService } from '../ai/breaker.service';
+import { LifecycleService } from '../common/lifecycle.service';
 import { AppModule } from './app.module';
 
 /** Builds the Nest app for one instance; main.ts and the integration tests share it. */
@@ -17,8 +18,12 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
   app.useLogger(app.get(Logger));
   app.set('trust proxy', config.TRUST_PROXY);
   app.disable('x-powered-by');
+  const lifecycle = app.get(LifecycleService);
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('X-Instance-Id', instanceId);
+    // A draining instance asks the proxy not to reuse the connection: its keep-alive pool to
+    // this instance empties before the listener closes, so no request is sent into a closing socket.
+    if (lifecycle.draining) res.setHeader('Connection', 'close');
     next();
   });
   // An open breaker refuses a question before its body is read or a route is matched: the
@@ -38,6 +43,6 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
   app.use((req: Request, res: Response, next: NextFunction) => {
     parse(req, res, (err?: unknown) => (err ? sendProblem(res, toProblem(err), req.originalUrl) : next()));
   });
-  app.enableShutdownHooks();
+  // Signals are handled in main.ts (drain first, then close); tests call app.close().
   return app;
 }

@@ -10,11 +10,13 @@ import { AiCapacityService } from '../ai/ai-capacity.service';
 import { BreakerService } from '../ai/breaker.service';
 import { SweeperService } from '../ai/sweeper.service';
 import { SessionRepository } from './session.repository';
+import { SessionDrainer } from './session-drain';
 
 @Module({
   controllers: [ChatController],
   providers: [
     ChatService,
+    SessionDrainer,
     SessionRepository,
     AiCapacityService,
     BreakerService,

@@ -61,7 +61,6 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly breaker: BreakerService,
   ) {
     this.hub = new StreamHub(config.SSE_PING_MS);
-    lifecycle.onDrain(() => this.drain());
     this.persistTimer = setInterval(() => {
       if (this.hub.unpersisted().length > 0) void this.persistPending();
     }, 1_000);
@@ -170,6 +169,12 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       case 'busy':
         this.metrics.questions.inc({ outcome: 'in_flight' });
         throw new GatewayException(ErrorCode.QuestionInFlight, 'Wait for the current answer to finish (done or error).');
+      case 'draining':
+        // Its stream ends within the drain's grace period; a new stream lands on another instance.
+        this.metrics.questions.inc({ outcome: 'draining' });
+        throw new GatewayException(ErrorCode.Draining, "This session's instance is shutting down; open a new stream and ask there.", {
+          retryAfterSec: 1,
+        });
       case 'ok':
         break;
     }
@@ -253,6 +258,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       case 'forbidden':
         throw new GatewayException(ErrorCode.InvalidToken, 'The token does not belong to this session.');
       case 'busy':
+      case 'draining':
       case 'ok':
         break;
     }
@@ -414,14 +420,5 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       // The session key expires by its TTL; the worker stops at the question's deadline.
       this.logger.warn({ err: String(err), sessionId, reason }, 'session clean-up failed: Redis unavailable');
     }
-  }
-
-  private async drain(): Promise<void> {
-    for (const id of this.hub.ids()) {
-      this.hub.end(id, 'draining', { event: 'expired', data: { reason: 'draining' } });
-    }
-    // Give the close handlers their Redis round trips before connections shut.
-    const until = Date.now() + Math.min(this.config.SHUTDOWN_GRACE_MS, 2_000);
-    while (this.hub.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
   }
 }

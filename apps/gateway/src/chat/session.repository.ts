@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { REDIS_COMMANDS } from '../common/redis/redis.module';
-import { AUTHORIZE_LUA, CLAIM_LUA, RELEASE_LUA, REMOVE_LUA } from './session.scripts';
+import { AUTHORIZE_LUA, CLAIM_LUA, DRAIN_LUA, RELEASE_LUA, REMOVE_LUA } from './session.scripts';
 
-export type ClaimStatus = 'ok' | 'not_found' | 'forbidden' | 'busy';
+export type ClaimStatus = 'ok' | 'not_found' | 'forbidden' | 'busy' | 'draining';
 
 export interface ClaimResult {
   status: ClaimStatus;
@@ -28,6 +28,7 @@ interface SessionCommands {
   tdAuthorize(session: string, tokenHash: string): Promise<[string, string]>;
   tdRelease(inflight: string, messageId: string): Promise<number>;
   tdRemove(session: string, inflight: string): Promise<string | null>;
+  tdDrain(session: string, inflight: string): Promise<string | null>;
 }
 
 export function hashToken(token: string): string {
@@ -52,6 +53,7 @@ export class SessionRepository {
     redis.defineCommand('tdAuthorize', { numberOfKeys: 1, lua: AUTHORIZE_LUA });
     redis.defineCommand('tdRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
     redis.defineCommand('tdRemove', { numberOfKeys: 2, lua: REMOVE_LUA });
+    redis.defineCommand('tdDrain', { numberOfKeys: 2, lua: DRAIN_LUA });
     this.redis = redis as Redis & SessionCommands;
   }
 
@@ -93,6 +95,26 @@ export class SessionRepository {
   /** Deletes the session; returns the id of the question that was in flight, if any. */
   async remove(sessionId: string): Promise<string | null> {
     return this.redis.tdRemove(keys.session(sessionId), keys.inflight(sessionId));
+  }
+
+  /**
+   * Marks sessions as draining (no new question from any instance) and returns, per session, the
+   * question still in flight or null. One script per session (one slot each), one pipeline.
+   */
+  async markDraining(sessionIds: string[]): Promise<Map<string, string | null>> {
+    const out = new Map<string, string | null>();
+    if (sessionIds.length === 0) return out;
+    const p = this.redis.pipeline();
+    // On a pipeline the script only queues; the replies come from exec().
+    const queue = p as unknown as { tdDrain(session: string, inflight: string): unknown };
+    for (const id of sessionIds) queue.tdDrain(keys.session(id), keys.inflight(id));
+    const results = (await p.exec()) ?? [];
+    sessionIds.forEach((id, i) => {
+      const [err, v] = results[i] ?? [new Error('no reply'), null];
+      if (err) throw err;
+      out.set(id, typeof v === 'string' ? v : null);
+    });
+    return out;
   }
 
   /** Tells the instance that holds a stream which question is in flight, so it can watch the deadline. */

@@ -64,3 +64,16 @@ describe('loadConfig: the dam', () => {
     }
   });
 });
+
+describe('loadConfig: drain', () => {
+  it('defaults to a 1 s grace and a 20 s in-flight limit', () => {
+    const c = loadConfig({});
+    expect(c.DRAIN_GRACE_MS).toBe(1_000);
+    expect(c.DRAIN_INFLIGHT_MS).toBe(20_000);
+  });
+
+  it('refuses an in-flight limit shorter than the grace', () => {
+    expect(() => loadConfig({ DRAIN_GRACE_MS: '5000', DRAIN_INFLIGHT_MS: '1000' })).toThrow(/DRAIN_INFLIGHT_MS/);
+    expect(loadConfig({ DRAIN_GRACE_MS: '0', DRAIN_INFLIGHT_MS: '0' }).DRAIN_INFLIGHT_MS).toBe(0);
+  });
+});

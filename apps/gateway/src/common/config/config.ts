@@ -23,7 +23,11 @@ const fields = z.object({
   DAM_SESSION_IDLE_MS: int(120_000, 200, 86_400_000),
   AI_QUESTION_STREAM: z.string().min(1).default('td:questions'),
   AI_QUESTION_STREAM_MAXLEN: int(100_000, 100, 10_000_000),
-  SHUTDOWN_GRACE_MS: int(5_000, 0, 120_000),
+  // Drain on SIGTERM: sessions stay open DRAIN_GRACE_MS (load balancers see readiness fall),
+  // then end with `expired: draining` as soon as nothing is in flight on them; an answer still
+  // running DRAIN_INFLIGHT_MS after the signal is cut and dead-lettered (reason draining).
+  DRAIN_GRACE_MS: int(1_000, 0, 120_000),
+  DRAIN_INFLIGHT_MS: int(20_000, 0, 600_000),
   REDIS_REQUEST_TIMEOUT_MS: int(50, 5, 10_000),
   DAM_MAX_QUEUE_WAIT_MS: int(2_000, 0, 600_000),
   AI_WORKER_REFRESH_MS: int(500, 50, 60_000),
@@ -54,6 +58,9 @@ const fields = z.object({
 const schema = fields.superRefine((c, ctx) => {
   if (c.DAM_HEARTBEAT_TTL_MS <= c.DAM_HEARTBEAT_MS) {
     ctx.addIssue({ code: 'custom', path: ['DAM_HEARTBEAT_TTL_MS'], message: 'must be longer than DAM_HEARTBEAT_MS' });
+  }
+  if (c.DRAIN_INFLIGHT_MS < c.DRAIN_GRACE_MS) {
+    ctx.addIssue({ code: 'custom', path: ['DRAIN_INFLIGHT_MS'], message: 'must be at least DRAIN_GRACE_MS' });
   }
   if (c.AUTH_JWT_REQUIRED && !c.AUTH_JWT_SECRET) {
     ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_REQUIRED'], message: 'needs AUTH_JWT_SECRET' });
