@@ -40,6 +40,14 @@ for name in ["prometheus", "grafana"]:
     for p in s.get(name, {}).get("ports", []):
         host = p if isinstance(p, str) else p.get("host_ip", "")
         need(str(host).startswith("127.0.0.1"), f"{name} must be published on 127.0.0.1 only")
+# Grafana loads the dashboard from where compose mounts it.
+mounts = {}
+for v in s.get("grafana", {}).get("volumes", []):
+    src, dst = (v.split(":")[:2] if isinstance(v, str) else (v.get("source", ""), v.get("target", "")))
+    mounts[src.rstrip("/").split("/infra/")[-1]] = dst
+provider = yaml.safe_load(open("infra/grafana/provisioning/dashboards/dashboards.yml"))["providers"][0]["options"]["path"]
+need(mounts.get("grafana/dashboards") == provider, f"grafana mounts the dashboards at {mounts.get('grafana/dashboards')} but loads them from {provider}")
+need(mounts.get("grafana/provisioning") == "/etc/grafana/provisioning", "grafana/provisioning must be mounted at /etc/grafana/provisioning")
 if problems:
     print("\n".join("  - " + p for p in problems), file=sys.stderr)
     sys.exit(1)
