@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ManagedChild, SseClient, freePort, repoRoot, waitFor, type Stack } from '@traffic-dam/stack';
+import { ManagedChild, SseClient, ask, freePort, repoRoot, waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
 import { eventually, startE2eStack } from './e2e-stack';
 
 const root = repoRoot();
@@ -49,6 +49,7 @@ describe('observability: the dashboard and alert rules against a live stack, scr
   let prom: ManagedChild | undefined;
   let promUrl = '';
   const streams: SseClient[] = [];
+  const sessions: ChatSession[] = [];
 
   async function query(expr: string): Promise<PromVector[]> {
     const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(expr)}`, { signal: AbortSignal.timeout(2_000) });
@@ -121,7 +122,7 @@ describe('observability: the dashboard and alert rules against a live stack, scr
     for (let i = 0; i < 4; i++) {
       const sse = await new SseClient(`${stack.url}/chat/stream`).open();
       streams.push(sse);
-      await sse.session();
+      sessions.push(await sse.session());
     }
     // What Prometheus stored equals what the gateways say in /dam.
     await eventually('4 sessions held, as Prometheus sees it', async () => (await scalar('sum(td_dam_held)')) === 4, 15_000, 250);
@@ -134,6 +135,33 @@ describe('observability: the dashboard and alert rules against a live stack, scr
     const perInstance = await query('td_dam_held');
     expect(perInstance).toHaveLength(2);
     expect(new Set(perInstance.map((v) => v.metric['instance_id'])).size).toBe(2);
+  });
+
+  it('answers show up in Prometheus as time to first token and answer latency', async () => {
+    const sse = streams[0];
+    const session = sessions[0];
+    if (!sse || !session) throw new Error('no stream from the previous test');
+    const r = await ask(stack.url, session, 'how fast was that?');
+    expect(r.status).toBe(202);
+    const { messageId } = r.body as { messageId: string };
+    await sse.waitFor((e) => e.event === 'done' && (e.data as { messageId: string }).messageId === messageId, 10_000);
+    await eventually('ttft scraped', async () => ((await scalar('sum(td_answer_ttft_seconds_count)')) ?? 0) >= 1, 15_000, 250);
+    await eventually(
+      'answer latency scraped',
+      async () => ((await scalar('sum(td_answer_duration_seconds_count{outcome="done"})')) ?? 0) >= 1,
+      15_000,
+      250,
+    );
+    // The dashboard's p95 panel has a value, and it is a plausible one (the worker's TTFT is 200 ms).
+    await eventually(
+      'ttft p95 computed',
+      async () => {
+        const p95 = await scalar('histogram_quantile(0.95, sum by (le) (rate(td_answer_ttft_seconds_bucket[1m])))');
+        return p95 !== null && p95 > 0 && p95 < 10;
+      },
+      15_000,
+      250,
+    );
   });
 
   it('runs every Prometheus query of the dashboard without error, and its overview stats have values', async () => {
@@ -186,7 +214,7 @@ describe('observability: the dashboard and alert rules against a live stack, scr
     while (streams.length < 2 * SLOTS) {
       const sse = await new SseClient(`${stack.url}/chat/stream`).open();
       streams.push(sse);
-      await sse.session();
+      sessions.push(await sse.session());
     }
     const alerts = async (): Promise<Array<{ labels: Record<string, string>; state: string }>> =>
       ((await (await fetch(`${promUrl}/api/v1/alerts`)).json()) as { data: { alerts: Array<{ labels: Record<string, string>; state: string }> } })
