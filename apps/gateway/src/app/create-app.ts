@@ -7,6 +7,7 @@ import type { GatewayConfig } from '../common/config/config';
 import { sendProblem, toProblem } from '../common/errors';
 import { BreakerService } from '../ai/breaker.service';
 import { LifecycleService } from '../common/lifecycle.service';
+import { setupOpenApi } from '../docs/openapi';
 import { AppModule } from './app.module';
 
 /** Builds the Nest app for one instance; main.ts and the integration tests share it. */
@@ -43,6 +44,7 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
   app.use((req: Request, res: Response, next: NextFunction) => {
     parse(req, res, (err?: unknown) => (err ? sendProblem(res, toProblem(err), req.originalUrl) : next()));
   });
+  setupOpenApi(app, config);
   // Signals are handled in main.ts (drain first, then close); tests call app.close().
   return app;
 }
