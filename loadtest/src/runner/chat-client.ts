@@ -30,6 +30,8 @@ export interface ChatClientOptions {
   question: string;
   /** HS256 secret: each user gets its own JWT (sub = user id), as the gateway's per-user limits expect. */
   jwtSecret?: string;
+  /** Longest Retry-After honoured before asking again. Default 5 s. */
+  retryAfterMaxMs?: number;
 }
 
 interface Problem {
@@ -80,7 +82,8 @@ export class ChatClient {
     return { authorization: `Bearer ${t}` };
   }
 
-  async lifecycle(role: string, user: string, stop: AbortSignal): Promise<IterationResult> {
+  /** `retry`: ask again after a refused question (a user); false for an abuser's one-shot. */
+  async lifecycle(role: string, user: string, stop: AbortSignal, retry = true): Promise<IterationResult> {
     const { metrics: m, pool, deadlines: d } = this.o;
     m.started(role);
     const ac = new AbortController();
@@ -117,7 +120,8 @@ export class ChatClient {
         m.status(role, `stream ${res.statusCode} ${code}`);
         if (res.statusCode === 429 || res.statusCode === 503) {
           m.latency(role, 'refusal', tHead - t0);
-          m.outcome(role, 'refused', res.statusCode === 429 ? '429' : '503');
+          m.refusal(role, res.statusCode === 429 ? '429' : '503');
+          m.outcome(role, 'refused');
           return { outcome: 'refused', retryAfterMs: retryAfterMs(res.headers) };
         }
         m.outcome(role, 'error');
@@ -199,33 +203,52 @@ export class ChatClient {
         const s = session as unknown as { sessionId: string; token: string };
         m.latency(role, 'session', performance.now() - t0);
 
-        const tPost = performance.now();
+        // A closed-model user whose question is refused (429/503) keeps its stream and asks again
+        // after Retry-After (bounded), until the first-token deadline; an abuser does not wait.
+        const tFirstPost = performance.now();
+        let tPost = tFirstPost;
         let post: Dispatcher.ResponseData;
-        try {
-          post = await pool.request({
-            path: `/chat/sessions/${encodeURIComponent(s.sessionId)}/messages`,
-            method: 'POST',
-            headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
-            body: JSON.stringify({ question: this.o.question }),
-            signal: ac.signal,
-            headersTimeout: d.postMs,
-            bodyTimeout: d.postMs,
-          });
-        } catch (err) {
-          return fail(`0 post ${failureKind(err)}`, 'status0');
-        }
-        const tPostDone = performance.now();
-        m.latency(role, 'post', tPostDone - tPost);
-        if (post.statusCode !== 202) {
+        for (;;) {
+          tPost = performance.now();
+          try {
+            post = await pool.request({
+              path: `/chat/sessions/${encodeURIComponent(s.sessionId)}/messages`,
+              method: 'POST',
+              headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+              body: JSON.stringify({ question: this.o.question }),
+              signal: ac.signal,
+              headersTimeout: d.postMs,
+              bodyTimeout: d.postMs,
+            });
+          } catch (err) {
+            return fail(`0 post ${failureKind(err)}`, 'status0');
+          }
+          const tPostDone = performance.now();
+          m.latency(role, 'post', tPostDone - tPost);
+          if (post.statusCode === 202) break;
           const code = await problemCode(post.body);
           m.status(role, `post ${post.statusCode} ${code}`);
-          if (post.statusCode === 429 || post.statusCode === 503) {
-            m.latency(role, 'refusal', tPostDone - tPost);
-            m.outcome(role, 'refused', post.statusCode === 429 ? '429' : '503');
+          if (post.statusCode !== 429 && post.statusCode !== 503) {
+            m.outcome(role, 'error');
+            return { outcome: 'error' };
+          }
+          m.latency(role, 'refusal', tPostDone - tPost);
+          m.refusal(role, post.statusCode === 429 ? '429' : '503');
+          const wait = Math.min(retryAfterMs(post.headers) ?? 1_000, this.o.retryAfterMaxMs ?? 5_000);
+          if (!retry || performance.now() + wait - tFirstPost > d.firstTokenMs) {
+            m.outcome(role, 'refused');
             return { outcome: 'refused', retryAfterMs: retryAfterMs(post.headers) };
           }
-          m.outcome(role, 'error');
-          return { outcome: 'error' };
+          await new Promise<void>((resolve) => {
+            const t = setTimeout(resolve, wait);
+            wake = () => {
+              if (!ended && !stop.aborted) return;
+              clearTimeout(t);
+              resolve();
+            };
+          });
+          wake = null;
+          if (ended || stop.aborted) return fail('answer stream_ended');
         }
         await post.body.dump();
         m.status(role, 'post 202');

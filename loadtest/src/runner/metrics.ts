@@ -28,6 +28,7 @@ export interface RoleSummary {
   statuses: Record<string, number>;
   /** Requests that got no HTTP answer or whose answer never came within its deadline. */
   status0: number;
+  /** 429 / 503 answers (to the stream or to a question); an iteration may retry after one. */
   refused429: number;
   refused503: number;
   /** ms */
@@ -136,7 +137,19 @@ export class Metrics {
     r.statuses.set(key, (r.statuses.get(key) ?? 0) + 1);
   }
 
-  outcome(role: string, outcome: Outcome, kind?: 'status0' | '429' | '503'): void {
+  /** A 429/503 answer (an iteration may see several before its question is accepted). */
+  refusal(role: string, kind: '429' | '503'): void {
+    const r = this.role(role);
+    if (kind === '503') {
+      r.refused503++;
+      this.bucket.refused503++;
+    } else {
+      r.refused429++;
+      this.bucket.refused429++;
+    }
+  }
+
+  outcome(role: string, outcome: Outcome, kind?: 'status0'): void {
     const r = this.role(role);
     r.outcomes[outcome]++;
     switch (outcome) {
@@ -144,13 +157,6 @@ export class Metrics {
         this.bucket.completed++;
         break;
       case 'refused':
-        if (kind === '503') {
-          r.refused503++;
-          this.bucket.refused503++;
-        } else {
-          r.refused429++;
-          this.bucket.refused429++;
-        }
         break;
       case 'error':
         if (kind === 'status0') {
@@ -190,7 +196,7 @@ export class Metrics {
     let errors = 0;
     for (const r of this.roles.values()) {
       completed += r.outcomes.completed;
-      refused += r.outcomes.refused;
+      refused += r.refused429 + r.refused503;
       status0 += r.status0;
       errors += r.outcomes.error;
     }

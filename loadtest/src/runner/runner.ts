@@ -106,6 +106,7 @@ export class Runner {
       deadlines: this.deadlines,
       question: o.question ?? 'How does a dam keep a river from flooding?',
       jwtSecret: o.jwtSecret,
+      retryAfterMaxMs: this.retryAfterMaxMs,
     });
   }
 
@@ -217,7 +218,7 @@ export class Runner {
         this.vuStarted();
         const user = users > 0 ? `${this.o.file.name}-${name}-user${i % users}` : `${this.o.file.name}-${name}-it${i}`;
         const p = this.client
-          .lifecycle(role, user, abort.signal)
+          .lifecycle(role, user, abort.signal, false)
           .then(() => undefined)
           .finally(() => {
             busy--;

@@ -33,7 +33,8 @@ export function formatSummary(r: RunResult): string {
     out.push(
       `     iterations.........................: ${s.iterations}  (${(s.iterations / secs).toFixed(1)}/s)`,
       `     completed answers..................: ${s.outcomes.completed}  (${(s.outcomes.completed / secs).toFixed(1)}/s)`,
-      `     refused............................: ${s.outcomes.refused}  (429: ${s.refused429}, 503: ${s.refused503})`,
+      `     refusals (429/503 answers).........: ${s.refused429 + s.refused503}  (429: ${s.refused429}, 503: ${s.refused503})`,
+      `     iterations ended refused...........: ${s.outcomes.refused}`,
       `     status 0 (no answer / timeout).....: ${s.status0}`,
       `     other errors.......................: ${s.outcomes.error - s.status0}`,
       `     interrupted at the end.............: ${s.outcomes.interrupted}`,

@@ -1,0 +1,65 @@
+// npm run experiment [-- --quick] [--out dir] [--configs before-1gw,after-1gw] [--scenarios s0,s1,s2]
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CONFIGURATIONS, SCENARIOS, runExperiment } from './experiment';
+import { acceptance } from './figures';
+import { renderReport } from './report';
+
+const HELP = `npm run experiment [-- options]
+
+Starts a fresh stack for each configuration (dam off "before" / dam on "after", 1 and 2 gateways),
+runs the unloaded baseline and the scenarios S0, S1, S2 against it, stops it, and writes one
+self-contained HTML report (charts, the seed's table before beside after, acceptance) and the JSON.
+
+  --quick            durations x0.08 and a quarter of the users and slots (about 4 minutes)
+  --out DIR          where to write report.html and results.json (default loadtest/reports/<time>)
+  --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')}
+  --scenarios LIST   only these of: ${SCENARIOS.join(', ')} (the baseline always runs)
+  --no-progress      no progress bars
+`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      out: { type: 'string' },
+      configs: { type: 'string' },
+      scenarios: { type: 'string' },
+      'no-progress': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const list = (v: string | undefined, known: readonly string[], name: string): string[] | undefined => {
+    if (v === undefined) return undefined;
+    const items = v.split(',').map((s) => s.trim()).filter(Boolean);
+    const bad = items.filter((i) => !known.includes(i));
+    if (bad.length || items.length === 0) {
+      process.stderr.write(`${name}: unknown ${bad.join(', ') || '(empty)'}; known: ${known.join(', ')}\n`);
+      process.exit(2);
+    }
+    return items;
+  };
+  const configs = list(values.configs, CONFIGURATIONS.map((c) => c.id), '--configs');
+  const scenarios = list(values.scenarios, SCENARIOS, '--scenarios');
+  const started = Date.now();
+  const out = resolve(values.out ?? join('loadtest/reports', new Date().toISOString().replace(/[:.]/g, '-')));
+  mkdirSync(out, { recursive: true });
+  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'] });
+  writeFileSync(join(out, 'results.json'), JSON.stringify(result, null, 1));
+  writeFileSync(join(out, 'report.html'), renderReport(result));
+  const checks = acceptance(result);
+  process.stdout.write('\nAcceptance (dam on):\n');
+  for (const c of checks) process.stdout.write(`  [${c.pass ? 'met' : 'NOT met'}] ${c.config}: ${c.what}: ${c.value}\n`);
+  process.stdout.write(`\nreport: ${join(out, 'report.html')}\nresults: ${join(out, 'results.json')}\ntook ${Math.round((Date.now() - started) / 1000)} s\n`);
+  if (result.results.some((r) => r.error)) process.exit(1);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,193 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Stack } from '@traffic-dam/stack';
+import type { Scale } from '../scenario-scale';
+import { Runner, type RunResult } from '../runner/runner';
+import { formatSummary } from '../runner/summary';
+import { loadScenarioFile, scaledScenarioFile } from '../scenarios';
+import { DamPoller } from './dam-poller';
+
+export interface Configuration {
+  /** `before-1gw`, `after-2gw`, ... */
+  id: string;
+  label: string;
+  damMode: 'off' | 'enforce';
+  gateways: number;
+}
+
+export const CONFIGURATIONS: readonly Configuration[] = [
+  { id: 'before-1gw', label: 'before (dam off), 1 gateway', damMode: 'off', gateways: 1 },
+  { id: 'after-1gw', label: 'after (dam on), 1 gateway', damMode: 'enforce', gateways: 1 },
+  { id: 'before-2gw', label: 'before (dam off), 2 gateways', damMode: 'off', gateways: 2 },
+  { id: 'after-2gw', label: 'after (dam on), 2 gateways', damMode: 'enforce', gateways: 2 },
+];
+
+/** The loaded scenarios, in the order they run after the unloaded baseline. */
+export const SCENARIOS = ['s0', 's1', 's2'] as const;
+
+export interface ExperimentOptions {
+  quick: boolean;
+  /** Only these configuration ids / scenarios (default all). */
+  configs?: string[];
+  scenarios?: string[];
+  progress?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface Settings {
+  scale: Scale;
+  /** The baseline runs at least this long whatever the scale. */
+  baselineScale: Scale;
+  aiCapacityPerSec: number;
+  slotsPerInstance: number;
+  /** Environment of every gateway and worker in every configuration. */
+  env: Record<string, string>;
+}
+
+export interface ConfigurationResult {
+  config: Configuration;
+  /** baseline, s0, s1, s2. */
+  runs: Record<string, RunResult>;
+  /** Sessions the gateways still held after each run had ended and settled (should be 0). */
+  heldAfter: Record<string, number>;
+  error?: string;
+}
+
+export interface ExperimentResult {
+  startedAt: string;
+  finishedAt: string;
+  quick: boolean;
+  machine: { cpus: number; cpuModel: string; node: string; platform: string; loadavgAtStart: number[]; loadavgAtEnd: number[] };
+  settings: Settings;
+  seed: Record<string, { title: string; before: string }>;
+  results: ConfigurationResult[];
+}
+
+/** The JWT secret of the experiment's gateways; the runner signs one JWT per user with it. */
+const JWT_SECRET = 'traffic-dam-experiment-secret-0123456789abcdef';
+
+export function experimentSettings(quick: boolean): Settings {
+  // Quick: every duration x0.08 and a quarter of the users against a quarter of the slots, so
+  // the story (1,100 users against 1,000 slots per instance) keeps its proportions.
+  const scale: Scale = quick ? { time: 0.08, vus: 0.25 } : { time: 1, vus: 1 };
+  const slotsPerInstance = Math.round(1_000 * scale.vus);
+  const aiCapacityPerSec = 40;
+  return {
+    scale,
+    baselineScale: { time: Math.max(scale.time, 0.25), vus: 1 },
+    aiCapacityPerSec,
+    slotsPerInstance,
+    env: {
+      LOG_LEVEL: 'warn',
+      AUTH_JWT_SECRET: JWT_SECRET,
+      DAM_SLOTS_PER_INSTANCE: String(slotsPerInstance),
+      // A normal user asks about once a second (answer ~0.6 s, no think time): 120 per minute
+      // leaves it unhindered; an abuser (20 per second) is held by it and by the 5-session cap.
+      DAM_USER_QUESTIONS: '120',
+      DAM_USER_QUESTION_WINDOW_SEC: '60',
+      DAM_USER_MAX_SESSIONS: '5',
+      // The gate's estimate is (queued + in-progress answers) / throughput, so it counts the
+      // ~0.6 s answers in progress (40/s x 0.6 s = 600 ms) besides the real queue: 850 ms leaves
+      // ~250 ms of queue, the TTFT margin, while keeping the worker busy.
+      DAM_MAX_QUEUE_WAIT_MS: '850',
+      // Two shared cores under full load: Redis answers in tens of ms, not in the production
+      // defaults' 20/50 ms; these keep the dam deciding on Redis rather than on its fallback.
+      DAM_REDIS_TIMEOUT_MS: '150',
+      REDIS_REQUEST_TIMEOUT_MS: '500',
+      // The simulated LLM: 40 answers/s across workers, 200 ms to first token, 20 tokens at 50/s.
+      AI_CAPACITY_PER_SEC: String(aiCapacityPerSec),
+      AI_TTFT_MS: '200',
+      AI_TOKENS_PER_SEC: '50',
+      AI_ANSWER_TOKENS: '20',
+    },
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** After a run: wait (bounded) until the gateways hold no session, and report what is left. */
+async function settle(poller: DamPoller, maxMs: number): Promise<number> {
+  const until = Date.now() + maxMs;
+  let held = await poller.held();
+  while (held > 0 && Date.now() < until) {
+    await sleep(500);
+    held = await poller.held();
+  }
+  return held;
+}
+
+export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
+  const log = o.log ?? ((l: string) => process.stdout.write(`${l}\n`));
+  const settings = experimentSettings(o.quick);
+  const configs = CONFIGURATIONS.filter((c) => !o.configs || o.configs.includes(c.id));
+  const scenarios = SCENARIOS.filter((s) => !o.scenarios || o.scenarios.includes(s));
+  const seed: ExperimentResult['seed'] = {};
+  for (const s of scenarios) {
+    const f = loadScenarioFile(s);
+    seed[s] = { title: f.title, before: f.seedBefore };
+  }
+  const startedAt = new Date().toISOString();
+  const loadAtStart = loadavg();
+  const results: ConfigurationResult[] = [];
+  for (const config of configs) {
+    const dir = mkdtempSync(join(tmpdir(), `td-experiment-${config.id}-`));
+    const stack = new Stack({
+      dir,
+      gateways: config.gateways,
+      workers: 1,
+      port: 0,
+      env: { ...settings.env, DAM_MODE: config.damMode },
+    });
+    const result: ConfigurationResult = { config, runs: {}, heldAfter: {} };
+    results.push(result);
+    log(`== ${config.label}: starting the stack`);
+    try {
+      await stack.start();
+      const poller = new DamPoller(stack.gateways.map((g) => g.url));
+      poller.start();
+      try {
+        for (const name of ['baseline', ...scenarios]) {
+          const scale = name === 'baseline' ? settings.baselineScale : settings.scale;
+          const file = scaledScenarioFile(loadScenarioFile(name), scale);
+          log(`-- ${config.id} ${name}: ${file.title}`);
+          const run = await new Runner({ baseUrl: stack.url, file, jwtSecret: JWT_SECRET, progress: o.progress, sample: () => poller.sample() }).run();
+          result.runs[name] = run;
+          log(formatSummary(run));
+          // Sessions are released as clients close; give the gateways a moment before the next run.
+          result.heldAfter[name] = await settle(poller, o.quick ? 5_000 : 15_000);
+          if (result.heldAfter[name]) log(`   ${result.heldAfter[name]} sessions still held after ${name} settled`);
+          await sleep(o.quick ? 1_000 : 3_000);
+        }
+      } finally {
+        poller.stop();
+      }
+    } catch (err) {
+      result.error = err instanceof Error ? err.message : String(err);
+      log(`   ${config.id} failed: ${result.error}`);
+    } finally {
+      await stack.stop();
+      if (!result.error) rmSync(dir, { recursive: true, force: true });
+      else log(`   logs kept in ${dir}`);
+    }
+  }
+  const cpu = cpus();
+  return {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    quick: o.quick,
+    machine: {
+      cpus: cpu.length,
+      cpuModel: cpu[0]?.model ?? 'unknown',
+      node: process.version,
+      platform: `${process.platform} ${process.arch}`,
+      loadavgAtStart: loadAtStart.map((l) => Math.round(l * 100) / 100),
+      loadavgAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
+    },
+    settings,
+    seed,
+    results,
+  };
+}
