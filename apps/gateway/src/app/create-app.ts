@@ -19,6 +19,18 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
   app.useLogger(app.get(Logger));
   app.set('trust proxy', config.TRUST_PROXY);
   app.disable('x-powered-by');
+  if (config.CORS_ORIGINS) {
+    // First, so refusals (429, 503) carry the headers too: a browser can only read them then.
+    // No credentials: the API authenticates with bearer tokens, never with cookies.
+    app.enableCors({
+      origin: config.CORS_ORIGINS.includes('*') ? '*' : config.CORS_ORIGINS,
+      methods: ['GET', 'POST', 'DELETE'],
+      allowedHeaders: ['Authorization', 'Content-Type', 'X-Request-Id', 'Last-Event-ID'],
+      exposedHeaders: ['Retry-After', 'RateLimit', 'RateLimit-Policy', 'WWW-Authenticate', 'X-Request-Id', 'X-Instance-Id'],
+      credentials: false,
+      maxAge: 600,
+    });
+  }
   const lifecycle = app.get(LifecycleService);
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('X-Instance-Id', instanceId);

@@ -77,3 +77,23 @@ describe('loadConfig: drain', () => {
     expect(loadConfig({ DRAIN_GRACE_MS: '0', DRAIN_INFLIGHT_MS: '0' }).DRAIN_INFLIGHT_MS).toBe(0);
   });
 });
+
+describe('loadConfig: CORS', () => {
+  it('has no CORS by default', () => {
+    expect(loadConfig({}).CORS_ORIGINS).toBeUndefined();
+  });
+
+  it('reads a comma-separated list of origins', () => {
+    expect(loadConfig({ CORS_ORIGINS: 'https://app.example.com, http://localhost:5173' }).CORS_ORIGINS).toEqual([
+      'https://app.example.com',
+      'http://localhost:5173',
+    ]);
+    expect(loadConfig({ CORS_ORIGINS: '*' }).CORS_ORIGINS).toEqual(['*']);
+  });
+
+  it('refuses what is not an origin (a path, a scheme-less host)', () => {
+    expect(() => loadConfig({ CORS_ORIGINS: 'https://app.example.com/path' })).toThrow(/CORS_ORIGINS/);
+    expect(() => loadConfig({ CORS_ORIGINS: 'app.example.com' })).toThrow(/CORS_ORIGINS/);
+    expect(() => loadConfig({ CORS_ORIGINS: ' , ' })).toThrow(/CORS_ORIGINS/);
+  });
+});

@@ -15,6 +15,12 @@ const fields = z.object({
     .optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   TRUST_PROXY: z.string().min(1).default('loopback'),
+  // Browser origins allowed to call the API cross-origin, comma-separated; unset: no CORS at all.
+  CORS_ORIGINS: z
+    .string()
+    .transform((v) => v.split(',').map((o) => o.trim()).filter((o) => o.length > 0))
+    .pipe(z.array(z.string().regex(/^(\*|https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?)$/, 'origins like https://app.example.com[:port], or *')).min(1))
+    .optional(),
   SSE_PING_MS: int(15_000, 100, 15_000),
   QUESTION_MAX_CHARS: int(4_000, 1, 100_000),
   BODY_MAX_BYTES: int(16_384, 256, 1_048_576),
