@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { DeadLetterQueue } from '@traffic-dam/ai-bridge';
 import { SseClient, ask, startTestRedis, type RedisHandle } from '@traffic-dam/stack';
 import { LifecycleService } from '../common/lifecycle.service';
-import { startInstance, type TestInstance } from '../testing/instance';
+import { startInstance, waitUntil, type TestInstance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 
 async function damHeld(url: string): Promise<number> {
@@ -140,6 +140,12 @@ describe('graceful drain (real Redis)', () => {
       // The worker is told to stop: the cancel mark is set.
       expect(await commands.exists(`td:cancel:${messageId}`)).toBe(1);
       expect(await damHeld(a.url)).toBe(0);
+      // A replay asks it again: back on the question stream, without the cancel mark that would stop it.
+      const replayed = await dlq.replay(100);
+      expect(replayed.replayed).toBeGreaterThanOrEqual(1);
+      expect(await commands.exists(`td:cancel:${messageId}`)).toBe(0);
+      await waitUntil(async () => worker.received.filter((q) => q['id'] === messageId).length === 2);
+      expect(worker.received.filter((q) => q['id'] === messageId).map((q) => q['attempt'])).toEqual(['1', '2']);
     } finally {
       worker.release();
       await a.app.close();

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { questionToFields, type Question } from './protocol';
+import { protocolKeys, questionToFields, type Question } from './protocol';
 
 /**
  * `draining`: a gateway shutting down cut the answer at its in-flight limit (DRAIN_INFLIGHT_MS);
@@ -102,7 +102,13 @@ export class DeadLetterQueue {
         continue;
       }
       const q: Question = { ...d.question, attempt: d.question.attempt + 1 };
-      await this.o.redis.multi().xadd(this.questions, '*', ...questionToFields(q)).xdel(this.stream, d.entryId).exec();
+      // A cut answer (draining, a closed stream) left a cancel mark that would stop the replay at once.
+      await this.o.redis
+        .multi()
+        .del(protocolKeys.cancel(q.id))
+        .xadd(this.questions, '*', ...questionToFields(q))
+        .xdel(this.stream, d.entryId)
+        .exec();
       report.replayed++;
     }
     return report;
