@@ -77,11 +77,38 @@ async function main(): Promise<void> {
     ].join('\n') + '\n',
   );
   // If a child dies on its own, say so; the rest keeps serving.
-  for (const c of [...stack.gateways.map((g) => g.child), ...stack.workers.map((w) => w.child)]) {
+  for (const c of stack.workers.map((w) => w.child)) {
     void c.wait().then((code) => {
       if (!stopping) process.stderr.write(`${c.opts.name} exited (${code}); see ${c.opts.logFile}\n`);
     });
   }
+  // A gateway that exits 0 was drained (SIGTERM to its pid): it comes back on the same port, so
+  // `kill -TERM <pid>` one gateway at a time is a rolling restart. Any other exit is reported.
+  const watch = (index: number): void => {
+    const g = stack.gateways[index];
+    if (!g) return;
+    void g.child.wait().then(async (code) => {
+      if (stopping) return;
+      if (code !== 0) {
+        process.stderr.write(`${g.child.opts.name} exited (${code}); see ${g.child.opts.logFile}\n`);
+        return;
+      }
+      process.stdout.write(`gateway ${index} drained and exited 0; starting it again on ${g.url}\n`);
+      try {
+        const fresh = await stack.startGateway(index, g.port);
+        stack.gateways[index] = fresh;
+        if (stopping) {
+          await fresh.child.stop(); // the stack stopped while it started
+          return;
+        }
+        process.stdout.write(`gateway ${index} is back: ${fresh.url} (pid ${fresh.child.pid})\n`);
+        watch(index);
+      } catch (err) {
+        process.stderr.write(`gateway ${index} did not come back: ${err instanceof Error ? err.message : String(err)}\n`);
+      }
+    });
+  };
+  stack.gateways.forEach((_, i) => watch(i));
 }
 
 main().catch((err: unknown) => {
