@@ -31,6 +31,7 @@ const ttft = new Trend('chat_ttft', true);
 const answer = new Trend('chat_answer', true);
 const refusal = new Trend('chat_refusal', true);
 const completed = new Counter('chat_completed');
+/** Every 429/503 answer, tagged with its status and whether the stream or the question got it. */
 const refused = new Counter('chat_refused');
 const status0 = new Counter('chat_status_0');
 const errors = new Counter('chat_errors');
@@ -63,7 +64,7 @@ function retryAfterS(headers: Record<string, string>): number {
 }
 
 /** One lifecycle for `user`; returns the seconds to wait before the next one (Retry-After). */
-export function lifecycle(user: string): number {
+export function lifecycle(user: string, retry: boolean): number {
   const t0 = Date.now();
   let tPost = 0;
   let firstToken = 0;
@@ -83,21 +84,33 @@ export function lifecycle(user: string): number {
         case 'session': {
           session.add(now - t0);
           const s = JSON.parse(e.data) as { sessionId: string; token: string };
-          tPost = Date.now();
-          const r = http.post(`${BASE_URL}/chat/sessions/${s.sessionId}/messages`, JSON.stringify({ question: QUESTION }), {
-            headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.token}` },
-            timeout: '10s',
-            tags: { name: 'POST /chat/sessions/{id}/messages' },
-          });
-          post.add(r.timings.duration);
-          if (r.status === 429 || r.status === 503) {
+          const firstPost = Date.now();
+          // A refused question (429/503) is asked again on the same stream after Retry-After
+          // (bounded), until the first-token deadline; an abuser does not wait.
+          for (;;) {
+            tPost = Date.now();
+            const r = http.post(`${BASE_URL}/chat/sessions/${s.sessionId}/messages`, JSON.stringify({ question: QUESTION }), {
+              headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.token}` },
+              timeout: '10s',
+              tags: { name: 'POST /chat/sessions/{id}/messages' },
+            });
+            post.add(r.timings.duration);
+            if (r.status === 202) break;
+            if (r.status !== 429 && r.status !== 503) {
+              outcome = r.status === 0 ? 'status0' : 'error';
+              client.close();
+              return;
+            }
             refusal.add(Date.now() - tPost);
-            outcome = 'refused';
-            wait = retryAfterS(r.headers);
-            client.close();
-          } else if (r.status !== 202) {
-            outcome = r.status === 0 ? 'status0' : 'error';
-            client.close();
+            refused.add(1, { status: String(r.status), on: 'post' });
+            const w = retryAfterS(r.headers);
+            if (!retry || Date.now() + w * 1000 - firstPost > FIRST_TOKEN_DEADLINE_MS) {
+              outcome = 'refused';
+              wait = w;
+              client.close();
+              return;
+            }
+            sleep(w);
           }
           break;
         }
@@ -127,6 +140,7 @@ export function lifecycle(user: string): number {
   });
   if (res.status === 429 || res.status === 503) {
     refusal.add(Date.now() - t0);
+    refused.add(1, { status: String(res.status), on: 'stream' });
     outcome = 'refused';
     wait = retryAfterS(res.headers);
   } else if (res.status === 0 || (res.status === 200 && outcome === 'open')) {
@@ -140,7 +154,6 @@ export function lifecycle(user: string): number {
       completed.add(1);
       break;
     case 'refused':
-      refused.add(1, { status: String(res.status === 200 ? 'post' : res.status) });
       break;
     case 'status0':
     case 'open':
@@ -155,12 +168,12 @@ export function lifecycle(user: string): number {
 
 /** A closed-model user: one lifecycle, then its Retry-After if refused. Own identity per VU. */
 export function userIteration(): void {
-  const wait = lifecycle(`k6-${exec.scenario.name}-vu${exec.vu.idInTest}`);
+  const wait = lifecycle(`k6-${exec.scenario.name}-vu${exec.vu.idInTest}`, true);
   if (wait > 0) sleep(wait);
 }
 
 /** An abuser iteration (open model): the iterations belong to USERS users in turn; no waiting. */
 export function abuserIteration(): void {
   const users = Number(__ENV['USERS'] ?? 5);
-  lifecycle(`k6-${exec.scenario.name}-user${exec.scenario.iterationInTest % users}`);
+  lifecycle(`k6-${exec.scenario.name}-user${exec.scenario.iterationInTest % users}`, false);
 }

@@ -49,13 +49,24 @@ async function main(): Promise<void> {
   const started = Date.now();
   const out = resolve(values.out ?? join('loadtest/reports', new Date().toISOString().replace(/[:.]/g, '-')));
   mkdirSync(out, { recursive: true });
-  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'] });
+  // First signal: stop the current run, stop the stack, write what was measured. Second: exit now
+  // (the stack's children are killed on exit).
+  const stop = new AbortController();
+  const onSignal = (sig: string): void => {
+    if (stop.signal.aborted) process.exit(130);
+    process.stderr.write(`\n${sig}: stopping the experiment (again to quit at once)\n`);
+    stop.abort();
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal });
   writeFileSync(join(out, 'results.json'), JSON.stringify(result, null, 1));
   writeFileSync(join(out, 'report.html'), renderReport(result));
   const checks = acceptance(result);
   process.stdout.write('\nAcceptance (dam on):\n');
   for (const c of checks) process.stdout.write(`  [${c.pass ? 'met' : 'NOT met'}] ${c.config}: ${c.what}: ${c.value}\n`);
   process.stdout.write(`\nreport: ${join(out, 'report.html')}\nresults: ${join(out, 'results.json')}\ntook ${Math.round((Date.now() - started) / 1000)} s\n`);
+  if (stop.signal.aborted) process.exit(130);
   if (result.results.some((r) => r.error)) process.exit(1);
 }
 

@@ -33,6 +33,8 @@ export interface ExperimentOptions {
   scenarios?: string[];
   progress?: boolean;
   log?: (line: string) => void;
+  /** Ends the experiment early (Ctrl-C, SIGTERM): the current run stops, the stack is stopped. */
+  stop?: AbortSignal;
 }
 
 export interface Settings {
@@ -133,6 +135,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   const loadAtStart = loadavg();
   const results: ConfigurationResult[] = [];
   for (const config of configs) {
+    if (o.stop?.aborted) break;
     const dir = mkdtempSync(join(tmpdir(), `td-experiment-${config.id}-`));
     const stack = new Stack({
       dir,
@@ -150,10 +153,11 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       poller.start();
       try {
         for (const name of ['baseline', ...scenarios]) {
+          if (o.stop?.aborted) break;
           const scale = name === 'baseline' ? settings.baselineScale : settings.scale;
           const file = scaledScenarioFile(loadScenarioFile(name), scale);
           log(`-- ${config.id} ${name}: ${file.title}`);
-          const run = await new Runner({ baseUrl: stack.url, file, jwtSecret: JWT_SECRET, progress: o.progress, sample: () => poller.sample() }).run();
+          const run = await new Runner({ baseUrl: stack.url, file, jwtSecret: JWT_SECRET, progress: o.progress, sample: () => poller.sample(), stop: o.stop }).run();
           result.runs[name] = run;
           log(formatSummary(run));
           // Sessions are released as clients close; give the gateways a moment before the next run.

@@ -168,10 +168,13 @@ export class Runner {
     let next = 1;
     const start = performance.now();
     const total = scenarioDurationMs({ ...s, startTime: undefined });
-    for (;;) {
-      const elapsed = performance.now() - start;
-      if (elapsed >= total || this.o.stop?.aborted) break;
-      const target = rampTarget(s, elapsed);
+    // Stage ends, so that each stage's target is met exactly (the peak of a ramp included).
+    const boundaries: number[] = [];
+    s.stages.reduce((t, st) => {
+      boundaries.push(t + parseDuration(st.duration));
+      return t + parseDuration(st.duration);
+    }, 0);
+    const apply = (target: number): void => {
       while (running.length < target) {
         const v = new Vu(next++);
         v.loop = this.runVu(v, role, `${this.o.file.name}-${name}-vu${v.id}`);
@@ -183,7 +186,16 @@ export class Runner {
         retiring.push(v);
         void this.stopVus([v], rampDownMs);
       }
-      await sleep(100);
+    };
+    let last = -1;
+    for (;;) {
+      const elapsed = performance.now() - start;
+      for (const b of boundaries) if (b > last && b <= elapsed) apply((s.stages[boundaries.indexOf(b)] as { target: number }).target);
+      last = elapsed;
+      if (elapsed >= total || this.o.stop?.aborted) break;
+      apply(rampTarget(s, elapsed));
+      const nextBoundary = boundaries.find((b) => b > elapsed) ?? total;
+      await sleep(Math.max(1, Math.min(100, nextBoundary - elapsed)));
     }
     await this.stopVus([...running, ...retiring], parseDuration(s.gracefulStop ?? '30s'));
   }
