@@ -17,11 +17,13 @@
  *        [--pacer timer|spin] [--contenders dam,redis-semaphore,rlf] [--rate-only]
  *        [--out <file.json>] [--no-json]
  *
- * Release of the dam: lease.release() is fire-and-forget by design (it sends one script and does
- * not return its promise). To charge the dam for the release round trip exactly like the other
- * two (whose release() is awaited), the bench wraps the ioredis client's release script method
- * (`tdDamRelease`, defined by the dam on its connection) to capture the promise of the command
- * that release() sent, and awaits it. Nothing is added on the wire; the dam's code is untouched.
+ * Release of the dam: lease.release() is fire-and-forget by design. To charge the dam for the
+ * release round trip exactly like the other two (whose release() is awaited), each op awaits
+ * `lease.confirmation`, which settles when Redis applied the release. Nothing is added on the wire.
+ *
+ * The dam batches: admits (releases) that arrive while one admit (release) call is in flight go
+ * together in the next call, so under concurrency a round trip serves many. The other two send
+ * one call per acquire and per release, as their APIs do.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -299,16 +301,6 @@ async function makeDam(port: number): Promise<{ c: Contender; dam: Dam; client: 
       if (e.type === 'fallback_entered' || e.type === 'heartbeat_failed' || e.type === 'fenced') abort(`dam event ${JSON.stringify(e)}`);
     },
   });
-  // Capture the promise of the release script that lease.release() sends (see the header).
-  const holder = client as unknown as Record<string, unknown>;
-  const origRelease = holder['tdDamRelease'];
-  if (typeof origRelease !== 'function') throw new Error('the dam no longer defines tdDamRelease on its client: update the bench');
-  let lastRelease: Promise<unknown> | null = null;
-  holder['tdDamRelease'] = function (this: unknown, ...a: unknown[]): Promise<unknown> {
-    const p = (origRelease as (...x: unknown[]) => Promise<unknown>).apply(this, a);
-    lastRelease = p;
-    return p;
-  };
   const sent = countSent(client);
   await dam.start();
   if (dam.inFallback) throw new Error('dam started in fallback');
@@ -320,10 +312,9 @@ async function makeDam(port: number): Promise<{ c: Contender; dam: Dam; client: 
     const admitted = performance.now();
     if (!r.admitted) throw new Error(`dam refused: ${r.reason}`);
     if (r.fallback) throw new Error('dam admitted in fallback: the figure would be invalid');
-    lastRelease = null;
     r.lease.release();
-    const p = lastRelease as Promise<unknown> | null;
-    if (p === null) throw new Error('lease.release() sent no command (fallback or unregistered)');
+    const p = r.lease.confirmation;
+    if (p === null) throw new Error('lease.release() sent nothing to Redis (fallback or unregistered)');
     const released = p.then((reply) => {
       if (reply !== 'ok') throw new Error(`dam release replied ${String(reply)}`);
     });

@@ -1,5 +1,5 @@
 export { Dam } from './lib/dam';
-export type { AdmitResult, DamStatus, Lease, RefusalReason } from './lib/dam';
+export type { AdmitResult, DamStatus, Lease, RefusalReason, ReleaseOutcome } from './lib/dam';
 export type { DamEvent, DamMode, DamOptions, FallbackPolicy } from './lib/options';
 export type { GlobalView } from './lib/budget.store';
 export { RedisDeadlineError, withDeadline } from './lib/deadline';

@@ -22,39 +22,59 @@ local capacity = #live * tonumber(ARGV[3])
 `;
 
 /**
- * ARGV: instanceId, generation, slotsPerInstance, userId ('' = none), userMax (0 = off).
- * Returns {status, used, capacity, live}; status ok | fenced | dam_full | user_sessions.
+ * A batch of admits in one call: concurrent admits of one instance share a round trip (group
+ * commit), each still decided on its own, in order. ARGV: instanceId, generation,
+ * slotsPerInstance, userMax (0 = off), then one userId per admit ('' = none).
+ * Returns {used, capacity, live, status...}; status ok | dam_full | user_sessions, or a single
+ * 'fenced' for the whole batch.
  */
 export const ADMIT_LUA = `${NOW}
 local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if (not mine) or tonumber(mine) <= now or redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
-  return {'fenced', 0, 0, 0}
+  return {0, 0, 0, 'fenced'}
 end
 ${GLOBAL}
-if used >= capacity then return {'dam_full', used, capacity, #live} end
-if ARGV[4] ~= '' and tonumber(ARGV[5]) > 0 then
-  if tonumber(redis.call('HGET', KEYS[4], ARGV[4]) or '0') >= tonumber(ARGV[5]) then
-    return {'user_sessions', used, capacity, #live}
+local userMax = tonumber(ARGV[4])
+local out = {0, capacity, #live}
+local granted = 0
+for i = 5, #ARGV do
+  local u = ARGV[i]
+  if used >= capacity then
+    out[#out + 1] = 'dam_full'
+  elseif u ~= '' and userMax > 0 and tonumber(redis.call('HGET', KEYS[4], u) or '0') >= userMax then
+    out[#out + 1] = 'user_sessions'
+  else
+    if u ~= '' and userMax > 0 then
+      redis.call('HINCRBY', KEYS[4], u, 1)
+      redis.call('HINCRBY', KEYS[5], u, 1)
+    end
+    used = used + 1
+    granted = granted + 1
+    out[#out + 1] = 'ok'
   end
-  redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
-  redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
 end
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('HINCRBY', KEYS[7], ARGV[1], 1)
-return {'ok', used + 1, capacity, #live}
+if granted > 0 then
+  redis.call('HINCRBY', KEYS[2], ARGV[1], granted)
+  redis.call('HINCRBY', KEYS[7], ARGV[1], granted)
+end
+out[1] = used
+return out
 `;
 
 /**
- * ARGV: instanceId, generation, userId ('' = none). Never takes a count below zero. A fenced
- * instance's release is dropped: its re-registration writes the true count instead.
+ * A batch of releases in one call. ARGV: instanceId, generation, then one userId per release
+ * ('' = none). Never takes a count below zero. A fenced instance's releases are dropped: its
+ * re-registration writes the true count instead.
  */
 export const RELEASE_LUA = `
 if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 'fenced' end
-if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') > 0 then redis.call('HINCRBY', KEYS[2], ARGV[1], -1) end
-if ARGV[3] ~= '' then
-  if tonumber(redis.call('HGET', KEYS[5], ARGV[3]) or '0') > 0 then
-    if redis.call('HINCRBY', KEYS[5], ARGV[3], -1) <= 0 then redis.call('HDEL', KEYS[5], ARGV[3]) end
-    if redis.call('HINCRBY', KEYS[4], ARGV[3], -1) <= 0 then redis.call('HDEL', KEYS[4], ARGV[3]) end
+local n = math.min(#ARGV - 2, tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0'))
+if n > 0 then redis.call('HINCRBY', KEYS[2], ARGV[1], -n) end
+for i = 3, #ARGV do
+  local u = ARGV[i]
+  if u ~= '' and tonumber(redis.call('HGET', KEYS[5], u) or '0') > 0 then
+    if redis.call('HINCRBY', KEYS[5], u, -1) <= 0 then redis.call('HDEL', KEYS[5], u) end
+    if redis.call('HINCRBY', KEYS[4], u, -1) <= 0 then redis.call('HDEL', KEYS[4], u) end
   end
 end
 return 'ok'

@@ -10,8 +10,16 @@ export interface Lease {
   /** False when admitted without a slot (shadow over budget, mode off). */
   readonly budgeted: boolean;
   readonly released: boolean;
+  /**
+   * Settles once Redis applied the release (`ok`), dropped it (`fenced`) or the call failed
+   * (`failed`); null while not released, or when the release did not go to Redis (fallback, no
+   * slot). Callers need not wait for it: the heartbeat heals a lost release. Tests and benchmarks do.
+   */
+  readonly confirmation: Promise<ReleaseOutcome> | null;
   release(): void;
 }
+
+export type ReleaseOutcome = 'ok' | 'fenced' | 'failed';
 
 export type AdmitResult =
   | { admitted: true; lease: Lease; fallback: boolean; shadowRefusal?: RefusalReason; global?: GlobalView }
@@ -33,6 +41,7 @@ export interface DamStatus {
 
 class DamLease implements Lease {
   released = false;
+  confirmation: Promise<ReleaseOutcome> | null = null;
   constructor(
     private readonly dam: Dam,
     readonly userId: string | null,
@@ -48,7 +57,8 @@ class DamLease implements Lease {
 
 /**
  * The connection gate: a local, exact per-instance ceiling, and the global pooled budget in
- * Redis (slots per instance x live instances), one script per admit and per release. A
+ * Redis (slots per instance x live instances), one script per admit and per release (admits
+ * and releases that arrive while one is in flight share the next call). A
  * heartbeat keeps this instance alive in the budget and writes its true count, so a lost or
  * doubled update heals within one beat. Without Redis it falls back to its local share.
  */
@@ -72,7 +82,14 @@ export class Dam {
 
   constructor(options: DamOptions) {
     this.o = resolveDamOptions(options);
-    this.store = new BudgetStore(this.o.redis, this.o.instanceId, this.o.slotsPerInstance, this.o.keyPrefix, this.o.hashTag);
+    this.store = new BudgetStore(
+      this.o.redis,
+      this.o.instanceId,
+      this.o.slotsPerInstance,
+      this.o.keyPrefix,
+      this.o.hashTag,
+      this.o.redisTimeoutMs,
+    );
   }
 
   get mode(): DamMode {
@@ -210,16 +227,18 @@ export class Dam {
     const tracked = this.o.userMaxSessions > 0 && lease.userId !== null;
     if (tracked) this.decUser(lease.userId as string);
     if (this.fallbackSince !== null || !this.registered) return;
-    withDeadline(this.store.release(this.generation, tracked ? (lease.userId as string) : ''), this.o.redisTimeoutMs * 5).then(
+    lease.confirmation = withDeadline(this.store.release(this.generation, tracked ? (lease.userId as string) : ''), this.o.redisTimeoutMs * 5).then(
       (r) => {
         if (r === 'fenced') {
           this.registered = false;
           this.usersDirty = true;
         }
+        return r;
       },
       () => {
         // The heartbeat writes the true count within one beat.
         this.usersDirty = true;
+        return 'failed' as const;
       },
     );
   }
