@@ -143,4 +143,40 @@ describe('Dam budget against real Redis', () => {
     await eventually('condition', async () => !a.inFallback, 2_000);
     expect((await a.status()).global).toMatchObject({ used: 4, capacity: 4 });
   });
+
+  it('concurrent admits and releases share script calls (group commit), in order, and the count stays exact across heartbeats', async () => {
+    const a = await dam('batch-a', { slotsPerInstance: 300, instanceCeiling: 1_000, userMaxSessions: 2, heartbeatMs: 50, heartbeatTtlMs: 1_000 });
+    const raw = new Redis(redis.url);
+    const calls = async (): Promise<number> => {
+      const info = await raw.info('commandstats');
+      return Number(/cmdstat_evalsha:calls=(\d+)/.exec(info)?.[1] ?? 0) + Number(/cmdstat_eval:calls=(\d+)/.exec(info)?.[1] ?? 0);
+    };
+    const before = await calls();
+    // 400 at once: 300 slots; one user asks 5 times and gets its 2.
+    const results = await Promise.all(Array.from({ length: 400 }, (_, i) => a.admit(i < 5 ? 'jwt:carol' : null)));
+    const used = await calls();
+    expect(results.filter((r) => r.admitted)).toHaveLength(300);
+    expect(results.slice(0, 5).filter((r) => r.admitted)).toHaveLength(2);
+    expect(results.filter((r) => !r.admitted && r.reason === 'user_sessions')).toHaveLength(3);
+    // Far fewer script calls than admits (heartbeats every 50 ms add a few).
+    expect(used - before).toBeLessThan(100);
+    const leases = results.flatMap((r) => (r.admitted ? [r.lease] : []));
+    // Churn for a second with heartbeats in between: release and re-admit at random.
+    const end = Date.now() + 1_000;
+    while (Date.now() < end) {
+      const k = Math.floor(Math.random() * leases.length);
+      const [l] = leases.splice(k, 1);
+      l?.release();
+      const again = await Promise.all([a.admit(), a.admit()]);
+      for (const r of again) if (r.admitted) leases.push(r.lease);
+    }
+    await Promise.all(leases.map((l) => l.confirmation));
+    const confirmed = await Promise.all(leases.map(async (l) => { l.release(); return l.confirmation; }));
+    expect(confirmed.every((c) => c === 'ok')).toBe(true);
+    await a.heartbeat();
+    expect((await a.status()).global).toMatchObject({ used: 0, capacity: 300 });
+    expect(a.heldCount).toBe(0);
+    expect(await raw.hgetall('td:dam:{dam}:users')).toEqual({});
+    raw.disconnect();
+  });
 });
