@@ -1,0 +1,93 @@
+import { Metrics } from '../runner/metrics';
+import type { RunResult } from '../runner/runner';
+import { experimentSettings, type ConfigurationResult, type ExperimentResult } from './experiment';
+import { acceptance, runFigures } from './figures';
+
+/** A run as the runner would return it, from a Metrics fed by hand. */
+function run(feed: (m: Metrics) => void, seconds = 10): RunResult {
+  const m = new Metrics(Date.now());
+  feed(m);
+  for (let i = 0; i < seconds; i++) m.tick(10);
+  const r: RunResult = {
+    scenario: 'x',
+    title: 'x',
+    baseUrl: 'http://127.0.0.1:1',
+    startedAt: new Date().toISOString(),
+    durationMs: seconds * 1_000,
+    scenarios: {},
+    deadlines: { sessionMs: 1, postMs: 1, firstTokenMs: 1, doneMs: 1 },
+    roles: m.summaries(),
+    seconds: m.seconds,
+    droppedIterations: 0,
+    peakVus: 10,
+    completedPerSec: 0,
+    runner: { cpuMeanPercent: 1, cpuMaxPercent: 1, secondsAtCpuLimit: 0, eventLoopLag: { p50: 0, p99: 0, max: 0 }, bottleneck: false, reasons: [], cpuPercentPerSecond: [], lagMaxMsPerSecond: [] },
+  };
+  m.destroy();
+  return r;
+}
+
+function answered(m: Metrics, role: string, n: number, ttftMs: number): void {
+  for (let i = 0; i < n; i++) {
+    m.started(role);
+    m.latency(role, 'ttft', ttftMs);
+    m.status(role, 'answer done');
+    m.outcome(role, 'completed');
+  }
+}
+
+describe('figures and acceptance', () => {
+  it('summarises a role: counts, status 0, refusals and TTFT percentiles', () => {
+    const r = run((m) => {
+      answered(m, 'user', 100, 300);
+      m.started('user');
+      m.status('user', '0 ttft_timeout');
+      m.outcome('user', 'error', 'status0');
+      m.refusal('user', '503');
+      m.latency('user', 'refusal', 12);
+      m.status('user', 'post 503 ai_overloaded');
+    });
+    const f = runFigures(r, 'user');
+    expect(f).toMatchObject({ completed: 100, status0: 1, refused503: 1, refused429: 0, otherErrors: 0 });
+    expect(f?.ttftP95).toBeCloseTo(300, 0);
+    expect(f?.refusalP99).toBeCloseTo(12, 0);
+    expect(runFigures(r, 'abuser')).toBeNull();
+  });
+
+  it('fails the checks it should: status 0, slow TTFT, a 500 among refusals, abusers not held', () => {
+    const settings = experimentSettings(true);
+    const base = run((m) => answered(m, 'normal', 10, 220));
+    const bad = run((m) => {
+      answered(m, 'user', 50, 2_000);
+      m.started('user');
+      m.outcome('user', 'error', 'status0');
+      m.status('user', 'post 500 internal');
+    });
+    const s2 = run((m) => {
+      answered(m, 'abuser', 50, 250);
+      answered(m, 'normal', 5, 230);
+    });
+    const c: ConfigurationResult = {
+      config: { id: 'after-1gw', label: 'after', damMode: 'enforce', gateways: 1 },
+      runs: { baseline: base, s0: bad, s2 },
+      heldAfter: {},
+    };
+    const x: ExperimentResult = {
+      startedAt: '',
+      finishedAt: '',
+      quick: true,
+      machine: { cpus: 2, cpuModel: '', node: '', platform: '', loadavgAtStart: [], loadavgAtEnd: [] },
+      settings,
+      seed: {},
+      results: [c],
+    };
+    const checks = acceptance(x);
+    const verdict = (what: RegExp): boolean | undefined => checks.find((k) => what.test(k.what))?.pass;
+    expect(verdict(/no status-0/)).toBe(false);
+    expect(verdict(/s0 user: admitted p95 TTFT/)).toBe(false);
+    expect(verdict(/s0 user: every refusal is 429 or 503/)).toBe(false);
+    expect(verdict(/s0: completed answers\/s once saturated/)).toBe(false);
+    expect(verdict(/s2 abusers held/)).toBe(false);
+    expect(verdict(/s2 normal: admitted p95 TTFT/)).toBe(true);
+  });
+});
