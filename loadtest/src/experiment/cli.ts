@@ -12,7 +12,7 @@ Starts a fresh stack for each configuration (dam off "before" / dam on "after", 
 runs the unloaded baseline and the scenarios S0, S1, S2 against it, stops it, and writes one
 self-contained HTML report (charts, the seed's table before beside after, acceptance) and the JSON.
 
-  --quick            durations x0.08 and a quarter of the users and slots (about 4 minutes)
+  --quick            durations x0.07 and a quarter of the users and slots (about 4 minutes)
   --out DIR          where to write report.html and results.json (default loadtest/reports/<time>)
   --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')}
   --scenarios LIST   only these of: ${SCENARIOS.join(', ')} (the baseline always runs)

@@ -70,9 +70,9 @@ export interface ExperimentResult {
 const JWT_SECRET = 'traffic-dam-experiment-secret-0123456789abcdef';
 
 export function experimentSettings(quick: boolean): Settings {
-  // Quick: every duration x0.08 and a quarter of the users against a quarter of the slots, so
+  // Quick: every duration x0.07 and a quarter of the users against a quarter of the slots, so
   // the story (1,100 users against 1,000 slots per instance) keeps its proportions.
-  const scale: Scale = quick ? { time: 0.08, vus: 0.25 } : { time: 1, vus: 1 };
+  const scale: Scale = quick ? { time: 0.07, vus: 0.25 } : { time: 1, vus: 1 };
   const slotsPerInstance = Math.round(1_000 * scale.vus);
   const aiCapacityPerSec = 40;
   return {
@@ -166,9 +166,9 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
           result.runs[name] = run;
           log(formatSummary(run));
           // Sessions are released as clients close; give the gateways a moment before the next run.
-          result.heldAfter[name] = await settle(poller, o.quick ? 5_000 : 15_000);
+          result.heldAfter[name] = await settle(poller, o.quick ? 3_000 : 15_000);
           if (result.heldAfter[name]) log(`   ${result.heldAfter[name]} sessions still held after ${name} settled`);
-          await sleep(o.quick ? 1_000 : 3_000);
+          await sleep(o.quick ? 500 : 3_000);
         }
       } finally {
         poller.stop();

@@ -116,7 +116,10 @@ export class ChatClient {
       const tHead = performance.now();
       m.latency(role, 'streamOpen', tHead - t0);
       if (res.statusCode !== 200) {
+        // The refusal's body has the session deadline too (the stream has no body timeout).
+        const timer = setTimeout(() => ac.abort(), Math.max(1, t0 + d.sessionMs - performance.now()));
         const code = await problemCode(res.body);
+        clearTimeout(timer);
         m.status(role, `stream ${res.statusCode} ${code}`);
         if (res.statusCode === 429 || res.statusCode === 503) {
           m.latency(role, 'refusal', tHead - t0);
