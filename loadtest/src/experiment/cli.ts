@@ -1,8 +1,8 @@
 // npm run experiment [-- --quick] [--out dir] [--configs before-1gw,after-1gw] [--scenarios s0,s1,s2]
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CONFIGURATIONS, SCENARIOS, runExperiment } from './experiment';
+import { CONFIGURATIONS, SCENARIOS, runExperiment, type ExperimentResult } from './experiment';
 import { acceptance } from './figures';
 import { renderReport } from './report';
 
@@ -17,6 +17,7 @@ self-contained HTML report (charts, the seed's table before beside after, accept
   --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')}
   --scenarios LIST   only these of: ${SCENARIOS.join(', ')} (the baseline always runs)
   --no-progress      no progress bars
+  --render FILE      only write report.html again from a results.json (into --out, default its folder)
 `;
 
 async function main(): Promise<void> {
@@ -27,11 +28,20 @@ async function main(): Promise<void> {
       configs: { type: 'string' },
       scenarios: { type: 'string' },
       'no-progress': { type: 'boolean', default: false },
+      render: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(HELP);
+    return;
+  }
+  if (values.render) {
+    const from = resolve(values.render);
+    const dir = values.out ? resolve(values.out) : dirname(from);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'report.html'), renderReport(JSON.parse(readFileSync(from, 'utf8')) as ExperimentResult));
+    process.stdout.write(`report: ${join(dir, 'report.html')}\n`);
     return;
   }
   const list = (v: string | undefined, known: readonly string[], name: string): string[] | undefined => {

@@ -23,6 +23,9 @@ export interface RunFigures {
   answerMax: number | null;
   refusalP50: number | null;
   refusalP99: number | null;
+  /** Completed iterations from opening the stream to `done`, retries after refusals included. */
+  iterationP95: number | null;
+  iterationMax: number | null;
   peakVus: number;
   runnerBottleneck: boolean;
   statuses: Record<string, number>;
@@ -47,7 +50,8 @@ function saturated(seconds: Second[]): Second[] {
 export function runFigures(run: RunResult, role: string): RunFigures | null {
   const r: RoleSummary | undefined = run.roles[role];
   if (!r) return null;
-  const sat = role === 'abuser' ? [] : saturated(run.seconds);
+  // The whole run's throughput: only meaningful for the scenario's users, not S2's two roles.
+  const sat = role === 'user' ? saturated(run.seconds) : [];
   const l = r.latency;
   return {
     role,
@@ -68,6 +72,8 @@ export function runFigures(run: RunResult, role: string): RunFigures | null {
     answerMax: ms(l.done.max, l.done.count),
     refusalP50: ms(l.refusal.p50, l.refusal.count),
     refusalP99: ms(l.refusal.p99, l.refusal.count),
+    iterationP95: ms(l.iteration.p95, l.iteration.count),
+    iterationMax: ms(l.iteration.max, l.iteration.count),
     peakVus: run.peakVus,
     runnerBottleneck: run.runner.bottleneck,
     statuses: r.statuses,

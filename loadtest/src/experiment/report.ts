@@ -19,6 +19,7 @@ function cell(f: RunFigures | null | undefined): string {
   const rows = [
     `TTFT p50 / p95 / max: <b>${secs(f.ttftP50)}</b> / <b>${secs(f.ttftP95)}</b> / ${secs(f.ttftMax)}`,
     `session p95: ${secs(f.sessionP95)}; answer p95 / max: ${secs(f.answerP95)} / ${secs(f.answerMax)}`,
+    `open to done, retries included, p95 / max: ${secs(f.iterationP95)} / ${secs(f.iterationMax)}`,
     `completed: <b>${f.completed}</b> (${f.completedPerSec}/s${f.completedPerSecSaturated !== null ? `; ${f.completedPerSecSaturated}/s saturated` : ''})`,
     `status 0: <b class="${f.status0 ? 'bad' : ''}">${f.status0}</b>; other errors: ${f.otherErrors}`,
     `429: ${f.refused429}; 503: ${f.refused503}; refusal p50 / p99: ${secs(f.refusalP50)} / ${secs(f.refusalP99)}`,
