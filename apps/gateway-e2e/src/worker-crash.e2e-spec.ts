@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { SseClient, ask, type Stack } from '@traffic-dam/stack';
-import { metricValue, startE2eStack } from './e2e-stack';
+import { eventually, metricValue, startE2eStack } from './e2e-stack';
 
 describe('the worker killed with questions in flight', () => {
   let stack: Stack;
@@ -64,11 +64,24 @@ describe('the worker killed with questions in flight', () => {
   });
 
   it('a worker that dies for good: the sweeper hands its questions to another worker, all answered', async () => {
+    const requeuedSoFar = async (): Promise<number> =>
+      (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_sweeper_questions_total{action="requeued"').catch(() => 0)))).reduce(
+        (a, n) => a + n,
+        0,
+      );
+    const requeuedBefore = await requeuedSoFar();
+    // A slow restart above may have let the breaker open (no worker alive); start from closed.
+    await eventually(
+      'breaker closed on both gateways',
+      async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_breaker_state')))).every((v) => v === 0),
+      30_000,
+    );
     const streams = await Promise.all(Array.from({ length: 50 }, () => new SseClient(`${stack.url}/chat/stream`).open()));
     try {
       const sessions = await Promise.all(streams.map((s) => s.session()));
       const posted = await Promise.all(sessions.map((s) => ask(stack.url, s, 'who will answer me?')));
       const accepted = posted.flatMap((r, i) => (r.status === 202 ? [{ i, messageId: (r.body as { messageId: string }).messageId }] : []));
+      expect(accepted).toHaveLength(50);
       await Promise.all(accepted.slice(0, 5).map(({ i }) => streams[i]?.waitFor((e) => e.event === 'token', 10_000)));
       const dead = stack.workers[0];
       if (!dead) throw new Error('no worker');
@@ -85,9 +98,8 @@ describe('the worker killed with questions in flight', () => {
           return e.event;
         }),
       );
-      const requeued = (
-        await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_sweeper_questions_total{action="requeued"').catch(() => 0)))
-      ).reduce((a, n) => a + n, 0);
+      const requeued =
+        (await requeuedSoFar()) - requeuedBefore;
       process.stdout.write(`worker gone: ${accepted.length} accepted, ${ends.filter((e) => e === 'done').length} done, ${requeued} requeued by the sweeper\n`);
       expect(ends.every((e) => e === 'done')).toBe(true);
       expect(requeued).toBeGreaterThan(0);

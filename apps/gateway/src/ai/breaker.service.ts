@@ -65,6 +65,11 @@ export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
     return this.breaker?.current.state ?? 'closed';
   }
 
+  /** Why it last opened: error_ratio, no_worker, or a failed probe's reason. */
+  get reason(): string {
+    return this.breaker?.current.reason ?? '';
+  }
+
   /** Throws 503 ai_unavailable while the breaker is not closed. No Redis round trip. */
   assertClosed(): void {
     const a = this.breaker?.allow();

@@ -73,8 +73,10 @@ export class SweeperService implements OnApplicationBootstrap, OnModuleDestroy {
         this.metrics.swept.inc({ action: 'dead_lettered' }, r.deadLettered);
         this.logger.warn({ sweep: r, dlq: r.deadLettered > 0 }, 'swept the questions of a dead worker');
       }
-      // Questions queued when the breaker opened would only wait for a failure or their deadline.
-      if (this.breaker.state === 'open') {
+      // Questions queued while a live worker fails would only wait for a failure or their deadline.
+      // Opened because no worker is alive, the queue is kept: a worker that comes back (or the
+      // sweep above) answers it within its deadline.
+      if (this.breaker.state === 'open' && this.breaker.reason !== 'no_worker' && alive.size > 0) {
         const shed = await this.sweeper.shedQueued();
         if (shed > 0) {
           this.metrics.swept.inc({ action: 'breaker_shed' }, shed);
