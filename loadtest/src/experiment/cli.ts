@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CONFIGURATIONS, SCENARIOS, runExperiment, type ExperimentResult } from './experiment';
 import { acceptance } from './figures';
+import { renderMarkdown } from './markdown';
 import { renderReport } from './report';
 
 const HELP = `npm run experiment [-- options]
@@ -17,7 +18,7 @@ self-contained HTML report (charts, the seed's table before beside after, accept
   --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')}
   --scenarios LIST   only these of: ${SCENARIOS.join(', ')} (the baseline always runs)
   --no-progress      no progress bars
-  --render FILE      only write report.html again from a results.json (into --out, default its folder)
+  --render FILE      only write report.html and summary.md again from a results.json (into --out, default its folder)
 `;
 
 async function main(): Promise<void> {
@@ -40,7 +41,9 @@ async function main(): Promise<void> {
     const from = resolve(values.render);
     const dir = values.out ? resolve(values.out) : dirname(from);
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'report.html'), renderReport(JSON.parse(readFileSync(from, 'utf8')) as ExperimentResult));
+    const saved = JSON.parse(readFileSync(from, 'utf8')) as ExperimentResult;
+    writeFileSync(join(dir, 'report.html'), renderReport(saved));
+    writeFileSync(join(dir, 'summary.md'), renderMarkdown(saved));
     process.stdout.write(`report: ${join(dir, 'report.html')}\n`);
     return;
   }
@@ -72,6 +75,7 @@ async function main(): Promise<void> {
   const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal });
   writeFileSync(join(out, 'results.json'), JSON.stringify(result, null, 1));
   writeFileSync(join(out, 'report.html'), renderReport(result));
+  writeFileSync(join(out, 'summary.md'), renderMarkdown(result));
   const checks = acceptance(result);
   process.stdout.write('\nAcceptance (dam on):\n');
   for (const c of checks) process.stdout.write(`  [${c.pass ? 'met' : 'NOT met'}] ${c.config}: ${c.what}: ${c.value}\n`);
