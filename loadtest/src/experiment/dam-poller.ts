@@ -5,8 +5,9 @@ interface DamView {
 }
 
 /**
- * Polls GET /dam on each gateway (directly, not through nginx) once a second and keeps the last
- * answer, so the runner's per-second sample can read it without waiting.
+ * Polls GET /dam and the open-stream gauge of /metrics on each gateway (directly, not through
+ * nginx) once a second and keeps the last answer, so the runner's per-second sample can read it
+ * without waiting.
  */
 export class DamPoller {
   private latest: Record<string, number> = {};
@@ -34,7 +35,20 @@ export class DamPoller {
           }
         }),
       );
+      // Open SSE streams from each gateway's metrics: counted with the dam off too.
+      const open = await Promise.all(
+        this.gatewayUrls.map(async (u) => {
+          try {
+            const text = await (await fetch(`${u}/metrics`, { signal: AbortSignal.timeout(900) })).text();
+            const line = text.split('\n').find((l) => l.startsWith('td_sse_sessions_open'));
+            return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : null;
+          } catch {
+            return null;
+          }
+        }),
+      );
       const next: Record<string, number> = {};
+      if (open.some((n) => n !== null)) next['openStreams'] = open.reduce<number>((a, n) => a + (n ?? 0), 0);
       let held = 0;
       views.forEach((v, i) => {
         if (!v) return;

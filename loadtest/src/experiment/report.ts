@@ -47,7 +47,7 @@ function chartData(x: ExperimentResult): unknown {
         errors: s.map((v) => v.errors),
         damUsed: s.map((v) => v.extra['damUsed'] ?? null),
         damCapacity: s.map((v) => v.extra['damCapacity'] ?? null),
-        held: s.map((v) => v.extra['sessionsHeld'] ?? null),
+        open: s.map((v) => v.extra['openStreams'] ?? null),
         runnerCpu: s.map((v) => v.extra['runnerCpu'] ?? null),
       };
     }
@@ -85,7 +85,8 @@ for (const box of document.querySelectorAll('[data-chart]')) {
     add(after, 'after', 'r429', '429', COLORS.after); add(after, 'after', 'r503', '503', '#8e44ad'); add(after, 'after', 'status0', 'status 0', '#000000'); add(after, 'after', 'errors', 'other errors', '#16a085');
     add(before, 'before', 'r429', '429', '#f1948a', [4, 4]); add(before, 'before', 'r503', '503', '#d7bde2', [4, 4]); chart(box, '429 / 503 / status 0 / errors per second', '/s', S, xs); }
   if (kind === 'dam') { add(after, 'after', 'damUsed', 'dam used', COLORS.after); add(after, 'after', 'damCapacity', 'dam capacity', '#7f8c8d', [2, 6]);
-    add(before, 'before', 'held', 'sessions held', COLORS.before); chart(box, 'dam used vs capacity (GET /dam)', 'sessions', S, xs); }
+    add(before, 'before', 'open', 'open streams (no dam)', COLORS.before); add(after, 'after', 'open', 'open streams', '#5dade2', [4, 4]);
+    chart(box, 'sessions: dam used vs capacity (GET /dam), open streams (/metrics)', 'sessions', S, xs); }
 }
 `;
 
