@@ -17,6 +17,7 @@ self-contained HTML report (charts, the seed's table before beside after, accept
   --out DIR          where to write report.html and results.json (default loadtest/reports/<time>)
   --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')}
   --scenarios LIST   only these of: ${SCENARIOS.join(', ')} (the baseline always runs)
+  --env KEY=VALUE    override a gateway/worker setting (repeatable), e.g. --env DAM_SLOTS_PER_INSTANCE=200
   --no-progress      no progress bars
   --render FILE      only write report.html and summary.md again from a results.json (into --out, default its folder)
 `;
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
       scenarios: { type: 'string' },
       'no-progress': { type: 'boolean', default: false },
       render: { type: 'string' },
+      env: { type: 'string', multiple: true },
       help: { type: 'boolean', default: false },
     },
   });
@@ -59,6 +61,15 @@ async function main(): Promise<void> {
   };
   const configs = list(values.configs, CONFIGURATIONS.map((c) => c.id), '--configs');
   const scenarios = list(values.scenarios, SCENARIOS, '--scenarios');
+  const env: Record<string, string> = {};
+  for (const kv of values.env ?? []) {
+    const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(kv);
+    if (!m) {
+      process.stderr.write(`--env wants KEY=VALUE, got ${JSON.stringify(kv)}\n`);
+      process.exit(2);
+    }
+    env[m[1] as string] = m[2] as string;
+  }
   const started = Date.now();
   const out = resolve(values.out ?? join('loadtest/reports', new Date().toISOString().replace(/[:.]/g, '-')));
   mkdirSync(out, { recursive: true });
@@ -72,7 +83,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
-  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal });
+  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal, env });
   writeFileSync(join(out, 'results.json'), JSON.stringify(result, null, 1));
   writeFileSync(join(out, 'report.html'), renderReport(result));
   writeFileSync(join(out, 'summary.md'), renderMarkdown(result));

@@ -35,6 +35,8 @@ export interface ExperimentOptions {
   log?: (line: string) => void;
   /** Ends the experiment early (Ctrl-C, SIGTERM): the current run stops, the stack is stopped. */
   stop?: AbortSignal;
+  /** Overrides of the gateways' and worker's environment (recorded in the settings). */
+  env?: Record<string, string>;
 }
 
 export interface Settings {
@@ -129,6 +131,9 @@ async function settle(poller: DamPoller, maxMs: number): Promise<number> {
 export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
   const log = o.log ?? ((l: string) => process.stdout.write(`${l}\n`));
   const settings = experimentSettings(o.quick);
+  Object.assign(settings.env, o.env);
+  const capacity = Number(settings.env['AI_CAPACITY_PER_SEC']);
+  if (Number.isFinite(capacity) && capacity > 0) settings.aiCapacityPerSec = capacity;
   const configs = CONFIGURATIONS.filter((c) => !o.configs || o.configs.includes(c.id));
   const scenarios = SCENARIOS.filter((s) => !o.scenarios || o.scenarios.includes(s));
   const seed: ExperimentResult['seed'] = {};
