@@ -134,6 +134,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   Object.assign(settings.env, o.env);
   const capacity = Number(settings.env['AI_CAPACITY_PER_SEC']);
   if (Number.isFinite(capacity) && capacity > 0) settings.aiCapacityPerSec = capacity;
+  const slots = Number(settings.env['DAM_SLOTS_PER_INSTANCE']);
+  if (Number.isFinite(slots) && slots > 0) settings.slotsPerInstance = slots;
   const configs = CONFIGURATIONS.filter((c) => !o.configs || o.configs.includes(c.id));
   const scenarios = SCENARIOS.filter((s) => !o.scenarios || o.scenarios.includes(s));
   const seed: ExperimentResult['seed'] = {};
