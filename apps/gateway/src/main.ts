@@ -44,7 +44,9 @@ function runPrimary(config: GatewayConfig): void {
       if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
       return;
     }
-    process.stderr.write(`${JSON.stringify({ level: 50, msg: 'gateway worker died; replacing it', pid: worker.process.pid, code, signal })}\n`);
+    // Exit 0 is a worker drained on its own SIGTERM (a rolling restart of one worker), not a crash.
+    const msg = code === 0 ? 'gateway worker drained; starting a new one' : 'gateway worker died; replacing it';
+    process.stderr.write(`${JSON.stringify({ level: code === 0 ? 30 : 50, msg, pid: worker.process.pid, code, signal })}\n`);
     cluster.fork();
   });
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
