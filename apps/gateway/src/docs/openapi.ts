@@ -213,7 +213,8 @@ const SCHEMAS: Record<string, Schema> = {
         description:
           'Why the answer ended without done: `deadline_exceeded`, `worker_error`, `bad_question`, `cancelled` (from the worker), ' +
           '`ai_unavailable` (the breaker opened while it waited), `draining` (the instance shut down before it finished). ' +
-          'Every one but `cancelled` and `bad_question` is in the dead-letter queue with that reason.',
+          'Every one but `cancelled` and `bad_question` is in the dead-letter queue, with that code as its reason ' +
+          '(`ai_unavailable`: reason `breaker_open`).',
       },
       message: { type: 'string' },
     },
