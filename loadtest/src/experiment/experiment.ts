@@ -55,6 +55,8 @@ export interface ConfigurationResult {
   runs: Record<string, RunResult>;
   /** Sessions the gateways still held after each run had ended and settled (should be 0). */
   heldAfter: Record<string, number>;
+  /** Runs after which the stack was replaced because sessions were still held. */
+  restartedAfter?: string[];
   error?: string;
 }
 
@@ -148,45 +150,59 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   const results: ConfigurationResult[] = [];
   for (const config of configs) {
     if (o.stop?.aborted) break;
-    const dir = mkdtempSync(join(tmpdir(), `td-experiment-${config.id}-`));
-    const stack = new Stack({
-      dir,
-      gateways: config.gateways,
-      workers: 1,
-      port: 0,
-      env: { ...settings.env, DAM_MODE: config.damMode },
-    });
-    const result: ConfigurationResult = { config, runs: {}, heldAfter: {} };
+    const result: ConfigurationResult = { config, runs: {}, heldAfter: {}, restartedAfter: [] };
     results.push(result);
+    let running: { stack: Stack; dir: string; poller: DamPoller } | null = null;
+    const start = async (): Promise<{ stack: Stack; dir: string; poller: DamPoller }> => {
+      const dir = mkdtempSync(join(tmpdir(), `td-experiment-${config.id}-`));
+      const stack = new Stack({ dir, gateways: config.gateways, workers: 1, port: 0, env: { ...settings.env, DAM_MODE: config.damMode } });
+      running = { stack, dir, poller: new DamPoller([]) };
+      await stack.start();
+      running.poller = new DamPoller(stack.gateways.map((g) => g.url));
+      running.poller.start();
+      return running;
+    };
+    const stop = async (keepLogs: boolean): Promise<void> => {
+      const r = running as { stack: Stack; dir: string; poller: DamPoller } | null;
+      running = null;
+      if (!r) return;
+      r.poller.stop();
+      await r.stack.stop();
+      if (keepLogs) log(`   logs kept in ${r.dir}`);
+      else rmSync(r.dir, { recursive: true, force: true });
+    };
     log(`== ${config.label}: starting the stack`);
     try {
-      await stack.start();
-      const poller = new DamPoller(stack.gateways.map((g) => g.url));
-      poller.start();
-      try {
-        for (const name of ['baseline', ...scenarios]) {
-          if (o.stop?.aborted) break;
-          const scale = name === 'baseline' ? settings.baselineScale : settings.scale;
-          const file = scaledScenarioFile(loadScenarioFile(name), scale);
-          log(`-- ${config.id} ${name}: ${file.title}`);
-          const run = await new Runner({ baseUrl: stack.url, file, jwtSecret: JWT_SECRET, progress: o.progress, sample: () => poller.sample(), stop: o.stop }).run();
-          result.runs[name] = run;
-          log(formatSummary(run));
-          // Sessions are released as clients close; give the gateways a moment before the next run.
-          result.heldAfter[name] = await settle(poller, o.quick ? 3_000 : 15_000);
-          if (result.heldAfter[name]) log(`   ${result.heldAfter[name]} sessions still held after ${name} settled`);
-          await sleep(o.quick ? 500 : 3_000);
+      let cur = await start();
+      const names = ['baseline', ...scenarios];
+      for (const [i, name] of names.entries()) {
+        if (o.stop?.aborted) break;
+        const scale = name === 'baseline' ? settings.baselineScale : settings.scale;
+        const file = scaledScenarioFile(loadScenarioFile(name), scale);
+        log(`-- ${config.id} ${name}: ${file.title}`);
+        const poller = cur.poller;
+        const run = await new Runner({ baseUrl: cur.stack.url, file, jwtSecret: JWT_SECRET, progress: o.progress, sample: () => poller.sample(), stop: o.stop }).run();
+        result.runs[name] = run;
+        log(formatSummary(run));
+        // Sessions are released as clients close; give the gateways a moment before the next run.
+        result.heldAfter[name] = await settle(poller, o.quick ? 3_000 : 15_000);
+        if (result.heldAfter[name] && i < names.length - 1 && !o.stop?.aborted) {
+          // Slots that outlive their clients would fill the next scenario's budget: it gets a
+          // fresh stack instead, and the report shows the leak.
+          log(`   ${result.heldAfter[name]} sessions still held after ${name} settled: a fresh stack for the next scenario`);
+          result.restartedAfter?.push(name);
+          await stop(false);
+          cur = await start();
+        } else if (result.heldAfter[name]) {
+          log(`   ${result.heldAfter[name]} sessions still held after ${name} settled`);
         }
-      } finally {
-        poller.stop();
+        await sleep(o.quick ? 500 : 3_000);
       }
+      await stop(false);
     } catch (err) {
       result.error = err instanceof Error ? err.message : String(err);
       log(`   ${config.id} failed: ${result.error}`);
-    } finally {
-      await stack.stop();
-      if (!result.error) rmSync(dir, { recursive: true, force: true });
-      else log(`   logs kept in ${dir}`);
+      await stop(true);
     }
   }
   const cpu = cpus();

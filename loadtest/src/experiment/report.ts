@@ -172,7 +172,7 @@ Status 0 = no HTTP answer, or no session / first token / done within 10 s / 30 s
 ${table}
 <h2>Acceptance</h2>
 ${checksTable}
-${leftovers ? `<p class="warn">Sessions still held after a run had ended (should be 0): ${esc(leftovers)}</p>` : ''}
+${leftovers ? `<p class="warn">Sessions the gateways still held after a run had ended and settled (should be 0; a gateway leaking slots; the next scenario then ran on a fresh stack): ${esc(leftovers)}</p>` : ''}
 ${runnerFlags.length ? `<p class="warn">Runs in which the load runner (or a machine too busy to schedule it) may have set the pace: ${esc(runnerFlags.join(' | '))}</p>` : '<p>The load runner was not the bottleneck in any run (CPU and event-loop delay below their limits).</p>'}
 <h2>Over time</h2>
 ${charts}
