@@ -22,7 +22,8 @@ export class DamPoller {
   }
 
   private async poll(): Promise<void> {
-    if (this.busy) return;
+    // One poll at a time; a caller that needs a fresh figure waits for the one in flight.
+    while (this.busy) await new Promise((r) => setTimeout(r, 50));
     this.busy = true;
     try {
       const views = await Promise.all(
@@ -61,7 +62,9 @@ export class DamPoller {
           next['damCapacity'] = v.global.capacity;
         }
       });
-      next['sessionsHeld'] = held;
+      // Only a complete poll says how many sessions are held; a gateway that did not answer
+      // leaves the figure unknown rather than 0.
+      if (views.every((v) => v !== null && typeof v.held === 'number')) next['sessionsHeld'] = held;
       this.latest = next;
     } finally {
       this.busy = false;
@@ -72,10 +75,10 @@ export class DamPoller {
     return { ...this.latest };
   }
 
-  /** Sessions the gateways still hold (sum of `held`), read now. */
-  async held(): Promise<number> {
+  /** Sessions the gateways still hold (sum of `held`), read now; null when a gateway did not answer. */
+  async held(): Promise<number | null> {
     await this.poll();
-    return this.latest['sessionsHeld'] ?? 0;
+    return this.latest['sessionsHeld'] ?? null;
   }
 
   stop(): void {

@@ -53,7 +53,7 @@ export interface ConfigurationResult {
   config: Configuration;
   /** baseline, s0, s1, s2. */
   runs: Record<string, RunResult>;
-  /** Sessions the gateways still held after each run had ended and settled (should be 0). */
+  /** Sessions the gateways still held after each run had ended and settled (should be 0; -1 unknown). */
   heldAfter: Record<string, number>;
   /** Runs after which the stack was replaced because sessions were still held. */
   restartedAfter?: string[];
@@ -119,15 +119,18 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** After a run: wait (bounded) until the gateways hold no session, and report what is left. */
+/**
+ * After a run: wait (bounded) until the gateways hold no session, and report what is left
+ * (-1: a gateway did not answer /dam, so it is unknown).
+ */
 async function settle(poller: DamPoller, maxMs: number): Promise<number> {
   const until = Date.now() + maxMs;
   let held = await poller.held();
-  while (held > 0 && Date.now() < until) {
+  while (held !== 0 && Date.now() < until) {
     await sleep(500);
     held = await poller.held();
   }
-  return held;
+  return held ?? -1;
 }
 
 export async function runExperiment(o: ExperimentOptions): Promise<ExperimentResult> {
@@ -189,7 +192,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
         if (result.heldAfter[name] && i < names.length - 1 && !o.stop?.aborted) {
           // Slots that outlive their clients would fill the next scenario's budget: it gets a
           // fresh stack instead, and the report shows the leak.
-          log(`   ${result.heldAfter[name]} sessions still held after ${name} settled: a fresh stack for the next scenario`);
+          log(`   ${result.heldAfter[name] < 0 ? 'unknown (no /dam answer)' : result.heldAfter[name]} sessions still held after ${name} settled: a fresh stack for the next scenario`);
           result.restartedAfter?.push(name);
           await stop(false);
           cur = await start();

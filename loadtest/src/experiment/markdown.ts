@@ -35,7 +35,7 @@ export function renderMarkdown(x: ExperimentResult): string {
   }
   out.push('', '| configuration | acceptance (dam on) | measured | |', '|---|---|---|---|');
   for (const c of acceptance(x)) out.push(`| ${c.config} | ${c.what} | ${c.value} | ${c.pass ? 'met' : '**not met**'} |`);
-  const held = x.results.flatMap((c) => Object.entries(c.heldAfter).filter(([, n]) => n > 0).map(([k, n]) => `${c.config.id} after ${k}: ${n}`));
+  const held = x.results.flatMap((c) => Object.entries(c.heldAfter).filter(([, n]) => n !== 0).map(([k, n]) => `${c.config.id} after ${k}: ${n < 0 ? 'unknown (no /dam answer)' : n}`));
   if (held.length) out.push('', `Sessions still held by the gateways after a run had ended and settled (should be 0; the next scenario then ran on a fresh stack): ${held.join('; ')}.`);
   const flagged = x.results.flatMap((c) => Object.entries(c.runs).filter(([, r]) => r.runner.bottleneck).map(([k, r]) => `${c.config.id} ${k} (${r.runner.reasons.join('; ')})`));
   out.push('', flagged.length ? `Runs flagged for the runner's CPU or event-loop delay: ${flagged.join('; ')}.` : 'No run was flagged for the runner\'s CPU or event-loop delay.');

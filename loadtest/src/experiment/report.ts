@@ -136,7 +136,7 @@ export function renderReport(x: ExperimentResult): string {
   ].join('\n');
 
   const leftovers = x.results
-    .flatMap((c) => Object.entries(c.heldAfter).filter(([, n]) => n > 0).map(([k, n]) => `${c.config.id} after ${k}: ${n}`))
+    .flatMap((c) => Object.entries(c.heldAfter).filter(([, n]) => n !== 0).map(([k, n]) => `${c.config.id} after ${k}: ${n < 0 ? 'unknown (no /dam answer)' : n}`))
     .join('; ');
   const runnerFlags = x.results
     .flatMap((c) => Object.entries(c.runs).filter(([, r]) => r.runner.bottleneck).map(([k, r]) => `${c.config.id} ${k}: ${r.runner.reasons.join('; ')}`));
