@@ -19,8 +19,15 @@ async function main(): Promise<number> {
   });
   const [command, arg] = positionals;
   const redis = new Redis(process.env['REDIS_URL'] || 'redis://127.0.0.1:6379', { maxRetriesPerRequest: 1, lazyConnect: true });
-  redis.on('error', () => undefined);
-  await redis.connect();
+  // A wrong password surfaces as an 'error' event; connect() itself only says the connection closed.
+  let lastError: Error | undefined;
+  redis.on('error', (err: Error) => {
+    lastError = err;
+  });
+  await redis.connect().catch((err: unknown) => {
+    redis.disconnect();
+    throw lastError ?? err;
+  });
   const dlq = new DeadLetterQueue({ redis, questionStream: process.env['AI_QUESTION_STREAM'] || undefined });
   try {
     switch (command) {
