@@ -1,0 +1,60 @@
+import { readFileSync } from 'node:fs';
+import { SseClient, type Stack } from '@traffic-dam/stack';
+import { eventually, startE2eStack } from './e2e-stack';
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+// GATEWAY_WORKERS=2: one process tree, two dam instances (node:cluster). SIGTERM to the primary
+// drains both workers; the primary exits 0 once both have.
+describe('drain with node:cluster workers', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startE2eStack({ gateways: 1, env: { LOG_LEVEL: 'warn', GATEWAY_WORKERS: '2', DRAIN_GRACE_MS: '300' } });
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('expires the sessions of every worker (draining), then the primary exits 0 and no worker is left', async () => {
+    const g = stack.gateways[0];
+    if (!g?.child.pid) throw new Error('no gateway');
+    const primary = g.child.pid;
+    await eventually('two cluster workers', () => childrenOf(primary).length === 2, 10_000);
+    const workers = childrenOf(primary);
+    // The primary hands connections to its workers in turn: a few streams reach both.
+    const streams: SseClient[] = [];
+    const instances = new Set<string>();
+    for (let i = 0; i < 12 && instances.size < 2; i++) {
+      const sse = await new SseClient(`${g.url}/chat/stream`).open();
+      expect(sse.status).toBe(200);
+      instances.add((await sse.session()).instanceId);
+      streams.push(sse);
+    }
+    expect(instances.size).toBe(2);
+
+    g.child.signal('SIGTERM');
+    for (const sse of streams) {
+      const e = await sse.waitFor((x) => x.event === 'expired', 10_000);
+      expect(e.data).toEqual({ reason: 'draining' });
+    }
+    const code = await Promise.race([g.child.wait(), new Promise<string>((r) => setTimeout(r, 15_000, 'timeout'))]);
+    expect(code).toBe(0);
+    for (const pid of workers) {
+      let gone = false;
+      try {
+        process.kill(pid, 0);
+      } catch {
+        gone = true;
+      }
+      expect({ pid, gone }).toEqual({ pid, gone: true });
+    }
+  });
+});
