@@ -155,9 +155,9 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     const messageId = randomUUID();
     const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
     const inflightTtl = this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS;
-    let claim = await this.redisCall(() => this.sessions.claim(sessionId, token, messageId, inflightTtl));
+    let claim = await this.claimInflight(sessionId, token, messageId, inflightTtl);
     if (claim.status === 'not_found' && (await this.persistIfLocal(sessionId))) {
-      claim = await this.redisCall(() => this.sessions.claim(sessionId, token, messageId, inflightTtl));
+      claim = await this.claimInflight(sessionId, token, messageId, inflightTtl);
     }
     switch (claim.status) {
       case 'not_found':
@@ -216,6 +216,20 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     else void this.sessions.tellAsked(claim.ownerInstanceId, sessionId, messageId, deadline).catch(() => undefined);
     this.logger.info({ sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
     return { messageId, headers };
+  }
+
+  /**
+   * Claims the session's in-flight slot for messageId. A claim that timed out may still have run
+   * in Redis: it is released (only if it holds this message), else the session would answer
+   * question_in_flight until the claim's TTL.
+   */
+  private async claimInflight(sessionId: string, token: string, messageId: string, ttlMs: number): ReturnType<SessionRepository['claim']> {
+    try {
+      return await this.redisCall(() => this.sessions.claim(sessionId, token, messageId, ttlMs));
+    } catch (err) {
+      void this.sessions.release(sessionId, messageId).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** Writes a session that exists only here (opened while Redis was away); true if it did. */
