@@ -205,6 +205,8 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
         this.metrics.questions.inc({ outcome: err.code });
         throw err;
       }
+      // It may still have been queued: the worker must not answer a question the client was told failed.
+      void this.bridge.cancel(messageId).catch(() => undefined);
       this.logger.warn({ err: String(err), sessionId, messageId }, 'question not queued: Redis unavailable');
       this.metrics.questions.inc({ outcome: 'redis_unavailable' });
       throw new GatewayException(ErrorCode.RedisUnavailable, 'The question could not be queued.', { retryAfterSec: 1 });
