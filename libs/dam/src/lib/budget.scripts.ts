@@ -22,22 +22,45 @@ local capacity = #live * tonumber(ARGV[3])
 `;
 
 /**
- * A batch of admits in one call: concurrent admits of one instance share a round trip (group
- * commit), each still decided on its own, in order. ARGV: instanceId, generation,
- * slotsPerInstance, userMax (0 = off), then one userId per admit ('' = none).
- * Returns {used, capacity, live, status...}; status ok | dam_full | user_sessions, or a single
- * 'fenced' for the whole batch.
+ * One call carries this instance's queued releases and admits (group commit): under load one
+ * round trip serves many sessions, each still decided on its own, in order. Releases go first.
+ * ARGV: instanceId, generation, slotsPerInstance, userMax (0 = off), nReleases, then one userId
+ * per release, then one per admit ('' = none).
+ * Releases never take a count below zero; a fenced instance's releases are dropped (its
+ * re-registration writes the true count instead).
+ * Returns {used, capacity, live, releaseStatus, admitStatus...}: releaseStatus ok | fenced;
+ * admitStatus ok | dam_full | user_sessions, or a single 'fenced' for every admit.
  */
-export const ADMIT_LUA = `${NOW}
+export const OPS_LUA = `
+local nrel = tonumber(ARGV[5])
+local relStatus = 'ok'
+if nrel > 0 then
+  if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
+    relStatus = 'fenced'
+  else
+    local n = math.min(nrel, tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0'))
+    if n > 0 then redis.call('HINCRBY', KEYS[2], ARGV[1], -n) end
+    for i = 6, 5 + nrel do
+      local u = ARGV[i]
+      if u ~= '' and tonumber(redis.call('HGET', KEYS[5], u) or '0') > 0 then
+        if redis.call('HINCRBY', KEYS[5], u, -1) <= 0 then redis.call('HDEL', KEYS[5], u) end
+        if redis.call('HINCRBY', KEYS[4], u, -1) <= 0 then redis.call('HDEL', KEYS[4], u) end
+      end
+    end
+  end
+end
+local first = 6 + nrel
+if first > #ARGV then return {0, 0, 0, relStatus} end
+${NOW}
 local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if (not mine) or tonumber(mine) <= now or redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
-  return {0, 0, 0, 'fenced'}
+  return {0, 0, 0, relStatus, 'fenced'}
 end
 ${GLOBAL}
 local userMax = tonumber(ARGV[4])
-local out = {0, capacity, #live}
+local out = {0, capacity, #live, relStatus}
 local granted = 0
-for i = 5, #ARGV do
+for i = first, #ARGV do
   local u = ARGV[i]
   if used >= capacity then
     out[#out + 1] = 'dam_full'
@@ -59,25 +82,6 @@ if granted > 0 then
 end
 out[1] = used
 return out
-`;
-
-/**
- * A batch of releases in one call. ARGV: instanceId, generation, then one userId per release
- * ('' = none). Never takes a count below zero. A fenced instance's releases are dropped: its
- * re-registration writes the true count instead.
- */
-export const RELEASE_LUA = `
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 'fenced' end
-local n = math.min(#ARGV - 2, tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0'))
-if n > 0 then redis.call('HINCRBY', KEYS[2], ARGV[1], -n) end
-for i = 3, #ARGV do
-  local u = ARGV[i]
-  if u ~= '' and tonumber(redis.call('HGET', KEYS[5], u) or '0') > 0 then
-    if redis.call('HINCRBY', KEYS[5], u, -1) <= 0 then redis.call('HDEL', KEYS[5], u) end
-    if redis.call('HINCRBY', KEYS[4], u, -1) <= 0 then redis.call('HDEL', KEYS[4], u) end
-  end
-end
-return 'ok'
 `;
 
 /**

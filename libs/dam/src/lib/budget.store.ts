@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
-import { ADMIT_LUA, DEREGISTER_LUA, HEARTBEAT_LUA, RELEASE_LUA, STATUS_LUA } from './budget.scripts';
+import { DEREGISTER_LUA, HEARTBEAT_LUA, OPS_LUA, STATUS_LUA } from './budget.scripts';
 
 export type AdmitStatus = 'ok' | 'fenced' | 'dam_full' | 'user_sessions';
 export type HeartbeatStatus = 'ok' | 'registered' | 'fenced' | 'need_users';
@@ -23,42 +23,27 @@ export interface StatusReply extends GlobalView {
   instances: string[];
 }
 
-/** Most admits (or releases) in one script call. */
-const MAX_BATCH = 256;
+/** Most admits and releases in one script call. */
+const MAX_BATCH = 512;
 
-interface QueuedAdmit {
-  generation: string;
-  userId: string;
-  userMax: number;
-  resolve: (r: AdmitReply) => void;
-  reject: (err: unknown) => void;
-}
-
-interface QueuedRelease {
-  generation: string;
-  userId: string;
-  resolve: (r: 'ok' | 'fenced') => void;
-  reject: (err: unknown) => void;
-}
+type QueuedOp =
+  | { kind: 'admit'; generation: string; userId: string; userMax: number; resolve: (r: AdmitReply) => void; reject: (err: unknown) => void }
+  | { kind: 'release'; generation: string; userId: string; resolve: (r: 'ok' | 'fenced') => void; reject: (err: unknown) => void };
 
 interface BudgetCommands {
-  tdDamAdmit(...args: Array<string | number>): Promise<[number, number, number, ...string[]]>;
-  tdDamRelease(...args: Array<string | number>): Promise<string>;
+  tdDamOps(...args: Array<string | number>): Promise<[number, number, number, string, ...string[]]>;
   tdDamHeartbeat(...args: Array<string | number>): Promise<[string, string, number, number, number]>;
   tdDamStatus(...args: Array<string | number>): Promise<Array<number | string>>;
   tdDamDeregister(...args: Array<string | number>): Promise<string>;
 }
 
-/** At most one Redis round trip per call, shared by the calls queued meanwhile: the typed face of budget.scripts.ts. */
+/** At most one Redis round trip per call, shared by the calls made in the same turn: the typed face of budget.scripts.ts. */
 export class BudgetStore {
   private readonly redis: (Redis | Cluster) & BudgetCommands;
   private readonly keys: string[];
   readonly userKeyPrefix: string;
-  private readonly admits: QueuedAdmit[] = [];
-  private readonly releases: QueuedRelease[] = [];
-  /** Script calls in flight; while there is one, new admits (releases) queue for the next. */
-  private admitCalls = 0;
-  private releaseCalls = 0;
+  private readonly queue: QueuedOp[] = [];
+  private scheduled = false;
 
   constructor(
     redis: Redis | Cluster,
@@ -66,8 +51,6 @@ export class BudgetStore {
     private readonly slots: number,
     keyPrefix: string,
     hashTag: string,
-    /** After this many ms a call in flight no longer holds back the next batch. */
-    private readonly stallMs: number,
   ) {
     const base = `${keyPrefix}:{${hashTag}}`;
     this.userKeyPrefix = `${base}:iusers:`;
@@ -81,8 +64,7 @@ export class BudgetStore {
       `${base}:admits`,
     ];
     // defineCommand is idempotent per name; EVALSHA with a fallback to EVAL on NOSCRIPT.
-    redis.defineCommand('tdDamAdmit', { numberOfKeys: 7, lua: ADMIT_LUA });
-    redis.defineCommand('tdDamRelease', { numberOfKeys: 7, lua: RELEASE_LUA });
+    redis.defineCommand('tdDamOps', { numberOfKeys: 7, lua: OPS_LUA });
     redis.defineCommand('tdDamHeartbeat', { numberOfKeys: 7, lua: HEARTBEAT_LUA });
     redis.defineCommand('tdDamStatus', { numberOfKeys: 2, lua: STATUS_LUA });
     redis.defineCommand('tdDamDeregister', { numberOfKeys: 7, lua: DEREGISTER_LUA });
@@ -90,101 +72,83 @@ export class BudgetStore {
   }
 
   /**
-   * Queues one admit. With no admit call in flight it goes at once; otherwise it waits for that
-   * call and goes with every admit queued meanwhile, in one script: one round trip per admit at
-   * most, and many admits per round trip under load.
+   * Queues one admit. Everything queued in the same turn of the event loop goes in one script
+   * call at the end of that turn (setImmediate): one round trip per admit at most, many per
+   * round trip when requests arrive together, and no admit waits for another's reply.
    */
   admit(generation: string, userId: string, userMax: number): Promise<AdmitReply> {
     return new Promise<AdmitReply>((resolve, reject) => {
-      this.admits.push({ generation, userId, userMax, resolve, reject });
-      if (this.admitCalls === 0) this.flushAdmits();
+      this.queue.push({ kind: 'admit', generation, userId, userMax, resolve, reject });
+      this.schedule();
     });
   }
 
-  /** Queues one release, batched like admits. */
+  /** Queues one release, batched with admits. */
   release(generation: string, userId: string): Promise<'ok' | 'fenced'> {
     return new Promise<'ok' | 'fenced'>((resolve, reject) => {
-      this.releases.push({ generation, userId, resolve, reject });
-      if (this.releaseCalls === 0) this.flushReleases();
+      this.queue.push({ kind: 'release', generation, userId, resolve, reject });
+      this.schedule();
     });
   }
 
-  /**
-   * Sends every queued admit and release now, before a heartbeat: commands on one connection run
-   * in order, so the beat's count then covers exactly what Redis applied before it.
-   */
-  private flushQueued(): void {
-    while (this.admits.length > 0) this.flushAdmits();
-    while (this.releases.length > 0) this.flushReleases();
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flushQueued();
+    });
   }
 
-  /**
-   * Counts a call in flight until it settles or stallMs passes: a call stuck on a frozen Redis
-   * must not hold every later one in the queue (each has its own deadline in the caller).
-   */
-  private occupy(kind: 'admit' | 'release'): () => void {
-    let freed = false;
-    const free = (): void => {
-      if (freed) return;
-      freed = true;
-      clearTimeout(timer);
-      if (kind === 'admit') {
-        if (--this.admitCalls === 0) this.flushAdmits();
-      } else if (--this.releaseCalls === 0) this.flushReleases();
-    };
-    const timer = setTimeout(free, this.stallMs);
-    timer.unref();
-    if (kind === 'admit') this.admitCalls++;
-    else this.releaseCalls++;
-    return free;
-  }
-
-  private flushAdmits(): void {
-    const first = this.admits[0];
+  /** Sends the queued ops that share the first one's generation (and user limit) in one call. */
+  private flush(): void {
+    const first = this.queue[0];
     if (!first) return;
-    // One batch has one generation and one user limit; the rest waits for the next call.
-    let n = 1;
-    while (n < this.admits.length && n < MAX_BATCH) {
-      const next = this.admits[n] as QueuedAdmit;
-      if (next.generation !== first.generation || next.userMax !== first.userMax) break;
+    let userMax: number | null = null;
+    const releases: Array<Extract<QueuedOp, { kind: 'release' }>> = [];
+    const admits: Array<Extract<QueuedOp, { kind: 'admit' }>> = [];
+    let n = 0;
+    for (const op of this.queue) {
+      if (n >= MAX_BATCH || op.generation !== first.generation) break;
+      if (op.kind === 'admit') {
+        if (userMax !== null && op.userMax !== userMax) break;
+        userMax = op.userMax;
+        admits.push(op);
+      } else releases.push(op);
       n++;
     }
-    const batch = this.admits.splice(0, n);
-    const done = this.occupy('admit');
+    this.queue.splice(0, n);
     void this.redis
-      .tdDamAdmit(...this.keys, this.instanceId, first.generation, this.slots, first.userMax, ...batch.map((b) => b.userId))
+      .tdDamOps(
+        ...this.keys,
+        this.instanceId,
+        first.generation,
+        this.slots,
+        userMax ?? 0,
+        releases.length,
+        ...releases.map((r) => r.userId),
+        ...admits.map((a) => a.userId),
+      )
       .then(
-        ([used, capacity, live, ...statuses]) => {
+        ([used, capacity, live, released, ...statuses]) => {
+          for (const r of releases) r.resolve(released as 'ok' | 'fenced');
           const whole = statuses.length === 1 && statuses[0] === 'fenced';
-          batch.forEach((b, i) => {
-            b.resolve({ status: (whole ? 'fenced' : statuses[i]) as AdmitStatus, used, capacity, live });
+          admits.forEach((a, i) => {
+            a.resolve({ status: (whole ? 'fenced' : statuses[i]) as AdmitStatus, used, capacity, live });
           });
         },
         (err: unknown) => {
-          for (const b of batch) b.reject(err);
+          for (const op of [...releases, ...admits]) op.reject(err);
         },
-      )
-      .finally(done);
+      );
   }
 
-  private flushReleases(): void {
-    const first = this.releases[0];
-    if (!first) return;
-    let n = 1;
-    while (n < this.releases.length && n < MAX_BATCH && (this.releases[n] as QueuedRelease).generation === first.generation) n++;
-    const batch = this.releases.splice(0, n);
-    const done = this.occupy('release');
-    void this.redis
-      .tdDamRelease(...this.keys, this.instanceId, first.generation, ...batch.map((b) => b.userId))
-      .then(
-        (r) => {
-          for (const b of batch) b.resolve(r as 'ok' | 'fenced');
-        },
-        (err: unknown) => {
-          for (const b of batch) b.reject(err);
-        },
-      )
-      .finally(done);
+  /**
+   * Sends every queued op now, before a heartbeat: commands on one connection run in order, so
+   * the beat's count then covers exactly what Redis applied before it.
+   */
+  private flushQueued(): void {
+    while (this.queue.length > 0) this.flush();
   }
 
   async heartbeat(

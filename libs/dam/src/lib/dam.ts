@@ -58,7 +58,7 @@ class DamLease implements Lease {
 /**
  * The connection gate: a local, exact per-instance ceiling, and the global pooled budget in
  * Redis (slots per instance x live instances), one script per admit and per release (admits
- * and releases that arrive while one is in flight share the next call). A
+ * and releases made in the same turn of the event loop share one call). A
  * heartbeat keeps this instance alive in the budget and writes its true count, so a lost or
  * doubled update heals within one beat. Without Redis it falls back to its local share.
  */
@@ -88,7 +88,6 @@ export class Dam {
       this.o.slotsPerInstance,
       this.o.keyPrefix,
       this.o.hashTag,
-      this.o.redisTimeoutMs,
     );
   }
 
