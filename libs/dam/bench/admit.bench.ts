@@ -21,9 +21,9 @@
  * release round trip exactly like the other two (whose release() is awaited), each op awaits
  * `lease.confirmation`, which settles when Redis applied the release. Nothing is added on the wire.
  *
- * The dam batches: admits (releases) that arrive while one admit (release) call is in flight go
- * together in the next call, so under concurrency a round trip serves many. The other two send
- * one call per acquire and per release, as their APIs do.
+ * The dam batches: admits and releases made in the same turn of the event loop go together in
+ * one script call, so under concurrency a round trip serves many. The other two send one call per
+ * acquire and per release, as their APIs do.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';

@@ -144,7 +144,7 @@ describe('Dam budget against real Redis', () => {
     expect((await a.status()).global).toMatchObject({ used: 4, capacity: 4 });
   });
 
-  it('concurrent admits and releases share script calls (group commit), in order, and the count stays exact across heartbeats', async () => {
+  it('concurrent admits and releases share script calls (one per event-loop turn), in order, and the count stays exact across heartbeats', async () => {
     const a = await dam('batch-a', { slotsPerInstance: 300, instanceCeiling: 1_000, userMaxSessions: 2, heartbeatMs: 50, heartbeatTtlMs: 1_000 });
     const raw = new Redis(redis.url);
     const calls = async (): Promise<number> => {
