@@ -1,0 +1,166 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ScenarioFile } from '../scenario-scale';
+import { Runner, assertLoopback } from './runner';
+
+type Mode = 'ok' | 'full' | 'silent' | 'overloaded-once';
+
+/**
+ * A stand-in for the load balancer that speaks the chat contract (SSE session, POST 202, tokens,
+ * done) and can refuse or go silent, so the runner's counting can be checked against what it
+ * did. The runner is the component under test; this server only plays its counterpart.
+ */
+function chatServer(mode: Mode): Promise<{ url: string; streams: () => number; posts: () => number; close: () => Promise<void> }> {
+  let streams = 0;
+  let posts = 0;
+  const refusedOnce = new Set<string>();
+  const open = new Map<string, http.ServerResponse>();
+  const server = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/chat/stream') {
+      streams++;
+      if (mode === 'full') {
+        res.writeHead(429, { 'content-type': 'application/problem+json', 'retry-after': '1' });
+        res.end(JSON.stringify({ status: 429, code: 'dam_full' }));
+        return;
+      }
+      if (mode === 'silent') return; // never answers: the client's deadline must end it
+      const id = `s${streams}`;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`event: session\ndata: ${JSON.stringify({ sessionId: id, token: 't', instanceId: 'x', expiresAt: 0 })}\n\n`);
+      open.set(id, res);
+      req.on('close', () => open.delete(id));
+      return;
+    }
+    const m = /^\/chat\/sessions\/([^/]+)\/messages$/.exec(req.url ?? '');
+    if (req.method === 'POST' && m) {
+      posts++;
+      req.resume();
+      const id = m[1] as string;
+      if (mode === 'overloaded-once' && !refusedOnce.has(id)) {
+        refusedOnce.add(id);
+        res.writeHead(503, { 'content-type': 'application/problem+json', 'retry-after': '1' });
+        res.end(JSON.stringify({ status: 503, code: 'ai_overloaded' }));
+        return;
+      }
+      res.writeHead(202, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ messageId: 'm' }));
+      const stream = open.get(id);
+      setTimeout(() => {
+        stream?.write(`event: token\ndata: ${JSON.stringify({ messageId: 'm', seq: 0, text: 'a' })}\n\n`);
+        setTimeout(() => stream?.write(`event: done\ndata: ${JSON.stringify({ messageId: 'm', tokens: 1 })}\n\n`), 20);
+      }, 30);
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as AddressInfo).port;
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        streams: () => streams,
+        posts: () => posts,
+        close: () =>
+          new Promise<void>((r) => {
+            server.closeAllConnections();
+            server.close(() => r());
+          }),
+      });
+    });
+  });
+}
+
+function file(scenarios: ScenarioFile['scenarios']): ScenarioFile {
+  return { name: 't', title: 't', description: '', seedBefore: '', scenarios };
+}
+
+describe('the load runner against a chat server', () => {
+  it('only targets loopback', () => {
+    expect(() => assertLoopback('http://10.0.0.1:8080')).toThrow(/127\.0\.0\.1/);
+    expect(assertLoopback('http://[::1]:8080').hostname).toBe('[::1]');
+  });
+
+  it('constant VUs run the lifecycle in a loop; every answer is counted once, per second too', async () => {
+    const srv = await chatServer('ok');
+    try {
+      const r = await new Runner({ baseUrl: srv.url, file: file({ a: { executor: 'constant-vus', vus: 5, duration: '2s', gracefulStop: '2s', tags: { role: 'user' } } }) }).run();
+      const u = r.roles['user'];
+      expect(u?.outcomes.completed).toBeGreaterThan(20);
+      expect(u?.outcomes.completed).toBe(srv.posts());
+      expect(u?.status0).toBe(0);
+      expect(r.seconds.reduce((n, s) => n + s.completed, 0)).toBe(u?.outcomes.completed);
+      expect(r.peakVus).toBe(5);
+      expect(u?.latency.ttft.p50).toBeGreaterThanOrEqual(25);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a server that never answers is status 0 at the session deadline, not a hang', async () => {
+    const srv = await chatServer('silent');
+    try {
+      const started = Date.now();
+      const r = await new Runner({
+        baseUrl: srv.url,
+        deadlines: { sessionMs: 500 },
+        file: file({ a: { executor: 'constant-vus', vus: 2, duration: '1s', gracefulStop: '2s', tags: { role: 'user' } } }),
+      }).run();
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(r.roles['user']?.status0).toBeGreaterThanOrEqual(2);
+      expect(r.roles['user']?.outcomes.completed).toBe(0);
+      expect(Object.keys(r.roles['user']?.statuses ?? {})).toEqual(['0 stream headers_timeout']);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a refused stream waits its Retry-After before trying again', async () => {
+    const srv = await chatServer('full');
+    try {
+      const r = await new Runner({ baseUrl: srv.url, file: file({ a: { executor: 'constant-vus', vus: 3, duration: '2500ms', gracefulStop: '2s', tags: { role: 'user' } } }) }).run();
+      // Retry-After 1 s: each VU tries at 0, ~1 and ~2 s, not hundreds of times.
+      expect(srv.streams()).toBeGreaterThanOrEqual(6);
+      expect(srv.streams()).toBeLessThanOrEqual(9);
+      expect(r.roles['user']?.refused429).toBe(srv.streams());
+      expect(r.roles['user']?.statuses).toEqual({ 'stream 429 dam_full': srv.streams() });
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a refused question is asked again on the same stream after Retry-After, then answered', async () => {
+    const srv = await chatServer('overloaded-once');
+    try {
+      const r = await new Runner({ baseUrl: srv.url, file: file({ a: { executor: 'constant-vus', vus: 2, duration: '1s', gracefulStop: '3s', tags: { role: 'user' } } }) }).run();
+      const u = r.roles['user'];
+      expect(u?.refused503).toBe(srv.streams());
+      expect(u?.outcomes.completed).toBe(srv.streams());
+      expect(u?.latency.iteration.min).toBeGreaterThanOrEqual(1_000);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a ramp meets its stage targets and ends at 0; an arrival rate fires on schedule and drops past maxVUs', async () => {
+    const srv = await chatServer('ok');
+    try {
+      const ramp = await new Runner({
+        baseUrl: srv.url,
+        file: file({ r: { executor: 'ramping-vus', startVUs: 0, stages: [{ duration: '1s', target: 8 }, { duration: '1s', target: 0 }], gracefulRampDown: '1s', tags: { role: 'user' } } }),
+      }).run();
+      expect(ramp.peakVus).toBe(8);
+      expect(ramp.seconds[ramp.seconds.length - 1]?.vus).toBe(0);
+      const rate = await new Runner({
+        baseUrl: srv.url,
+        file: file({ a: { executor: 'constant-arrival-rate', rate: 20, timeUnit: '1s', duration: '2s', preAllocatedVUs: 1, maxVUs: 1, env: { USERS: '2' }, tags: { role: 'abuser' } } }),
+      }).run();
+      const a = rate.roles['abuser'];
+      // 40 due in 2 s; one VU busy ~50 ms per iteration takes about one in every two or three.
+      expect((a?.iterations ?? 0) + rate.droppedIterations).toBeGreaterThanOrEqual(38);
+      expect((a?.iterations ?? 0) + rate.droppedIterations).toBeLessThanOrEqual(41);
+      expect(rate.droppedIterations).toBeGreaterThan(0);
+    } finally {
+      await srv.close();
+    }
+  });
+});
