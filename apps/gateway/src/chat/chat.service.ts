@@ -101,9 +101,20 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     if (this.lifecycle.draining) {
       throw new GatewayException(ErrorCode.Draining, 'This instance is shutting down; connect again.', { retryAfterSec: 1 });
     }
+    // Listen before the first await: a client that gives up while the dam or Redis answers closes
+    // the response now, and a 'close' that already fired never fires again (the slot would leak).
+    let clientGone = false;
+    let opened: LocalStream | undefined;
+    res.once('close', () => {
+      clientGone = true;
+      if (opened) void this.onStreamClosed(opened.session.sessionId, opened.closeReason ?? 'client');
+    });
     const { lease, userId } = await this.dam.admitStream(req);
-    let stream: LocalStream | undefined;
     try {
+      if (clientGone) {
+        this.metrics.sseClosed.inc({ reason: 'client' });
+        return;
+      }
       const now = Date.now();
       const session: NewSession = {
         sessionId: randomUUID(),
@@ -122,24 +133,25 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
         },
       );
       const { sessionId } = session;
+      if (clientGone) {
+        this.metrics.sseClosed.inc({ reason: 'client' });
+        void this.sessions.remove(sessionId).catch(() => undefined);
+        return;
+      }
       this.logger.assign({ sessionId });
       res.status(200);
       for (const [k, v] of Object.entries(SSE_HEADERS)) res.setHeader(k, v);
       res.flushHeaders();
-      stream = this.hub.add(session, res, lease, persisted);
+      opened = this.hub.add(session, res, lease, persisted);
       this.metrics.sseOpened.inc();
       this.metrics.sseOpen.set(this.hub.size);
-      const opened = stream;
-      res.once('close', () => {
-        void this.onStreamClosed(sessionId, opened.closeReason ?? 'client');
-      });
       req.socket.setKeepAlive(true, 10_000);
       const event: SessionEvent = { sessionId, token: session.token, instanceId: this.instanceId, expiresAt: session.expiresAt };
       this.hub.send(sessionId, 'session', event);
       this.logger.info({ userId: userId ?? undefined, persisted }, 'session opened');
     } finally {
-      // A failure before the stream exists must not keep the slot.
-      if (!stream) lease.release();
+      // A failure before the stream exists, or a client already gone, must not keep the slot.
+      if (!opened) lease.release();
     }
   }
 
