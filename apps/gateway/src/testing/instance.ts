@@ -14,7 +14,14 @@ export async function startInstance(redisUrl: string, name: string, env: Record<
   const config = loadConfig({ REDIS_URL: redisUrl, LOG_LEVEL: 'silent', ...env });
   const id = `${name}-${process.pid}`;
   const app = await createApp(config, id);
-  await app.listen(0, '127.0.0.1');
+  try {
+    await app.listen(0, '127.0.0.1');
+  } catch (err) {
+    // A boot that fails half-way (say NOAUTH) leaves Redis clients reconnecting and timers
+    // running: close what started, or the test process never exits.
+    await app.close().catch(() => undefined);
+    throw err;
+  }
   const addr = app.getHttpServer().address() as { port: number };
   return { app, url: `http://127.0.0.1:${addr.port}`, id };
 }
