@@ -6,7 +6,7 @@ import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
 import { BreakerService } from './breaker.service';
-import { estimateThroughput, type ThroughputView } from './throughput';
+import { aiRetryAfterSec, estimateThroughput, type ThroughputView } from './throughput';
 
 /**
  * The AI-capacity gate: a question enters the global queue only if its estimated wait (queue
@@ -63,13 +63,12 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     this.lastWaitMs = r.waitMs;
     if (r.status === 'queued') return;
     this.metrics.aiRefused.inc({ reason: 'overloaded' });
-    const overMs = r.waitMs < 0 ? 1_000 : r.waitMs - this.config.DAM_MAX_QUEUE_WAIT_MS;
     throw new GatewayException(
       ErrorCode.AiOverloaded,
       r.waitMs < 0
         ? 'The AI queue is not draining; try again shortly.'
         : `Estimated wait ${(r.waitMs / 1000).toFixed(1)} s is over the ${(this.config.DAM_MAX_QUEUE_WAIT_MS / 1000).toFixed(1)} s limit.`,
-      { retryAfterSec: Math.max(1, Math.ceil(overMs / 1000)) },
+      { retryAfterSec: aiRetryAfterSec(r.waitMs) },
     );
   }
 

@@ -1,4 +1,4 @@
-import { estimateThroughput } from './throughput';
+import { aiRetryAfterSec, estimateThroughput } from './throughput';
 
 const hb = (throughputPerSec: number, capacityPerSec = 100) => ({ workerId: 'w', capacityPerSec, throughputPerSec, inFlight: 0, ts: 1 });
 
@@ -17,5 +17,20 @@ describe('estimateThroughput', () => {
 
   it('falls to the measured rate when the queue builds faster than workers drain it', () => {
     expect(estimateThroughput([hb(10), hb(15)], 200)).toMatchObject({ measured: 25, rate: 25 });
+  });
+});
+
+describe('aiRetryAfterSec', () => {
+  it('spreads retries over [drain, 2 x drain] seconds of the estimated backlog', () => {
+    expect(aiRetryAfterSec(2_400, () => 0)).toBe(3);
+    expect(aiRetryAfterSec(2_400, () => 0.999)).toBe(6);
+    expect(aiRetryAfterSec(850, () => 0)).toBe(1);
+    expect(aiRetryAfterSec(850, () => 0.999)).toBe(2);
+  });
+
+  it('is 1-2 s when the wait is unknown, and never beyond 60 s', () => {
+    expect(aiRetryAfterSec(-1, () => 0)).toBe(1);
+    expect(aiRetryAfterSec(-1, () => 0.999)).toBe(2);
+    expect(aiRetryAfterSec(10 * 60_000, () => 0.999)).toBe(60);
   });
 });

@@ -23,3 +23,14 @@ export function estimateThroughput(workers: WorkerHeartbeat[], lastDepth: number
   const rate = workers.length === 0 ? 0 : saturated ? Math.min(measured, advertised || measured) : advertised;
   return { liveWorkers: workers.length, advertised, measured, rate };
 }
+
+/**
+ * Retry-After (s) for a question refused by the AI gate. Not the overage alone, which is under a
+ * second for nearly every refusal and brings all refused sessions back together the next second
+ * (a retry storm that saturated a gateway in the experiment): the time the estimated backlog
+ * needs to drain, spread uniformly over [drain, 2 x drain]. An unknown wait (no rate) is 1-2 s.
+ */
+export function aiRetryAfterSec(estimatedWaitMs: number, random: () => number = Math.random): number {
+  const drainSec = estimatedWaitMs < 0 ? 1 : Math.min(30, Math.max(1, Math.ceil(estimatedWaitMs / 1000)));
+  return drainSec + Math.floor(random() * (drainSec + 1));
+}

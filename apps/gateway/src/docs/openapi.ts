@@ -39,7 +39,7 @@ const HEADERS: Partial<Record<ErrorCode, string[]>> = {
 };
 
 const HEADER_DOCS: Record<string, Schema> = {
-  'Retry-After': { description: 'Seconds to wait before trying again (jittered for dam_full).', schema: { type: 'integer', minimum: 1 } },
+  'Retry-After': { description: 'Seconds to wait before trying again (jittered for dam_full; for ai_overloaded spread over the time the estimated backlog needs to drain).', schema: { type: 'integer', minimum: 1 } },
   RateLimit: { description: 'IETF RateLimit header: remaining quota and seconds to reset.', schema: { type: 'string' } },
   'RateLimit-Policy': { description: 'IETF RateLimit-Policy header: the quota that applies.', schema: { type: 'string' } },
   'WWW-Authenticate': { description: '`Bearer`, or `Bearer error="invalid_token"`.', schema: { type: 'string' } },
