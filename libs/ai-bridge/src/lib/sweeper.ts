@@ -1,5 +1,6 @@
-import type { Redis } from 'ioredis';
-import { questionToFields, type Question } from './protocol';
+import type { ChainableCommander, Redis } from 'ioredis';
+import type { DeadLetterReason } from './dead-letters';
+import { questionToFields, type Question, type ReplyErrorCode } from './protocol';
 
 export interface SweeperOptions {
   redis: Redis;
@@ -84,15 +85,14 @@ export class QuestionSweeper {
         tx.xadd(this.stream, '*', ...questionToFields(q));
         report.requeued++;
       } else if (f && f['id'] && f['sessionId'] && f['replyTo']) {
-        tx.xadd(this.dlq, 'MAXLEN', '~', 100_000, '*',
-          'reason', 'deadline_exceeded', 'message', 'the worker holding it died and its deadline passed',
-          'id', f['id'], 'sessionId', f['sessionId'], 'replyTo', f['replyTo'], 'question', f['question'] ?? '',
-          'deadline', String(Number.isFinite(deadline) ? deadline : now), 'attempt', f['attempt'] ?? '1',
-          'traceId', f['traceId'] ?? f['id'], 'tokensSent', '0', 'failedAt', String(now), 'by', this.o.by);
-        tx.publish(f['replyTo'], JSON.stringify({
-          type: 'error', messageId: f['id'], sessionId: f['sessionId'], code: 'deadline_exceeded',
-          message: 'The worker answering it died and the deadline passed.',
-        }));
+        this.deadLetter(tx, f, {
+          reason: 'deadline_exceeded',
+          note: 'the worker holding it died and its deadline passed',
+          deadline: String(Number.isFinite(deadline) ? deadline : now),
+          code: 'deadline_exceeded',
+          tellClient: 'The worker answering it died and the deadline passed.',
+          now,
+        });
         report.deadLettered++;
       }
       tx.xack(this.stream, this.group, id);
@@ -123,15 +123,14 @@ export class QuestionSweeper {
       for (const [id, flat] of entries) {
         const f = fieldsOf(flat);
         if (f && f['id'] && f['sessionId'] && f['replyTo']) {
-          tx.xadd(this.dlq, 'MAXLEN', '~', 100_000, '*',
-            'reason', 'breaker_open', 'message', 'the breaker opened while it waited in the queue',
-            'id', f['id'], 'sessionId', f['sessionId'], 'replyTo', f['replyTo'], 'question', f['question'] ?? '',
-            'deadline', f['deadline'] ?? String(now), 'attempt', f['attempt'] ?? '1',
-            'traceId', f['traceId'] ?? f['id'], 'tokensSent', '0', 'failedAt', String(now), 'by', this.o.by);
-          tx.publish(f['replyTo'], JSON.stringify({
-            type: 'error', messageId: f['id'], sessionId: f['sessionId'], code: 'ai_unavailable',
-            message: 'The AI path failed while the question waited; ask again shortly.',
-          }));
+          this.deadLetter(tx, f, {
+            reason: 'breaker_open',
+            note: 'the breaker opened while it waited in the queue',
+            deadline: f['deadline'] ?? String(now),
+            code: 'ai_unavailable',
+            tellClient: 'The AI path failed while the question waited; ask again shortly.',
+            now,
+          });
           shed++;
         }
         tx.xack(this.stream, this.group, id);
@@ -139,5 +138,25 @@ export class QuestionSweeper {
       await tx.exec();
       if (entries.length < SHED_BATCH) return shed;
     }
+  }
+
+  /**
+   * Queues, on tx, a dead letter (schema DeadLetter) for a stream entry and the error its client
+   * gets. The caller has checked that id, sessionId and replyTo are present.
+   */
+  private deadLetter(
+    tx: ChainableCommander,
+    f: Record<string, string>,
+    d: { reason: DeadLetterReason; note: string; deadline: string; code: ReplyErrorCode; tellClient: string; now: number },
+  ): void {
+    const id = f['id'] as string;
+    const sessionId = f['sessionId'] as string;
+    const replyTo = f['replyTo'] as string;
+    tx.xadd(this.dlq, 'MAXLEN', '~', 100_000, '*',
+      'reason', d.reason, 'message', d.note,
+      'id', id, 'sessionId', sessionId, 'replyTo', replyTo, 'question', f['question'] ?? '',
+      'deadline', d.deadline, 'attempt', f['attempt'] ?? '1',
+      'traceId', f['traceId'] ?? id, 'tokensSent', '0', 'failedAt', String(d.now), 'by', this.o.by);
+    tx.publish(replyTo, JSON.stringify({ type: 'error', messageId: id, sessionId, code: d.code, message: d.tellClient }));
   }
 }
