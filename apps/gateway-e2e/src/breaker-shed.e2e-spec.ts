@@ -1,8 +1,6 @@
 import { Redis } from 'ioredis';
 import { SseClient, ask, type Stack } from '@traffic-dam/stack';
-import { metricValue, startE2eStack } from './e2e-stack';
-
-const ADMIN = 'e2e-admin-token-0123456789';
+import { E2E_ADMIN_TOKEN, metricValue, setFaults, startE2eStack } from './e2e-stack';
 
 describe('the breaker opens while questions wait in the queue', () => {
   let stack: Stack;
@@ -17,7 +15,7 @@ describe('the breaker opens while questions wait in the queue', () => {
         DAM_BREAKER_OPEN_MS: '60000',
         DAM_MAX_QUEUE_WAIT_MS: '60000',
         AI_SWEEP_MS: '200',
-        WORKER_ADMIN_TOKEN: ADMIN,
+        WORKER_ADMIN_TOKEN: E2E_ADMIN_TOKEN,
       },
       // Two at a time, a second each: the rest of the questions wait in the queue.
       workerEnv: () => ({ WORKER_CONCURRENCY: '2', AI_TTFT_MS: '1000', AI_TOKENS_PER_SEC: '50', AI_ANSWER_TOKENS: '5' }),
@@ -32,12 +30,7 @@ describe('the breaker opens while questions wait in the queue', () => {
   it('dead-letters the queued questions as breaker_open and tells their clients at once; none is lost', async () => {
     const worker = stack.workers[0];
     if (!worker) throw new Error('no worker');
-    const res = await fetch(`${worker.url}/admin/faults`, {
-      method: 'PUT',
-      headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ errorRatio: 1 }),
-    });
-    expect(res.status).toBe(200);
+    await setFaults(worker.url, { errorRatio: 1 });
     const probe = new Redis(stack.redisUrl);
     const dlqBefore = await probe.xlen('td:dlq');
     for (let i = 0; i < 30; i++) streams.push(await new SseClient(`${stack.url}/chat/stream`).open());

@@ -1,17 +1,6 @@
 import { Redis } from 'ioredis';
 import { SseClient, TimedHttp, ask, percentile, type ChatSession, type Stack } from '@traffic-dam/stack';
-import { eventually, metricValue, startE2eStack } from './e2e-stack';
-
-const ADMIN = 'e2e-admin-token-0123456789';
-
-async function setFaults(workerUrl: string, faults: Record<string, unknown>): Promise<void> {
-  const res = await fetch(`${workerUrl}/admin/faults`, {
-    method: 'PUT',
-    headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify(faults),
-  });
-  if (res.status !== 200) throw new Error(`faults: ${res.status} ${await res.text()}`);
-}
+import { E2E_ADMIN_TOKEN, eventually, metricValue, setFaults, startE2eStack } from './e2e-stack';
 
 describe('the circuit breaker toward the worker, shared by both gateways', () => {
   let stack: Stack;
@@ -24,7 +13,7 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
         DAM_BREAKER_MIN_VOLUME: '10',
         DAM_BREAKER_WINDOW_MS: '5000',
         DAM_BREAKER_OPEN_MS: '2000',
-        WORKER_ADMIN_TOKEN: ADMIN,
+        WORKER_ADMIN_TOKEN: E2E_ADMIN_TOKEN,
       },
       workerEnv: () => ({ AI_TTFT_MS: '20', AI_TOKENS_PER_SEC: '200', AI_ANSWER_TOKENS: '3' }),
     });

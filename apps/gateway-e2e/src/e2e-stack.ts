@@ -27,4 +27,17 @@ export async function metricValue(url: string, series: string): Promise<number> 
   return Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
+/** The worker's admin token in the e2e stacks that inject faults (pass it as WORKER_ADMIN_TOKEN). */
+export const E2E_ADMIN_TOKEN = 'e2e-admin-token-0123456789';
+
+/** Sets the worker's fault injection through its admin endpoint. */
+export async function setFaults(workerUrl: string, faults: Record<string, unknown>): Promise<void> {
+  const res = await fetch(`${workerUrl}/admin/faults`, {
+    method: 'PUT',
+    headers: { Authorization: `Bearer ${E2E_ADMIN_TOKEN}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(faults),
+  });
+  if (res.status !== 200) throw new Error(`faults: ${res.status} ${await res.text()}`);
+}
+
 export { eventually } from '@traffic-dam/stack';
