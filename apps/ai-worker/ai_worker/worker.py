@@ -273,13 +273,15 @@ class Worker:
             event(log, logging.ERROR, "answer task failed", workerId=self.worker_id, entryId=entry_id, error=repr(e))
         finally:
             if not shutdown:
-                self.finished += 1
                 try:
                     await _bounded(
                         self.redis.xack(self.settings.question_stream, self.settings.consumer_group, entry_id), 5.0
                     )
                 except Exception as e:
                     event(log, logging.ERROR, "ack failed", workerId=self.worker_id, entryId=entry_id, error=repr(e))
+                # Counted once the entry is settled (acked or the ack failed), so whoever waits on it
+                # sees the stream as it will stay.
+                self.finished += 1
 
     async def _bad_question(self, entry_id: str, bq: p.BadQuestion) -> None:
         event(
