@@ -36,35 +36,44 @@ class Backend(Protocol):
         ...
 
 
-# KEYS: none (the key is named from Redis' own clock, so worker clocks do not matter).
-# ARGV[1] = key prefix, ARGV[2] = capacity per second, ARGV[3] = key TTL ms
-# Returns {count in this second, admitted 0|1, ms until the next second}.
+# GCRA (the generic cell rate algorithm): one key holds the theoretical arrival time (TAT) of
+# the next start, in Redis-clock microseconds, so worker clocks do not matter. Starts are spaced
+# 1/capacity apart with a burst of ARGV[3]: a fixed one-second window let a whole second's worth
+# start at once at every boundary and kept the rest retrying at the next one, in no order.
+# KEYS[1] = TAT key. ARGV[1] = capacity per second, ARGV[2] = key TTL ms, ARGV[3] = burst.
+# Returns {admitted 0|1, ms until a start is allowed (0 if admitted)}.
 RATE_LUA = """
 local t = redis.call('TIME')
-local key = ARGV[1] .. t[1]
-local n = redis.call('INCR', key)
-if n == 1 then redis.call('PEXPIRE', key, tonumber(ARGV[3])) end
-local admitted = 0
-if n <= tonumber(ARGV[2]) then admitted = 1 end
-local wait = 1000 - math.floor(tonumber(t[2]) / 1000)
-return {n, admitted, wait}
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = 1000000 / tonumber(ARGV[1])
+local burst = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allowed_at = tat - (burst - 1) * interval
+if now < allowed_at then
+  return {0, math.ceil((allowed_at - now) / 1000)}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', tat + interval), 'PX', tonumber(ARGV[2]))
+return {1, 0}
 """
 
 
 class RedisRateLimiter:
-    """At most `capacity_per_sec` admissions per Redis-clock second, across all workers."""
+    """At most `capacity_per_sec` starts per second across all workers, spaced evenly (GCRA)."""
 
-    def __init__(self, redis: Redis, capacity_per_sec: int, key_prefix: str, key_ttl_ms: int = 2000):
+    def __init__(self, redis: Redis, capacity_per_sec: int, key_prefix: str, burst: int = 1):
         self._redis = redis
         self.capacity_per_sec = capacity_per_sec
-        self._prefix = key_prefix
-        self._ttl_ms = key_ttl_ms
+        self._key = f"{key_prefix}gcra"
+        self._burst = max(1, burst)
+        # The key only matters while starts are spaced; it may vanish after a quiet spell.
+        self._ttl_ms = int(1000 * self._burst / capacity_per_sec) + 2000
         self._script = redis.register_script(RATE_LUA)
 
-    async def acquire(self) -> tuple[bool, int, int]:
-        """One attempt: (admitted, count in this second, ms until the next second)."""
-        n, admitted, wait = await self._script(args=[self._prefix, self.capacity_per_sec, self._ttl_ms])
-        return bool(int(admitted)), int(n), max(1, int(wait))
+    async def acquire(self) -> tuple[bool, int]:
+        """One attempt: (admitted, ms until a start is allowed; 0 when admitted)."""
+        admitted, wait = await self._script(keys=[self._key], args=[self.capacity_per_sec, self._ttl_ms, self._burst])
+        return bool(int(admitted)), 0 if int(admitted) else max(1, int(wait))
 
 
 def answer_word(question: str, i: int) -> str:
@@ -107,8 +116,7 @@ class SimulatedBackend:
         return 1.0 / (f.tokens_per_sec if f is not None and f.tokens_per_sec is not None else self._tokens_per_sec)
 
     async def try_admit(self) -> tuple[bool, int]:
-        admitted, _, wait_ms = await self._limiter.acquire()
-        return admitted, 0 if admitted else wait_ms
+        return await self._limiter.acquire()
 
     async def stream(self, question: Question) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()

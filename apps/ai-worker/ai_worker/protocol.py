@@ -122,12 +122,15 @@ def error_reply(message_id: str, session_id: str, code: str, message: str) -> di
     return {"type": "error", "messageId": message_id, "sessionId": session_id, "code": code, "message": message}
 
 
-def heartbeat(worker_id: str, capacity_per_sec: float, throughput_per_sec: float, in_flight: int, ts_ms: int) -> dict[str, Any]:
+def heartbeat(
+    worker_id: str, capacity_per_sec: float, throughput_per_sec: float, in_flight: int, answering: int, ts_ms: int
+) -> dict[str, Any]:
     return {
         "workerId": worker_id,
         "capacityPerSec": capacity_per_sec,
         "throughputPerSec": throughput_per_sec,
         "inFlight": in_flight,
+        "answering": answering,
         "ts": ts_ms,
     }
 

@@ -11,7 +11,6 @@ import collections
 import contextlib
 import json
 import logging
-import random
 import time
 from typing import Any, Awaitable, TypeVar
 
@@ -85,6 +84,8 @@ class Worker:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
+        self._start_line = asyncio.Lock()
+        self._answering = 0  # answers past the capacity gate and not yet ended
         self._completions: collections.deque[float] = collections.deque()
         self._reader: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -98,6 +99,11 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    @property
+    def answering(self) -> int:
+        """Answers started (past the capacity gate) and not ended: in flight but no longer waiting."""
+        return self._answering
 
     @property
     def running(self) -> bool:
@@ -241,7 +247,7 @@ class Worker:
         key = p.worker_key(self.worker_id)
         failed = False
         while True:
-            body = p.heartbeat(self.worker_id, s.capacity_per_sec, self.throughput_per_sec(), self.in_flight, now_ms())
+            body = p.heartbeat(self.worker_id, s.capacity_per_sec, self.throughput_per_sec(), self.in_flight, self.answering, now_ms())
             try:
                 await _bounded(self.redis.set(key, json.dumps(body), px=s.heartbeat_ttl_ms), 5.0)
                 if failed:
@@ -329,18 +335,31 @@ class Worker:
             raise _Stop("deadline_exceeded", "the question's deadline passed")
 
     async def _admit(self, q: p.Question) -> None:
-        """Wait for a start slot of the global capacity while the deadline allows."""
-        while True:
-            self._check_deadline(q)
-            if await self._is_cancelled(q):
-                raise _Stop("cancelled", "cancelled before the answer started")
-            admitted, retry_ms = await _bounded(self.backend.try_admit(), 5.0)
-            if admitted:
-                return
-            wait_ms = retry_ms + random.randint(1, 25)  # spread the retries a little
-            if now_ms() + wait_ms >= q.deadline_ms:
-                raise _Stop("deadline_exceeded", "no AI capacity before the question's deadline")
-            await asyncio.sleep(wait_ms / 1000.0)
+        """Wait for a start slot of the global capacity while the deadline allows.
+
+        First in, first started: only the task at the head of this worker's line asks the limiter,
+        the others wait their turn (asyncio.Lock wakes its waiters in order), so no question
+        overtakes an older one and none spins on Redis.
+        """
+        remaining = (q.deadline_ms - now_ms()) / 1000.0
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                await self._start_line.acquire()
+        except TimeoutError:
+            raise _Stop("deadline_exceeded", "no AI capacity before the question's deadline") from None
+        try:
+            while True:
+                self._check_deadline(q)
+                if await self._is_cancelled(q):
+                    raise _Stop("cancelled", "cancelled before the answer started")
+                admitted, retry_ms = await _bounded(self.backend.try_admit(), 5.0)
+                if admitted:
+                    return
+                if now_ms() + retry_ms >= q.deadline_ms:
+                    raise _Stop("deadline_exceeded", "no AI capacity before the question's deadline")
+                await asyncio.sleep(retry_ms / 1000.0)
+        finally:
+            self._start_line.release()
 
     async def _answer(self, q: p.Question) -> None:
         ids = dict(workerId=self.worker_id, messageId=q.id, sessionId=q.session_id, traceId=q.trace_id)
@@ -352,11 +371,14 @@ class Worker:
         outcome = "done"
         failure = ""
         inject_error = False
+        answering = False
         extra: dict[str, Any] = {}
         try:
             try:
                 self._check_deadline(q)
                 await self._admit(q)
+                self._answering += 1
+                answering = True
                 # Decided once per answer: fail it after its first token (see faults.py).
                 inject_error = self.faults.roll_error()
                 remaining = max(0.0, (q.deadline_ms - now_ms()) / 1000.0)
@@ -410,6 +432,8 @@ class Worker:
                     q.reply_to, p.error_reply(q.id, q.session_id, "worker_error", "the worker failed to answer")
                 )
         finally:
+            if answering:
+                self._answering -= 1
             event(
                 log, logging.INFO, "question finished", outcome=outcome, tokens=seq,
                 ms=int((time.monotonic() - started) * 1000), **extra, **ids,

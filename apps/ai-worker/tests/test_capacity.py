@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from conftest import ask, pending_count, question_fields, wait_for
@@ -10,32 +11,57 @@ from conftest import ask, pending_count, question_fields, wait_for
 from ai_worker.backend import RedisRateLimiter
 
 
-async def _at_start_of_a_redis_second(r) -> None:
-    while True:
-        _, usec = await r.time()
-        if usec < 200_000:
-            return
-        await asyncio.sleep((1_000_000 - usec) / 1e6 + 0.001)
-
-
-async def test_rate_limit_script_counts_per_redis_second(r, make_settings):
+async def test_rate_limit_spaces_starts_evenly_on_the_redis_clock(r, make_settings):
     s = make_settings()
-    limiter = RedisRateLimiter(r, 5, s.rate_key_prefix)
-    await _at_start_of_a_redis_second(r)
-    sec, _ = await r.time()
-    results = [await limiter.acquire() for _ in range(7)]
+    limiter = RedisRateLimiter(r, 5, s.rate_key_prefix)  # one start every 200 ms
+    assert await limiter.acquire() == (True, 0)
+    admitted, wait = await limiter.acquire()
+    assert not admitted and 150 <= wait <= 200, wait
+    assert 0 < await r.pttl(f"{s.rate_key_prefix}gcra") <= 2200
+    # Not before the advertised wait, and at once after it.
+    await asyncio.sleep(wait / 1000 - 0.05)
+    assert (await limiter.acquire())[0] is False
+    await asyncio.sleep(0.06)
+    assert (await limiter.acquire())[0] is True
 
-    assert [a for a, _, _ in results] == [True] * 5 + [False] * 2
-    assert [n for _, n, _ in results] == list(range(1, 8))
-    assert all(1 <= wait <= 1000 for _, _, wait in results)
-    key = f"{s.rate_key_prefix}{sec}"
-    assert await r.get(key) == "7"
-    assert 0 < await r.pttl(key) <= 2000
 
-    # After the advertised wait, a new second (and a new window) has begun.
-    await asyncio.sleep(results[-1][2] / 1000 + 0.01)
-    admitted, n, _ = await limiter.acquire()
-    assert admitted and n == 1
+async def test_rate_limit_burst_allows_that_many_at_once(r, make_settings):
+    s = make_settings()
+    limiter = RedisRateLimiter(r, 10, s.rate_key_prefix, burst=3)
+    results = [await limiter.acquire() for _ in range(4)]
+    assert [a for a, _ in results] == [True, True, True, False]
+    assert 1 <= results[3][1] <= 100
+
+
+async def test_questions_start_in_the_order_they_were_asked(r, make_settings, start_worker, subscribe):
+    # 5 starts/s and room for all 8 in the worker: they wait in the worker's own line.
+    s = make_settings(
+        AI_CAPACITY_PER_SEC="5", WORKER_CONCURRENCY="10", AI_TTFT_MS="10", AI_ANSWER_TOKENS="2", WORKER_HEARTBEAT_MS="100"
+    )
+    w = await start_worker(s)
+    qs = [question_fields(s) for _ in range(8)]
+    subs = [await subscribe(q["replyTo"]) for q in qs]
+    for q in qs:
+        await ask(r, s, q)
+
+    # While most wait for a start, the heartbeat tells waiting apart from answering.
+    async def some_waiting() -> bool:
+        raw = await r.get(f"td:workers:{s.worker_id}")
+        hb = raw and json.loads(raw)
+        return bool(hb) and hb["inFlight"] >= 4 and hb["answering"] < hb["inFlight"]
+
+    await wait_for(some_waiting, timeout=3)
+    firsts = [await sub.next(timeout=10) for sub in subs]
+    assert all(m["type"] == "token" and m["seq"] == 0 for m in firsts)
+    starts = [next(t for t, m in sub.items if m["type"] == "token" and m["seq"] == 0) for sub in subs]
+    assert starts == sorted(starts), [round(t - starts[0], 3) for t in starts]
+    # 200 ms apart: 1.4 s from the first to the eighth (the first may start late, being the first).
+    assert starts[-1] - starts[0] >= 1.3, [round(t - starts[0], 3) for t in starts]
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.1, [round(t - starts[0], 3) for t in starts]
+    for sub in subs:
+        assert (await sub.until_end(timeout=5))[-1]["type"] == "done"
+    await wait_for(lambda: w.finished == 8)
+    assert w.answering == 0
 
 
 async def test_two_workers_share_the_global_capacity(r, make_settings, start_worker, subscribe):
@@ -56,7 +82,7 @@ async def test_two_workers_share_the_global_capacity(r, make_settings, start_wor
     for sub in subs:
         assert (await sub.until_end(timeout=5))[-1]["type"] == "done"
 
-    # At most 5 starts in any Redis second: the 11th start is 2 windows after the 1st.
+    # 5 starts/s, spaced 200 ms: the 11th start is 2 s after the 1st.
     assert starts[10] - starts[0] >= 0.95, [round(t - starts[0], 3) for t in starts]
     assert starts[14] - starts[0] >= 0.95
     assert starts[14] - starts[0] < 4.0
@@ -68,8 +94,7 @@ async def test_two_workers_share_the_global_capacity(r, make_settings, start_wor
 async def test_no_capacity_before_the_deadline_is_deadline_exceeded(r, make_settings, start_worker, subscribe):
     s = make_settings(AI_CAPACITY_PER_SEC="1")
     await start_worker(s)
-    # Use up this second's single start, then ask with a deadline before the next second.
-    await _at_start_of_a_redis_second(r)
+    # Use up the single start of this second, then ask with a deadline before the next one.
     assert (await RedisRateLimiter(r, 1, s.rate_key_prefix).acquire())[0]
     q = question_fields(s, deadline=int(time.time() * 1000) + 300)
     sub = await subscribe(q["replyTo"])

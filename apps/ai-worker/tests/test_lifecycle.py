@@ -31,7 +31,7 @@ async def test_heartbeat_present_valid_and_deleted_on_stop(r, make_settings, sub
         HEARTBEAT.validate(hb)
         assert hb["workerId"] == s.worker_id
         assert hb["capacityPerSec"] == 123
-        assert hb["inFlight"] == 0 and hb["throughputPerSec"] == 0
+        assert hb["inFlight"] == 0 and hb["answering"] == 0 and hb["throughputPerSec"] == 0
         assert abs(hb["ts"] - time.time() * 1000) < 2000
         assert 0 < await r.pttl(key) <= 3000
 

@@ -20,7 +20,7 @@ describe('the dam in the gateway (real Redis)', () => {
     redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-gw-dam-')));
     // A worker heartbeat, so the AI gate lets questions in (no worker answers in these tests).
     const probe = new Redis(redis.url);
-    await probe.set('td:workers:w', JSON.stringify({ workerId: 'w', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, ts: Date.now() }), 'PX', 600_000);
+    await probe.set('td:workers:w', JSON.stringify({ workerId: 'w', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, answering: 0, ts: Date.now() }), 'PX', 600_000);
     probe.disconnect();
   });
 

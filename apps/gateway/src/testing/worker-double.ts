@@ -26,7 +26,7 @@ export class WorkerDouble {
     const beat = () =>
       this.writer.set(
         'td:workers:double',
-        JSON.stringify({ workerId: 'double', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, ts: Date.now() }),
+        JSON.stringify({ workerId: 'double', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, answering: 0, ts: Date.now() }),
         'PX',
         3_000,
       );

@@ -52,10 +52,15 @@ describe('protocol shapes agree with the JSON Schema', () => {
   });
 
   it('reads a heartbeat the schema accepts and refuses one it does not', () => {
-    const hb = { workerId: 'w', capacityPerSec: 100, throughputPerSec: 3.5, inFlight: 2, ts: 1 };
+    const hb = { workerId: 'w', capacityPerSec: 100, throughputPerSec: 3.5, inFlight: 2, answering: 1, ts: 1 };
     expect(check('WorkerHeartbeat', hb)).toEqual([]);
     expect(parseHeartbeat(JSON.stringify(hb))).toEqual(hb);
     expect(parseHeartbeat(JSON.stringify({ ...hb, inFlight: -1 }))).toBeNull();
+    expect(parseHeartbeat(JSON.stringify({ ...hb, answering: 0.5 }))).toBeNull();
+    // The previous protocol's heartbeat (no `answering`) still counts as a live worker.
+    const { answering: _, ...old } = hb;
+    expect(check('WorkerHeartbeat', old).length).toBeGreaterThan(0);
+    expect(parseHeartbeat(JSON.stringify(old))).toEqual({ ...old, answering: 0 });
     expect(parseHeartbeat(null)).toBeNull();
   });
 });

@@ -45,7 +45,10 @@ export interface WorkerHeartbeat {
   workerId: string;
   capacityPerSec: number;
   throughputPerSec: number;
+  /** Questions the worker holds: waiting for a start slot, or being answered. */
   inFlight: number;
+  /** Of those, answers started and not ended; 0 from a worker that does not report it. */
+  answering: number;
   ts: number;
 }
 
@@ -124,7 +127,9 @@ export function parseHeartbeat(raw: string | null): WorkerHeartbeat | null {
     const v = JSON.parse(raw) as Partial<WorkerHeartbeat>;
     if (!isNonEmptyString(v.workerId) || typeof v.capacityPerSec !== 'number') return null;
     if (typeof v.throughputPerSec !== 'number' || !isCount(v.inFlight) || !isCount(v.ts)) return null;
-    return v as WorkerHeartbeat;
+    if (v.answering !== undefined && !isCount(v.answering)) return null;
+    // A worker of the previous protocol does not say: nothing is subtracted from the gate's depth.
+    return { ...v, answering: v.answering ?? 0 } as WorkerHeartbeat;
   } catch {
     return null;
   }
