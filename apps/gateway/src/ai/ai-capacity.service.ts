@@ -4,18 +4,20 @@ import { lastValueFrom } from 'rxjs';
 import { AI_PATTERNS, AiBridgeClient, AiBridgeTransport, type AskResult, type EnqueueRequest, type Question } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
+import { DamService } from '../dam/dam.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { BreakerService } from './breaker.service';
 import { aiRetryAfterSec, estimateThroughput, type ThroughputView } from './throughput';
 
 /**
- * The AI-capacity gate: a question enters the global queue only if its estimated wait (queue
- * depth / worker throughput) fits DAM_MAX_QUEUE_WAIT_MS; with no live worker it is refused at once.
+ * The AI-capacity gate: a question enters the global queue only if its estimated wait (questions
+ * ahead of it / worker throughput) fits DAM_MAX_QUEUE_WAIT_MS; with no live worker it is refused
+ * at once. A refusal's Retry-After grows with the sessions competing for the AI (see throughput.ts).
  * Worker heartbeats are read on one timer, never per request.
  */
 @Injectable()
 export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestroy {
-  private view: ThroughputView = { liveWorkers: 0, advertised: 0, measured: 0, rate: 0 };
+  private view: ThroughputView = { liveWorkers: 0, advertised: 0, measured: 0, rate: 0, answering: 0 };
   private lastDepth = 0;
   private lastWaitMs = 0;
   private refreshed = false;
@@ -28,6 +30,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     private readonly ai: AiBridgeTransport,
     private readonly metrics: MetricsService,
     private readonly breaker: BreakerService,
+    private readonly dam: DamService,
   ) {
     metrics.registerAiCollector(() => ({ ...this.view, depth: this.lastDepth, waitMs: this.lastWaitMs }));
   }
@@ -58,7 +61,10 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       this.metrics.aiRefused.inc({ reason: 'no_worker' });
       throw new GatewayException(ErrorCode.AiUnavailable, 'No AI worker is alive.', { retryAfterSec: 2 });
     }
-    const r = await this.send({ question, gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: this.view.rate } });
+    const r = await this.send({
+      question,
+      gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: this.view.rate, answering: this.view.answering },
+    });
     this.lastDepth = r.depth;
     this.lastWaitMs = r.waitMs;
     if (r.status === 'queued') return;
@@ -68,7 +74,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       r.waitMs < 0
         ? 'The AI queue is not draining; try again shortly.'
         : `Estimated wait ${(r.waitMs / 1000).toFixed(1)} s is over the ${(this.config.DAM_MAX_QUEUE_WAIT_MS / 1000).toFixed(1)} s limit.`,
-      { retryAfterSec: aiRetryAfterSec(r.waitMs) },
+      { retryAfterSec: aiRetryAfterSec({ waitMs: r.waitMs, contenders: Math.max(0, this.dam.sessionsHeld - this.view.answering), rate: this.view.rate }) },
     );
   }
 

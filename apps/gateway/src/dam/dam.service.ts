@@ -76,6 +76,15 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     }
   }
 
+  /**
+   * Sessions held cluster-wide as of this instance's last word from Redis (an admit or a beat),
+   * or this instance's own count before the first one or while Redis is away.
+   */
+  get sessionsHeld(): number {
+    const s = this.dam.snapshot();
+    return s.global && !s.fallback ? s.global.used : s.held;
+  }
+
   /** Admits a new stream or throws the refusal as a problem (429/503). */
   async admitStream(req: Request): Promise<Admission> {
     const userId = resolveIdentity(req, this.identity);

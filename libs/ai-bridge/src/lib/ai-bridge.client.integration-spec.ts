@@ -74,7 +74,7 @@ describe('AiBridgeClient against real Redis', () => {
   });
 
   it('lists live workers from their heartbeat keys and skips garbage', async () => {
-    const hb = { workerId: 'w1', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, ts: Date.now() };
+    const hb = { workerId: 'w1', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, answering: 0, ts: Date.now() };
     await commands.set('td:workers:w1', JSON.stringify(hb), 'PX', 3_000);
     await commands.set('td:workers:bad', '{nope', 'PX', 3_000);
     expect(await bridge.liveWorkers()).toEqual([hb]);
@@ -103,6 +103,13 @@ describe('AiBridgeClient against real Redis', () => {
     // Delivered but not acknowledged still counts as depth.
     await commands.xreadgroup('GROUP', 'workers', 'w1', 'COUNT', 3, 'STREAMS', stream, '>');
     expect(await gated.askGated(q(9), { maxWaitMs: 500, throughputPerSec: 10 })).toMatchObject({ status: 'overloaded', depth: 6 });
+    // Two of the three delivered are being answered: not ahead in line, so depth 4 and room again.
+    expect(await gated.askGated(q(11), { maxWaitMs: 500, throughputPerSec: 10, answering: 2 })).toMatchObject({
+      status: 'queued',
+      depth: 4,
+      waitMs: 400,
+    });
+    expect(await commands.xlen(stream)).toBe(7);
     // Throughput unknown and something waiting: no estimate, so no admission.
     expect(await gated.askGated(q(10), { maxWaitMs: 5_000, throughputPerSec: 0 })).toMatchObject({ status: 'overloaded', waitMs: -1 });
   });

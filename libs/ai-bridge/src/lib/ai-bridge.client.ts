@@ -27,6 +27,12 @@ export interface AskGate {
   maxWaitMs: number;
   /** Measured answers per second of the live workers. */
   throughputPerSec: number;
+  /**
+   * Answers the workers are streaming (their heartbeats' `answering`): delivered and not yet
+   * acknowledged like the questions still waiting for a start, but not ahead of a new one in
+   * line, so they are taken off the depth. Default 0.
+   */
+  answering?: number;
 }
 
 export type AskResult =
@@ -113,6 +119,7 @@ export class AiBridgeClient {
       Math.max(0, Math.floor(gate.maxWaitMs)),
       Math.max(0, gate.throughputPerSec),
       this.maxLen,
+      Math.max(0, Math.floor(gate.answering ?? 0)),
       ...questionToFields(question),
     );
     return status === 'ok' ? { status: 'queued', entryId: entryId ?? '', waitMs, depth } : { status: 'overloaded', waitMs, depth };

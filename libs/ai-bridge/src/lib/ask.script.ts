@@ -3,8 +3,9 @@
 
 /**
  * KEYS: question stream. ARGV: consumer group, maxWaitMs (0 = no gate), throughput (answers/s;
- * 0 = unknown), maxLen, then the question's field/value pairs.
- * Depth = entries not yet delivered (lag) + delivered and not yet acknowledged (pending).
+ * 0 = unknown), maxLen, answers being streamed, then the question's field/value pairs.
+ * Depth = the questions ahead of a new one: entries not yet delivered (lag) + delivered and not
+ * yet acknowledged (pending) - those already being answered (pending until their answer ends).
  * Returns {'ok', waitMs, depth, entryId} or {'overloaded', waitMs, depth} (waitMs -1 = unknown).
  */
 export const GATED_ASK_LUA = `
@@ -17,7 +18,7 @@ if ok then
     if f['name'] == ARGV[1] then
       local lag = tonumber(f['lag'])
       if lag == nil then lag = redis.call('XLEN', KEYS[1]) end
-      depth = lag + tonumber(f['pending'] or 0)
+      depth = math.max(0, lag + tonumber(f['pending'] or 0) - tonumber(ARGV[5]))
     end
   end
 end
@@ -29,7 +30,7 @@ if depth > 0 then
 end
 if maxWait > 0 and (wait < 0 or wait > maxWait) then return {'overloaded', wait, depth} end
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
 return {'ok', wait, depth, id}
 `;
