@@ -14,7 +14,7 @@ const HELP = `npm run loadtest -- <scenario> [options]
   --vus-scale F      closed-model VU counts times F (default 1)
   --jwt-secret S     give each VU its own HS256 JWT (the gateway's AUTH_JWT_SECRET) so per-user limits apply
                      (default: env LOADTEST_JWT_SECRET; without it users are anonymous)
-  --retry-after-max-ms N   longest Retry-After a refused VU honours (default 5000)
+  --retry-after-max-ms N   longest Retry-After a refused VU honours (default 60000)
   --out FILE         write the JSON results there (default loadtest/results/<scenario>-<time>.json)
   --no-progress      no progress bar
 `;
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
     baseUrl: values['base-url'] as string,
     file,
     jwtSecret: values['jwt-secret'] ?? process.env['LOADTEST_JWT_SECRET'],
-    retryAfterMaxMs: num('--retry-after-max-ms', values['retry-after-max-ms'], 5_000, 0, 600_000),
+    retryAfterMaxMs: num('--retry-after-max-ms', values['retry-after-max-ms'], 60_000, 0, 600_000),
     progress: !values['no-progress'],
   });
   let interrupted = false;

@@ -93,10 +93,11 @@ export function experimentSettings(quick: boolean): Settings {
       DAM_USER_QUESTIONS: '120',
       DAM_USER_QUESTION_WINDOW_SEC: '60',
       DAM_USER_MAX_SESSIONS: '5',
-      // The gate's estimate is (queued + in-progress answers) / throughput, so it counts the
-      // ~0.6 s answers in progress (40/s x 0.6 s = 600 ms) besides the real queue: 850 ms leaves
-      // ~250 ms of queue, the TTFT margin, while keeping the worker busy.
-      DAM_MAX_QUEUE_WAIT_MS: '850',
+      // The gate counts the questions ahead of a new one (answers being streamed are not ahead):
+      // 150 ms of line at 40/s is 6 questions, enough to keep the AI saturated while the refused
+      // come back at ~2 attempts per start, and the TTFT margin (250 ms) holds it with room for
+      // the machine's own delays.
+      DAM_MAX_QUEUE_WAIT_MS: '150',
       // Two shared cores under full load: Redis answers in tens of ms, not in the production
       // defaults' 20/50 ms; these keep the dam deciding on Redis rather than on its fallback.
       DAM_REDIS_TIMEOUT_MS: '150',
@@ -106,10 +107,8 @@ export function experimentSettings(quick: boolean): Settings {
       AI_TTFT_MS: '200',
       AI_TOKENS_PER_SEC: '50',
       AI_ANSWER_TOKENS: '20',
-      // The worker takes only about what it can start within a second (40/s x 0.6 s = 24 in
-      // progress, plus a margin): the rest waits in the Redis stream in order, instead of in the
-      // worker where every waiting question retries at each second and the unlucky ones wait for
-      // seconds (a long TTFT tail).
+      // The worker takes about what it answers at once (40/s x 0.6 s = 24, plus a margin); the
+      // rest waits in the Redis stream, in order, where the gate sees it.
       WORKER_CONCURRENCY: '28',
     },
   };

@@ -30,7 +30,7 @@ export interface ChatClientOptions {
   question: string;
   /** HS256 secret: each user gets its own JWT (sub = user id), as the gateway's per-user limits expect. */
   jwtSecret?: string;
-  /** Longest Retry-After honoured before asking again. Default 5 s. */
+  /** Longest Retry-After honoured before asking again. Default 60 s. */
   retryAfterMaxMs?: number;
 }
 
@@ -237,7 +237,7 @@ export class ChatClient {
           }
           m.latency(role, 'refusal', tPostDone - tPost);
           m.refusal(role, post.statusCode === 429 ? '429' : '503');
-          const wait = Math.min(retryAfterMs(post.headers) ?? 1_000, this.o.retryAfterMaxMs ?? 5_000);
+          const wait = Math.min(retryAfterMs(post.headers) ?? 1_000, this.o.retryAfterMaxMs ?? 60_000);
           if (!retry || performance.now() + wait - tFirstPost > d.firstTokenMs) {
             m.outcome(role, 'refused');
             return { outcome: 'refused', retryAfterMs: retryAfterMs(post.headers) };

@@ -99,7 +99,7 @@ export class Runner {
     this.pool = new Pool(u.origin, { connections: maxVus * 2 + 64, pipelining: 1, keepAliveTimeout: 10_000, connect: { timeout: 10_000 } });
     this.metrics = new Metrics(this.startedAt);
     this.deadlines = { ...DEFAULT_DEADLINES, ...o.deadlines };
-    this.retryAfterMaxMs = o.retryAfterMaxMs ?? 5_000;
+    this.retryAfterMaxMs = o.retryAfterMaxMs ?? 60_000;
     this.client = new ChatClient({
       pool: this.pool,
       metrics: this.metrics,
