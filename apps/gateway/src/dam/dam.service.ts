@@ -1,4 +1,4 @@
-import { randomInt } from 'node:crypto';
+import { createSecretKey, randomInt } from 'node:crypto';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { Request } from 'express';
 import type { Redis } from 'ioredis';
@@ -32,7 +32,7 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     private readonly metrics: MetricsService,
   ) {
     this.identity = {
-      jwtSecret: config.AUTH_JWT_SECRET,
+      jwtSecret: config.AUTH_JWT_SECRET === undefined ? undefined : createSecretKey(Buffer.from(config.AUTH_JWT_SECRET, 'utf8')),
       jwtRequired: config.AUTH_JWT_REQUIRED ?? config.AUTH_JWT_SECRET !== undefined,
       jwtIssuer: config.AUTH_JWT_ISSUER,
       jwtAudience: config.AUTH_JWT_AUDIENCE,

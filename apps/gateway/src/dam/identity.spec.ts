@@ -1,3 +1,4 @@
+import { createSecretKey } from 'node:crypto';
 import type { Request } from 'express';
 import jwt from 'jsonwebtoken';
 import { GatewayException } from '../common/errors';
@@ -33,6 +34,16 @@ describe('resolveIdentity', () => {
     ['no sub', () => jwt.sign({ name: 'alice' }, secret, { algorithm: 'HS256' })],
   ])('refuses %s with 401 invalid_credentials', (_, make) => {
     expect(codeOf(() => resolveIdentity(req(`Bearer ${make()}`), base))).toBe('invalid_credentials');
+  });
+
+  it('verifies the same with the secret as a KeyObject made once, as the gateway gives it', () => {
+    const keyed: IdentityOptions = { ...base, jwtSecret: createSecretKey(Buffer.from(secret, 'utf8')) };
+    const token = jwt.sign({ sub: 'alice' }, secret, { algorithm: 'HS256', expiresIn: 60 });
+    expect(resolveIdentity(req(`Bearer ${token}`), keyed)).toBe('jwt:alice');
+    const forged = jwt.sign({ sub: 'alice' }, 'y'.repeat(40), { algorithm: 'HS256' });
+    expect(codeOf(() => resolveIdentity(req(`Bearer ${forged}`), keyed))).toBe('invalid_credentials');
+    const none = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from('{"sub":"alice"}').toString('base64url')}.`;
+    expect(codeOf(() => resolveIdentity(req(`Bearer ${none}`), keyed))).toBe('invalid_credentials');
   });
 
   it('asks for a token when JWT is required and none came', () => {
