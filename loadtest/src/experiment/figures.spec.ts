@@ -4,8 +4,8 @@ import { experimentSettings, type ConfigurationResult, type ExperimentResult } f
 import { acceptance, runFigures } from './figures';
 
 /** A run as the runner would return it, from a Metrics fed by hand. */
-function run(feed: (m: Metrics) => void, seconds = 10): RunResult {
-  const m = new Metrics(Date.now());
+function run(feed: (m: Metrics) => void, seconds = 10, startedAt = Date.now()): RunResult {
+  const m = new Metrics(startedAt);
   feed(m);
   for (let i = 0; i < seconds; i++) m.tick(10);
   const r: RunResult = {
@@ -52,6 +52,19 @@ describe('figures and acceptance', () => {
     expect(f?.ttftP95).toBeCloseTo(300, 0);
     expect(f?.refusalP99).toBeCloseTo(12, 0);
     expect(runFigures(r, 'abuser')).toBeNull();
+  });
+
+  it('keeps the refusals after the opening 10 s apart, besides the whole run', () => {
+    const refuse = (m: Metrics, ms: number) => {
+      m.refusal('user', '503');
+      m.latency('user', 'refusal', ms);
+    };
+    const early = runFigures(run((m) => refuse(m, 2_000)), 'user');
+    expect(early).toMatchObject({ refusalsAfterOpening: 0, refusalAfterOpeningP99: null });
+    expect(early?.refusalP99).toBeCloseTo(2_000, -1);
+    const late = runFigures(run((m) => [5, 5, 5].forEach((ms) => refuse(m, ms)), 30, Date.now() - 20_000), 'user');
+    expect(late).toMatchObject({ refused503: 3, refusalsAfterOpening: 3 });
+    expect(late?.refusalAfterOpeningP99).toBeCloseTo(5, 0);
   });
 
   it('fails the checks it should: status 0, slow TTFT, a 500 among refusals, abusers not held', () => {

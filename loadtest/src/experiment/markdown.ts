@@ -14,7 +14,10 @@ function row(f: RunFigures | null | undefined): string {
     `status 0: ${f.status0}`,
   ];
   if (f.otherErrors) parts.push(`errors ${f.otherErrors}`);
-  if (f.refused429 + f.refused503) parts.push(`429: ${f.refused429}, 503: ${f.refused503}, refusal p99 ${t(f.refusalP99)}`);
+  if (f.refused429 + f.refused503) {
+    const late = f.refusalsAfterOpening < f.refused429 + f.refused503 && f.refusalAfterOpeningP99 !== null ? ` (after the first 10 s: ${t(f.refusalAfterOpeningP99)})` : '';
+    parts.push(`429: ${f.refused429}, 503: ${f.refused503}, refusal p99 ${t(f.refusalP99)}${late}`);
+  }
   parts.push(`answer max ${t(f.answerMax)}`);
   return parts.join('; ');
 }

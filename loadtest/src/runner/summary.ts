@@ -8,6 +8,7 @@ const LABELS: Record<Phase, string> = {
   ttft: 'ttft (POST -> first token)',
   done: 'answer (POST -> done)',
   refusal: 'refusal (request -> 429/503)',
+  refusalAfterOpening: 'refusal after the first 10 s',
   iteration: 'iteration (completed)',
 };
 
