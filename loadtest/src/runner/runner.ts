@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { SingleBar } from 'cli-progress';
 import { Pool } from 'undici';
 import {
@@ -212,6 +213,8 @@ export class Runner {
     const durationMs = parseDuration(s.duration);
     const maxVus = s.maxVUs ?? s.preAllocatedVUs;
     const abort = new AbortController();
+    // Every iteration in flight listens on this one signal; at most maxVUs of them, by design.
+    setMaxListeners(maxVus + 1, abort.signal);
     const inFlight = new Set<Promise<void>>();
     let launched = 0;
     let busy = 0;
