@@ -8,10 +8,6 @@ export const REDIS_SUBSCRIBER = Symbol('REDIS_SUBSCRIBER');
 function connect(url: string, name: string, commandTimeout: number | undefined, subscriber = false): Redis {
   const client = new Redis(url, {
     connectionName: name,
-    // The commands of one event-loop turn (session claims, rate checks, gate, publishes) go out
-    // in one socket write: under a burst of requests a write per command was a tenth of the
-    // gateway's CPU here, where system calls are dear. Not for the subscriber, which only listens.
-    enableAutoPipelining: !subscriber,
     // A request must not hang on a dead Redis: fail it and let the caller answer 503.
     commandTimeout,
     // The ready check sends INFO; on a connection that SUBSCRIBEd before it was ready, ioredis
