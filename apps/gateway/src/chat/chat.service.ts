@@ -345,26 +345,26 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     if (!this.hub.has(sessionId)) return;
     this.metrics.replies.inc({ type: reply.type });
     this.hub.touch(sessionId);
-    switch (reply.type) {
-      case 'token': {
-        // A question re-answered after a worker restart starts again at seq 0: the client already
-        // has those tokens, so only the ones past what it got are passed on.
-        const inflight = this.hub.get(sessionId)?.inflight;
-        if (inflight?.messageId === messageId) {
-          if (reply.seq <= inflight.lastSeq) return;
-          if (inflight.lastSeq < 0) this.metrics.answerTtft.observe((Date.now() - inflight.acceptedAt) / 1000);
-          inflight.lastSeq = reply.seq;
-        }
-        this.hub.send(sessionId, 'token', { messageId, seq: reply.seq, text: reply.text });
-        return;
+    if (reply.type === 'token') {
+      // A question re-answered after a worker restart starts again at seq 0: the client already
+      // has those tokens, so only the ones past what it got are passed on.
+      const inflight = this.hub.get(sessionId)?.inflight;
+      if (inflight?.messageId === messageId) {
+        if (reply.seq <= inflight.lastSeq) return;
+        if (inflight.lastSeq < 0) this.metrics.answerTtft.observe((Date.now() - inflight.acceptedAt) / 1000);
+        inflight.lastSeq = reply.seq;
       }
-      case 'done':
-        this.hub.send(sessionId, 'done', { messageId, tokens: reply.tokens });
-        break;
-      case 'error':
-        this.hub.send(sessionId, 'error', { messageId, code: reply.code, message: reply.message });
-        break;
+      this.hub.send(sessionId, 'token', { messageId, seq: reply.seq, text: reply.text });
+      return;
     }
+    // Free the session for its next question before the client hears the answer ended: the
+    // release goes on the wire first, so a client that asks again at once (possibly through
+    // another instance) does not race it and get 409 question_in_flight.
+    void this.sessions.release(sessionId, messageId).catch((err: unknown) => {
+      this.logger.warn({ err, sessionId, messageId }, 'in-flight release failed; it expires by TTL');
+    });
+    if (reply.type === 'done') this.hub.send(sessionId, 'done', { messageId, tokens: reply.tokens });
+    else this.hub.send(sessionId, 'error', { messageId, code: reply.code, message: reply.message });
     const stream = this.hub.get(sessionId);
     if (stream?.inflight?.messageId === messageId) {
       const outcome = reply.type === 'done' ? 'done' : reply.code;
@@ -373,9 +373,6 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     }
     if (stream) stream.lastEnded = messageId;
     this.logger.info({ sessionId, messageId, outcome: reply.type }, 'answer finished');
-    void this.sessions.release(sessionId, messageId).catch((err: unknown) => {
-      this.logger.warn({ err, sessionId, messageId }, 'in-flight release failed; it expires by TTL');
-    });
   }
 
   /**
