@@ -1,4 +1,4 @@
-// npm run experiment [-- --quick] [--out dir] [--configs before-1gw,after-1gw] [--scenarios s0,s1,s2]
+// npm run experiment [-- --quick] [--out dir] [--configs before-1gw,after-1gw] [--scenarios s0,s1,s2] [--keep-logs]
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,6 +19,8 @@ self-contained HTML report (charts, the seed's table before beside after, accept
   --scenarios LIST   only these of: ${SCENARIOS.join(', ')} (the baseline always runs)
   --env KEY=VALUE    override a gateway/worker setting (repeatable), e.g. --env DAM_SLOTS_PER_INSTANCE=200
   --no-progress      no progress bars
+  --keep-logs        keep each stack's folder: gateway, worker and nginx logs (the access log gives
+                     each request's time to the gateway's response headers)
   --render FILE      only write report.html and summary.md again from a results.json (into --out, default its folder)
 `;
 
@@ -30,6 +32,7 @@ async function main(): Promise<void> {
       configs: { type: 'string' },
       scenarios: { type: 'string' },
       'no-progress': { type: 'boolean', default: false },
+      'keep-logs': { type: 'boolean', default: false },
       render: { type: 'string' },
       env: { type: 'string', multiple: true },
       help: { type: 'boolean', default: false },
@@ -83,7 +86,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
-  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal, env });
+  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal, env, keepLogs: values['keep-logs'] });
   writeFileSync(join(out, 'results.json'), JSON.stringify(result, null, 1));
   writeFileSync(join(out, 'report.html'), renderReport(result));
   writeFileSync(join(out, 'summary.md'), renderMarkdown(result));

@@ -37,6 +37,8 @@ export interface ExperimentOptions {
   stop?: AbortSignal;
   /** Overrides of the gateways' and worker's environment (recorded in the settings). */
   env?: Record<string, string>;
+  /** Keep each stack's folder (gateway, worker and nginx logs) instead of removing it; default false. */
+  keepLogs?: boolean;
 }
 
 export interface Settings {
@@ -170,7 +172,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       if (!r) return;
       r.poller.stop();
       await r.stack.stop();
-      if (keepLogs) log(`   logs kept in ${r.dir}`);
+      if (keepLogs || o.keepLogs) log(`   logs kept in ${r.dir}`);
       else rmSync(r.dir, { recursive: true, force: true });
     };
     log(`== ${config.label}: starting the stack`);
