@@ -27,7 +27,8 @@ async function main(): Promise<void> {
   if (values.help) {
     process.stdout.write(
       'npm start -- [--port 8080] [--gateways 2] [--workers 1] [--redis-port 0] [--quiet]\n' +
-        'Env: STACK_PORT, STACK_GATEWAYS, STACK_WORKERS, STACK_REDIS_PORT; every other variable is passed to gateways and workers.\n',
+        'Env: STACK_PORT, STACK_GATEWAYS, STACK_WORKERS, STACK_REDIS_PORT; EDGE_STREAMS_PER_IP, EDGE_QUESTIONS_PER_IP_PER_SEC\n' +
+        '(nginx per-client-IP limits, 0 = off, the default); every other variable is passed to gateways and workers.\n',
     );
     return;
   }
@@ -38,6 +39,10 @@ async function main(): Promise<void> {
     gateways: intOf('--gateways', values.gateways ?? env['STACK_GATEWAYS'], 2, 1, 32),
     workers: intOf('--workers', values.workers ?? env['STACK_WORKERS'], 1, 1, 32),
     redisPort: intOf('--redis-port', values['redis-port'] ?? env['STACK_REDIS_PORT'], 0, 0, 65535),
+    edge: {
+      streamsPerIp: intOf('EDGE_STREAMS_PER_IP', env['EDGE_STREAMS_PER_IP'], 0, 0, 1_000_000),
+      questionsPerIpPerSec: intOf('EDGE_QUESTIONS_PER_IP_PER_SEC', env['EDGE_QUESTIONS_PER_IP_PER_SEC'], 0, 0, 1_000_000),
+    },
     echo: !values.quiet,
   });
   let stopping = false;

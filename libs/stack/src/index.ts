@@ -1,5 +1,7 @@
 export { ManagedChild, eventually, httpOk, waitFor } from './lib/child';
 export type { ChildOptions } from './lib/child';
+export { EDGE_CODES, renderEdgeLimits } from './lib/edge-limits';
+export type { EdgeLimits } from './lib/edge-limits';
 export { renderNginxConfig, startNginx } from './lib/nginx';
 export type { NginxHandle, NginxOptions } from './lib/nginx';
 export { freePort } from './lib/ports';

@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ManagedChild, httpOk, waitFor } from './child';
+import { renderEdgeLimits, type EdgeLimits } from './edge-limits';
 
 export interface NginxOptions {
   /** Folder for the rendered config, pid, logs and temp files. */
@@ -11,6 +12,8 @@ export interface NginxOptions {
   listenPort: number;
   /** host:port of each gateway. */
   upstreams: string[];
+  /** Per-client-IP limits answered by nginx itself; default off. */
+  edge?: EdgeLimits;
   /** Health URL path to wait for through nginx. Default /health/live. */
   readyPath?: string;
   echo?: boolean;
@@ -42,6 +45,7 @@ export async function startNginx(opts: NginxOptions): Promise<NginxHandle> {
     LISTEN: listen,
     UPSTREAM_SERVERS: opts.upstreams.map((u) => `    server ${u} max_fails=1 fail_timeout=2s;`).join('\n'),
     WORKER_CONNECTIONS: '16384',
+    ...renderEdgeLimits(opts.edge),
   });
   const configFile = join(opts.prefix, 'nginx.conf');
   writeFileSync(configFile, conf);

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { ManagedChild, httpOk, waitFor } from './child';
+import type { EdgeLimits } from './edge-limits';
 import { startNginx, type NginxHandle } from './nginx';
 import { freePort } from './ports';
 import { startLocalRedis, type RedisHandle } from './redis';
@@ -27,6 +28,8 @@ export interface StackOptions {
   redisPort?: number;
   /** Use this Redis instead of starting one. */
   redisUrl?: string;
+  /** nginx's per-client-IP limits (DESIGN.md layer 1); default off. */
+  edge?: EdgeLimits;
   /** Environment for every gateway and worker (ours is the base). */
   env?: NodeJS.ProcessEnv;
   /** Per-gateway extra environment, by index. */
@@ -93,6 +96,7 @@ export class Stack {
         listenHost: host,
         listenPort: this.opts.port || (await freePort()),
         upstreams: this.gateways.map((g) => `127.0.0.1:${g.port}`),
+        edge: this.opts.edge,
         echo: this.opts.echo,
       });
     } catch (err) {
