@@ -144,6 +144,22 @@ describe('Dam budget against real Redis', () => {
     expect((await a.status()).global).toMatchObject({ used: 4, capacity: 4 });
   });
 
+  it('an admit that times out takes the last slot of the local share (it does not count itself as in flight)', async () => {
+    const a = await dam('fb-last', { slotsPerInstance: 2, redisTimeoutMs: 20 });
+    expect((await a.admit()).admitted).toBe(true);
+    redis.child?.signal('SIGSTOP');
+    try {
+      // One slot of the local share is free: the admit that times out is the one that takes it.
+      const last = await a.admit();
+      expect(last).toMatchObject({ admitted: true, fallback: true });
+      expect((await a.admit()).admitted).toBe(false);
+    } finally {
+      redis.child?.signal('SIGCONT');
+    }
+    await eventually('condition', async () => !a.inFallback, 2_000);
+    expect((await a.status()).global).toMatchObject({ used: 2, capacity: 2 });
+  });
+
   it('concurrent admits and releases share script calls (one per event-loop turn), in order, and the count stays exact across heartbeats', async () => {
     const a = await dam('batch-a', { slotsPerInstance: 300, instanceCeiling: 1_000, userMaxSessions: 2, heartbeatMs: 50, heartbeatTtlMs: 1_000 });
     const raw = new Redis(redis.url);

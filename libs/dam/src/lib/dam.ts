@@ -154,11 +154,13 @@ export class Dam {
       try {
         reply = await withDeadline(raw, this.o.redisTimeoutMs);
       } catch (err) {
+        // No longer in flight when decided locally: counted as pending it would take the last slot
+        // from itself (the local share would refuse with one slot still free).
+        this.pending--;
         this.enterFallback(err);
         return this.decideLocally(userId);
-      } finally {
-        this.pending--;
       }
+      this.pending--;
       this.lastGlobal = { used: reply.used, capacity: reply.capacity, live: reply.live, at: Date.now() };
       switch (reply.status) {
         case 'ok':
