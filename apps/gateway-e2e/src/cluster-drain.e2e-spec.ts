@@ -29,14 +29,17 @@ describe('drain with node:cluster workers', () => {
     const primary = g.child.pid;
     await eventually('two cluster workers', () => childrenOf(primary).length === 2, 10_000);
     const workers = childrenOf(primary);
-    // The primary hands connections to its workers in turn: a few streams reach both.
+    // The primary hands connections in turn to the workers that listen; a forked worker may still
+    // be booting (a loaded machine), so streams are opened until both have answered, within 15 s.
     const streams: SseClient[] = [];
     const instances = new Set<string>();
-    for (let i = 0; i < 12 && instances.size < 2; i++) {
+    const until = Date.now() + 15_000;
+    while (instances.size < 2 && Date.now() < until) {
       const sse = await new SseClient(`${g.url}/chat/stream`).open();
       expect(sse.status).toBe(200);
       instances.add((await sse.session()).instanceId);
       streams.push(sse);
+      if (instances.size < 2) await new Promise((r) => setTimeout(r, 100));
     }
     expect(instances.size).toBe(2);
 
