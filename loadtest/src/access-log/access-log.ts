@@ -1,3 +1,5 @@
+import { percentile } from '@traffic-dam/stack';
+
 /**
  * Reads the stack's nginx access log (infra/nginx/nginx.conf.template, format `main`) to show where
  * slow answers waited: at the edge, or for the gateway's response headers (`uht`).
@@ -56,11 +58,6 @@ export interface SecondRow {
   headersMax: number | null;
 }
 
-function quantile(sorted: number[], q: number): number | null {
-  if (sorted.length === 0) return null;
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? null;
-}
-
 /**
  * Per second of arrival and kind: how many, their statuses, and the gateway's time to headers.
  * Seconds count from fromMs (say a scenario's start; earlier entries are left out), else from the
@@ -82,15 +79,15 @@ export function bySecond(entries: AccessEntry[], fromMs?: number, kinds: Request
     const [sec = '0', kind = 'other'] = key.split('|');
     const statuses: Record<string, number> = {};
     for (const e of g) statuses[e.status] = (statuses[e.status] ?? 0) + 1;
-    const h = g.map((e) => e.headersMs).filter((v): v is number => v !== null).sort((a, b) => a - b);
+    const h = g.map((e) => e.headersMs).filter((v): v is number => v !== null);
     rows.push({
       second: Number(sec),
       kind: kind as RequestKind,
       count: g.length,
       statuses,
-      headersP50: quantile(h, 0.5),
-      headersP99: quantile(h, 0.99),
-      headersMax: h.length ? (h[h.length - 1] ?? null) : null,
+      headersP50: h.length ? percentile(h, 50) : null,
+      headersP99: h.length ? percentile(h, 99) : null,
+      headersMax: h.length ? percentile(h, 100) : null,
     });
   }
   return rows.sort((a, b) => a.second - b.second || a.kind.localeCompare(b.kind));
