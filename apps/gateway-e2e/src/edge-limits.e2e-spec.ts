@@ -63,13 +63,14 @@ describe('edge limits per client IP (EDGE_STREAMS_PER_IP, EDGE_QUESTIONS_PER_IP_
     // Six POSTs at once on one session: the edge passes the burst; the gateway refuses what it
     // must (409, one question in flight per session); nginx refuses the rest itself.
     const results = await Promise.all(Array.from({ length: 6 }, (_, i) => ask(stack.url, session, `edge flood ${i}`)));
-    const atEdge = results.filter((r) => r.status === 429 && (r.body as Problem).code === EDGE_CODES.questions);
-    const passed = results.filter((r) => !(r.status === 429 && (r.body as Problem).code === EDGE_CODES.questions));
+    const refusedAtEdge = (r: (typeof results)[number]): boolean => r.status === 429 && (r.body as Problem).code === EDGE_CODES.questions;
+    const atEdge = results.filter(refusedAtEdge);
+    const passed = results.filter((r) => !refusedAtEdge(r));
     expect(passed.length).toBe(QUESTIONS_PER_SEC);
     expect(atEdge.length).toBe(6 - QUESTIONS_PER_SEC);
     for (const r of passed) expect([202, 409]).toContain(r.status);
     expect(passed.filter((r) => r.status === 202).length).toBe(1);
-    // Only POSTs count: other requests from the same address in the same second still go through.
+    // Only questions count: other requests from the same address in the same second still go through.
     const others = await Promise.all(Array.from({ length: 5 }, () => fetch(`${stack.url}/health/live`)));
     expect(others.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
   });

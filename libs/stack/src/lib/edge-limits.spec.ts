@@ -21,11 +21,11 @@ describe('edge limits (nginx, per client IP)', () => {
     expect(bodies(r.EDGE_REFUSALS)).toEqual([expect.objectContaining({ status: 429, code: EDGE_CODES.streams })]);
   });
 
-  it('limit questions per address and second with limit_req (as many at one instant), POSTs only', () => {
+  it('limit questions per address and second with limit_req (as many at one instant), question POSTs only', () => {
     const r = renderEdgeLimits({ questionsPerIpPerSec: 5 });
     expect(r.EDGE_ZONES).toContain('limit_req_zone $td_question_ip zone=td_ip_questions:10m rate=5r/s;');
-    // Only POSTs carry the key; a request with an empty key is not counted.
-    expect(r.EDGE_ZONES).toMatch(/map \$request_method \$td_question_ip \{[^}]*POST \$binary_remote_addr;[^}]*default "";/);
+    // Only question POSTs carry the key; a request with an empty key is not counted.
+    expect(r.EDGE_ZONES).toMatch(/map "\$request_method \$uri" \$td_question_ip \{[^}]*"~\^POST \/chat\/sessions\/\[\^\/\]\+\/messages\$" \$binary_remote_addr;[^}]*default "";/);
     expect(r.EDGE_QUESTION_LIMIT).toContain('limit_req zone=td_ip_questions burst=4 nodelay;');
     expect(bodies(r.EDGE_REFUSALS)).toEqual([expect.objectContaining({ status: 429, code: EDGE_CODES.questions })]);
   });

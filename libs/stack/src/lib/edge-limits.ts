@@ -13,12 +13,20 @@ export interface EdgeLimits {
 /** The stable codes of the edge's refusals, as the gateway's own problem bodies carry theirs. */
 export const EDGE_CODES = { streams: 'ip_stream_limit', questions: 'ip_rate_limited' } as const;
 
-function problem(code: string, title: string, detail: string): string {
+/** A named location that answers the limit's 429 itself, as a problem body with its code. */
+function refusalLocation(name: string, code: string, title: string, detail: string): string {
   // nginx's return takes a quoted string: the JSON must not contain a single quote.
-  return JSON.stringify({ type: `https://traffic-dam.dev/problems/${code}`, title, status: 429, detail, code });
+  const body = JSON.stringify({ type: `https://traffic-dam.dev/problems/${code}`, title, status: 429, detail, code });
+  return [
+    `    location @${name} {`,
+    '      default_type application/problem+json;',
+    '      add_header Retry-After 1 always;',
+    `      return 429 '${body}';`,
+    '    }',
+  ].join('\n');
 }
 
-function positiveInt(name: string, v: number | undefined): number {
+function wholeNumber(name: string, v: number | undefined): number {
   const n = v ?? 0;
   if (!Number.isInteger(n) || n < 0) throw new Error(`edge limits: ${name} must be a whole number >= 0, got ${String(v)}`);
   return n;
@@ -26,8 +34,8 @@ function positiveInt(name: string, v: number | undefined): number {
 
 /** The template's EDGE_* placeholders: empty strings when a limit is off. */
 export function renderEdgeLimits(limits: EdgeLimits = {}): Record<'EDGE_ZONES' | 'EDGE_STREAM_LIMIT' | 'EDGE_QUESTION_LIMIT' | 'EDGE_REFUSALS', string> {
-  const streams = positiveInt('streamsPerIp', limits.streamsPerIp);
-  const questions = positiveInt('questionsPerIpPerSec', limits.questionsPerIpPerSec);
+  const streams = wholeNumber('streamsPerIp', limits.streamsPerIp);
+  const questions = wholeNumber('questionsPerIpPerSec', limits.questionsPerIpPerSec);
   const zones: string[] = [];
   const refusals: string[] = [];
   let streamLimit = '';
@@ -41,19 +49,19 @@ export function renderEdgeLimits(limits: EdgeLimits = {}): Record<'EDGE_ZONES' |
       '      error_page 429 = @td_ip_stream_limit;',
     ].join('\n');
     refusals.push(
-      [
-        '    location @td_ip_stream_limit {',
-        '      default_type application/problem+json;',
-        '      add_header Retry-After 1 always;',
-        `      return 429 '${problem(EDGE_CODES.streams, 'Too many open streams from this address', `At most ${streams} open streams per client address; close one first.`)}';`,
-        '    }',
-      ].join('\n'),
+      refusalLocation('td_ip_stream_limit', EDGE_CODES.streams, 'Too many open streams from this address', `At most ${streams} open streams per client address; close one first.`),
     );
   }
   if (questions > 0) {
-    // Only POSTs (questions) carry the key: nginx does not count a request whose key is empty.
+    // Only questions (POST .../messages) carry the key: nginx does not count a request whose key
+    // is empty, so the limit can sit in the catch-all location that proxies them.
     zones.push(
-      ['  map $request_method $td_question_ip {', '    POST $binary_remote_addr;', '    default "";', '  }'].join('\n'),
+      [
+        '  map "$request_method $uri" $td_question_ip {',
+        '    "~^POST /chat/sessions/[^/]+/messages$" $binary_remote_addr;',
+        '    default "";',
+        '  }',
+      ].join('\n'),
       `  limit_req_zone $td_question_ip zone=td_ip_questions:10m rate=${questions}r/s;`,
     );
     questionLimit = [
@@ -64,13 +72,7 @@ export function renderEdgeLimits(limits: EdgeLimits = {}): Record<'EDGE_ZONES' |
       '      error_page 429 = @td_ip_rate_limited;',
     ].join('\n');
     refusals.push(
-      [
-        '    location @td_ip_rate_limited {',
-        '      default_type application/problem+json;',
-        '      add_header Retry-After 1 always;',
-        `      return 429 '${problem(EDGE_CODES.questions, 'Too many questions from this address', `At most ${questions} questions per second per client address.`)}';`,
-        '    }',
-      ].join('\n'),
+      refusalLocation('td_ip_rate_limited', EDGE_CODES.questions, 'Too many questions from this address', `At most ${questions} questions per second per client address.`),
     );
   }
   return { EDGE_ZONES: zones.join('\n'), EDGE_STREAM_LIMIT: streamLimit, EDGE_QUESTION_LIMIT: questionLimit, EDGE_REFUSALS: refusals.join('\n') };
