@@ -7,13 +7,15 @@ import { ErrorCode, GatewayException } from '../common/errors';
 import { DamService } from '../dam/dam.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { BreakerService } from './breaker.service';
+import { KnownOverload } from './known-overload';
 import { aiRetryAfterSec, estimateThroughput, type ThroughputView } from './throughput';
 
 /**
  * The AI-capacity gate: a question enters the global queue only if its estimated wait (questions
  * ahead of it / worker throughput) fits DAM_MAX_QUEUE_WAIT_MS; with no live worker it is refused
  * at once. A refusal's Retry-After grows with the sessions competing for the AI (see throughput.ts).
- * Worker heartbeats are read on one timer, never per request.
+ * While its last refusal proves the line is still too long, a question is refused without asking
+ * Redis (see known-overload.ts). Worker heartbeats are read on one timer, never per request.
  */
 @Injectable()
 export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestroy {
@@ -21,6 +23,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   private lastDepth = 0;
   private lastWaitMs = 0;
   private refreshed = false;
+  private readonly known = new KnownOverload();
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -61,20 +64,39 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       this.metrics.aiRefused.inc({ reason: 'no_worker' });
       throw new GatewayException(ErrorCode.AiUnavailable, 'No AI worker is alive.', { retryAfterSec: 2 });
     }
+    const sentAt = Date.now();
     const r = await this.send({
       question,
       gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: this.view.rate, answering: this.view.answering },
     });
     this.lastDepth = r.depth;
     this.lastWaitMs = r.waitMs;
-    if (r.status === 'queued') return;
-    this.metrics.aiRefused.inc({ reason: 'overloaded' });
-    throw new GatewayException(
+    if (r.status === 'queued') {
+      this.known.queued();
+      return;
+    }
+    this.known.refused(sentAt, r.waitMs, this.config.DAM_MAX_QUEUE_WAIT_MS);
+    throw this.overloaded(r.waitMs, 'overloaded');
+  }
+
+  /**
+   * Throws 503 ai_overloaded, without touching Redis, while the gate's last refusal proves that
+   * this question would be refused too. Cheap enough to run before anything else a question costs.
+   */
+  refuseIfKnownOverloaded(): void {
+    if (this.config.DAM_MODE === 'off') return;
+    const waitMs = this.known.overloadedAt(Date.now());
+    if (waitMs !== null) throw this.overloaded(waitMs, 'overloaded_known');
+  }
+
+  private overloaded(waitMs: number, reason: 'overloaded' | 'overloaded_known'): GatewayException {
+    this.metrics.aiRefused.inc({ reason });
+    return new GatewayException(
       ErrorCode.AiOverloaded,
-      r.waitMs < 0
+      waitMs < 0
         ? 'The AI queue is not draining; try again shortly.'
-        : `Estimated wait ${(r.waitMs / 1000).toFixed(1)} s is over the ${(this.config.DAM_MAX_QUEUE_WAIT_MS / 1000).toFixed(1)} s limit.`,
-      { retryAfterSec: aiRetryAfterSec({ waitMs: r.waitMs, contenders: Math.max(0, this.dam.sessionsHeld - this.view.answering), rate: this.view.rate }) },
+        : `Estimated wait ${(waitMs / 1000).toFixed(1)} s is over the ${(this.config.DAM_MAX_QUEUE_WAIT_MS / 1000).toFixed(1)} s limit.`,
+      { retryAfterSec: aiRetryAfterSec({ waitMs, contenders: Math.max(0, this.dam.sessionsHeld - this.view.answering), rate: this.view.rate }) },
     );
   }
 

@@ -164,6 +164,8 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   ): Promise<{ messageId: string; headers: Record<string, string> }> {
     const token = this.requireToken(authorization);
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
+    // Before any Redis round trip: under overload most questions end here, at no cost.
+    this.refuseIfKnownOverloaded();
     const messageId = randomUUID();
     const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
     const inflightTtl = this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS;
@@ -189,6 +191,13 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
         });
       case 'ok':
         break;
+    }
+    try {
+      // The gate may have refused others while this claim waited in line for Redis.
+      this.refuseIfKnownOverloaded();
+    } catch (err) {
+      await this.sessions.release(sessionId, messageId).catch(() => undefined);
+      throw err;
     }
     let headers: Record<string, string>;
     try {
@@ -230,6 +239,15 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     else void this.sessions.tellAsked(claim.ownerInstanceId, sessionId, messageId, deadline).catch(() => undefined);
     this.logger.info({ sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
     return { messageId, headers };
+  }
+
+  private refuseIfKnownOverloaded(): void {
+    try {
+      this.aiCapacity.refuseIfKnownOverloaded();
+    } catch (err) {
+      this.metrics.questions.inc({ outcome: ErrorCode.AiOverloaded });
+      throw err;
+    }
   }
 
   /**

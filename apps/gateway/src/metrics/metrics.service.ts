@@ -174,7 +174,7 @@ export class MetricsService {
     gauge('td_dam_live_instances', 'Instances with a live heartbeat, as last seen', (s) => s.global?.live ?? null);
     this.aiRefused = new Counter({
       name: 'td_ai_refused_total',
-      help: 'Questions refused by the AI gate: overloaded (estimated wait over the limit), no_worker',
+      help: 'Questions refused by the AI gate: overloaded (estimated wait over the limit), overloaded_known (the same, proven by the last refusal without asking Redis), no_worker',
       labelNames: ['reason'],
       registers,
     });
