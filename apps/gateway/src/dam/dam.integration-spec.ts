@@ -205,6 +205,37 @@ describe('the dam in the gateway (real Redis)', () => {
       }
       await waitUntil(async () => (await damOf(g)).held === 0);
     });
+
+    it('a crowd kept out gets a longer Retry-After, so its retries do not swamp the instance', async () => {
+      const streams = await Promise.all(Array.from({ length: 5 }, () => new SseClient(`${g.url}/chat/stream`).open()));
+      try {
+        expect(streams.every((s) => s.status === 200)).toBe(true);
+        // 1,200 refusals in a few seconds stand for hundreds of clients waiting (Little's law); to
+        // bring them back at no more than 50 a second, the Retry-After must grow past the first 1-3 s.
+        const given: number[] = [];
+        let last: Response | undefined;
+        for (let round = 0; round < 12; round++) {
+          const rs = await Promise.all(Array.from({ length: 100 }, () => fetch(`${g.url}/chat/stream`)));
+          for (const r of rs) {
+            expect(r.status).toBe(429);
+            given.push(Number(r.headers.get('retry-after')));
+            await r.body?.cancel();
+          }
+          last = rs[rs.length - 1];
+        }
+        // The first hundred, a burst rather than a crowd: 1-3 s.
+        expect(Math.max(...given.slice(0, 100))).toBeLessThanOrEqual(3);
+        // The last hundred: none under 2 s, some over 3 s, none over 30 s.
+        const tail = given.slice(-100);
+        expect(Math.min(...tail)).toBeGreaterThanOrEqual(2);
+        expect(Math.max(...tail)).toBeGreaterThan(3);
+        expect(Math.max(...tail)).toBeLessThanOrEqual(30);
+        expect(last?.headers.get('ratelimit')).toBe(`"sessions";r=0;t=${last?.headers.get('retry-after')}`);
+      } finally {
+        for (const s of streams) s.close();
+      }
+      await waitUntil(async () => (await damOf(g)).held === 0);
+    });
   });
 
   describe('modes', () => {

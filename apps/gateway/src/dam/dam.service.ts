@@ -7,6 +7,7 @@ import { Dam, UserRateLimiter, type DamEvent, type DamStatus, type Lease, type R
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
+import { DamFullRetryAfter } from './dam-full-retry';
 import { resolveIdentity, type IdentityOptions } from './identity';
 
 export const DAM = Symbol('DAM');
@@ -22,6 +23,7 @@ export interface Admission {
 @Injectable()
 export class DamService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly identity: IdentityOptions;
+  private readonly damFullRetry = new DamFullRetryAfter();
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -97,6 +99,7 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     const r = await this.dam.admit(userId);
     end({ outcome: r.admitted ? 'admitted' : r.reason });
     if (r.admitted) {
+      this.damFullRetry.admitted();
       this.metrics.damAdmitted.inc({ fallback: String(r.fallback) });
       if (r.shadowRefusal) {
         this.metrics.damShadowRefused.inc({ reason: r.shadowRefusal });
@@ -141,16 +144,17 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
   }
 
   private refusal(reason: RefusalReason, capacity: number | undefined): GatewayException {
-    // Small and jittered, so refused clients do not come back in one wave.
-    const retryAfterSec = 1 + randomInt(3);
     switch (reason) {
       case 'dam_full':
       case 'instance_full': {
+        // Grows with the clients waiting for a slot (see dam-full-retry.ts).
+        const retryAfterSec = this.damFullRetry.refused();
         const headers: Record<string, string> = { RateLimit: `"sessions";r=0;t=${retryAfterSec}` };
         if (capacity !== undefined) headers['RateLimit-Policy'] = `"sessions";q=${capacity}`;
         return new GatewayException(ErrorCode.DamFull, 'No session slot is free; retry after the given delay.', { retryAfterSec, headers });
       }
-      case 'user_sessions':
+      case 'user_sessions': {
+        const retryAfterSec = smallJitteredRetrySec();
         return new GatewayException(
           ErrorCode.UserSessionLimit,
           `At most ${this.config.DAM_USER_MAX_SESSIONS} open sessions per user; close one first.`,
@@ -162,10 +166,18 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
             },
           },
         );
+      }
       case 'redis_unavailable':
-        return new GatewayException(ErrorCode.RedisUnavailable, 'The session budget cannot be checked right now.', { retryAfterSec });
+        return new GatewayException(ErrorCode.RedisUnavailable, 'The session budget cannot be checked right now.', {
+          retryAfterSec: smallJitteredRetrySec(),
+        });
     }
   }
+}
+
+/** 1-3 s: small, and jittered so refused clients do not come back in one wave. */
+function smallJitteredRetrySec(): number {
+  return 1 + randomInt(3);
 }
 
 export function rateHeaders(d: RateDecision): Record<string, string> {
