@@ -24,6 +24,8 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   private lastWaitMs = 0;
   private refreshed = false;
   private readonly known = new KnownOverload();
+  /** Bumped whenever the gate's inputs from the view (rate, answers in progress) change. */
+  private gateInputs = 0;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -65,17 +67,22 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       throw new GatewayException(ErrorCode.AiUnavailable, 'No AI worker is alive.', { retryAfterSec: 2 });
     }
     const sentAt = Date.now();
+    const view = this.view;
+    const inputs = this.gateInputs;
     const r = await this.send({
       question,
-      gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: this.view.rate, answering: this.view.answering },
+      gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: view.rate, answering: view.answering },
     });
     this.lastDepth = r.depth;
     this.lastWaitMs = r.waitMs;
     if (r.status === 'queued') {
-      this.known.queued();
+      this.known.forget();
       return;
     }
-    this.known.refused(sentAt, r.waitMs, this.config.DAM_MAX_QUEUE_WAIT_MS);
+    // Only if the gate's inputs have not changed since (see refresh()).
+    if (inputs === this.gateInputs) {
+      this.known.refused(sentAt, { waitMs: r.waitMs, maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, gateRate: view.rate, maxRate: view.advertised });
+    }
     throw this.overloaded(r.waitMs, 'overloaded');
   }
 
@@ -107,8 +114,15 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   private async refresh(): Promise<void> {
     try {
       const workers = await this.bridge.liveWorkers();
-      const before = this.view.liveWorkers;
+      const previous = this.view;
+      const before = previous.liveWorkers;
       this.view = estimateThroughput(workers, this.lastDepth);
+      // A refusal proves the line too long only for the inputs the gate was given: another rate or
+      // other answers in progress may put the same line under the limit.
+      if (this.view.rate !== previous.rate || this.view.answering !== previous.answering) {
+        this.gateInputs += 1;
+        this.known.forget();
+      }
       this.refreshed = true;
       if (this.view.liveWorkers === 0) this.breaker.noWorkerAlive();
       if (before > 0 && this.view.liveWorkers === 0) this.logger.warn('no AI worker heartbeat is alive');
