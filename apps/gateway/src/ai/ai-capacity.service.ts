@@ -24,8 +24,6 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   private lastWaitMs = 0;
   private refreshed = false;
   private readonly known = new KnownOverload();
-  /** Bumped whenever the gate's inputs from the view (rate, answers in progress) change. */
-  private gateInputs = 0;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -68,7 +66,6 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     }
     const sentAt = Date.now();
     const view = this.view;
-    const inputs = this.gateInputs;
     const r = await this.send({
       question,
       gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: view.rate, answering: view.answering },
@@ -80,7 +77,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       return;
     }
     // Only if the gate's inputs have not changed since (see refresh()).
-    if (inputs === this.gateInputs) {
+    if (sameGateInputs(view, this.view)) {
       this.known.refused(sentAt, { waitMs: r.waitMs, maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, gateRate: view.rate, maxRate: view.advertised });
     }
     throw this.overloaded(r.waitMs, 'overloaded');
@@ -119,10 +116,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       this.view = estimateThroughput(workers, this.lastDepth);
       // A refusal proves the line too long only for the inputs the gate was given: another rate or
       // other answers in progress may put the same line under the limit.
-      if (this.view.rate !== previous.rate || this.view.answering !== previous.answering) {
-        this.gateInputs += 1;
-        this.known.forget();
-      }
+      if (!sameGateInputs(previous, this.view)) this.known.forget();
       this.refreshed = true;
       if (this.view.liveWorkers === 0) this.breaker.noWorkerAlive();
       if (before > 0 && this.view.liveWorkers === 0) this.logger.warn('no AI worker heartbeat is alive');
@@ -132,4 +126,9 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       this.logger.debug({ err: String(err) }, 'worker heartbeat refresh failed');
     }
   }
+}
+
+/** Whether two views give the AI gate the same inputs (the rate it divides by, the answers in progress it subtracts). */
+function sameGateInputs(a: ThroughputView, b: ThroughputView): boolean {
+  return a.rate === b.rate && a.answering === b.answering;
 }
