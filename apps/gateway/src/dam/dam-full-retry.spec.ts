@@ -19,14 +19,13 @@ function fixture(): { r: DamFullRetryAfter; at: (ms: number) => void; rnd: (x: n
 }
 
 /** Refuses `perSec` clients a second for `secs` seconds from `from`, returning the Retry-Afters given. */
-function refuse(f: ReturnType<typeof fixture>, from: number, secs: number, perSec: number, admitsPerSec = 0): number[] {
+function refuse(f: ReturnType<typeof fixture>, from: number, secs: number, perSec: number): number[] {
   const given: number[] = [];
   for (let s = 0; s < secs; s++) {
     for (let i = 0; i < perSec; i++) {
       f.at(from + s * 1_000 + Math.floor((i * 1_000) / perSec));
       given.push(f.r.refused());
     }
-    for (let i = 0; i < admitsPerSec; i++) f.r.admitted();
   }
   return given;
 }
@@ -61,12 +60,30 @@ describe('DamFullRetryAfter', () => {
     expect(1_000 / ra).toBeLessThanOrEqual(2 * DAM_FULL_REFUSALS_PER_SEC);
   });
 
-  it('slots turning over fast bring the waiting back sooner: three comebacks per admit', () => {
+  it('settles where the crowd comes back at the budget of refusals', () => {
     const f = fixture();
-    // 1,000 waiting again, but 400 streams a second are admitted here: 1,200 comebacks a second are fine.
-    refuse(f, 1_000_000, DAM_FULL_WINDOW_SEC, 500, 400);
-    f.at(1_000_000 + DAM_FULL_WINDOW_SEC * 1_000);
-    expect(f.r.refused()).toBe(2);
+    // 1,000 clients, each back when its Retry-After runs out: the refusals a second follow from the
+    // Retry-Afters given, and the instance ends up answering about DAM_FULL_REFUSALS_PER_SEC of them.
+    const clients = 1_000;
+    const back: number[] = Array.from({ length: clients }, (_, i) => 1_000_000 + Math.floor((i * 1_000) / clients));
+    const perSec = new Map<number, number>();
+    for (let step = 0; step < 200_000; step++) {
+      let i = 0;
+      for (let j = 1; j < clients; j++) if ((back[j] as number) < (back[i] as number)) i = j;
+      const at = back[i] as number;
+      if (at >= 1_000_000 + 120_000) break;
+      f.at(at);
+      f.rnd(((step * 7919) % 1_000) / 1_000);
+      back[i] = at + f.r.refused() * 1_000;
+      const sec = Math.floor((at - 1_000_000) / 1_000);
+      perSec.set(sec, (perSec.get(sec) ?? 0) + 1);
+    }
+    // The first seconds: everybody at 1-3 s. The last minute: within a factor of the budget.
+    expect(perSec.get(0)).toBe(clients);
+    const lastMinute = Array.from({ length: 60 }, (_, k) => perSec.get(60 + k) ?? 0);
+    const mean = lastMinute.reduce((a, b) => a + b, 0) / 60;
+    expect(mean).toBeGreaterThanOrEqual(DAM_FULL_REFUSALS_PER_SEC / 2);
+    expect(mean).toBeLessThanOrEqual(2 * DAM_FULL_REFUSALS_PER_SEC);
   });
 
   it('forgets what is older than the window: the crowd gone, back to 1-3 s', () => {

@@ -99,7 +99,6 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     const r = await this.dam.admit(userId);
     end({ outcome: r.admitted ? 'admitted' : r.reason });
     if (r.admitted) {
-      this.damFullRetry.admitted();
       this.metrics.damAdmitted.inc({ fallback: String(r.fallback) });
       if (r.shadowRefusal) {
         this.metrics.damShadowRefused.inc({ reason: r.shadowRefusal });
