@@ -24,7 +24,7 @@ describe('the edge when no gateway can take a request', () => {
     await stack?.stop();
   });
 
-  it('answers 503 problem bodies (draining, then gateway_unavailable), never a bare 502, and serves again once a gateway is back', async () => {
+  it('answers 503 problem bodies (draining or gateway_unavailable), never a bare 502, and serves again once a gateway is back', async () => {
     const [g0, g1] = stack.gateways;
     if (!g0 || !g1) throw new Error('two gateways expected');
     // A session on each keeps its drain going for DRAIN_GRACE_MS (with none it exits at once).
