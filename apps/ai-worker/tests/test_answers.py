@@ -24,7 +24,9 @@ async def test_full_answer_tokens_then_done_and_acked(r, make_settings, start_wo
     assert [m["type"] for m in tokens] == ["token"] * 7
     assert [m["seq"] for m in tokens] == list(range(7))
     assert all(m["messageId"] == q["id"] and m["sessionId"] == q["sessionId"] for m in msgs)
-    assert last == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 7}
+    # Usage is counted by the simulated backend: the question's 5 words and "?", one per token.
+    usage = {"model": "simulated", "promptTokens": 6, "completionTokens": 7, "counted": True}
+    assert last == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 7, "usage": usage}
     # Deterministic text: the simulated LLM's words for this question, each with a trailing space.
     assert [m["text"] for m in tokens] == simulated_answer(q["question"], 7)
     assert all(m["text"].endswith(" ") and m["text"].strip() for m in tokens)
@@ -147,7 +149,7 @@ async def test_many_concurrent_answers(r, make_settings, start_worker, subscribe
     for q in qs:
         await ask(r, s, q)
     results = await asyncio.gather(*(sub.until_end(timeout=10) for sub in subs))
-    assert all(res[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 10}
+    assert all({**res[-1], "usage": None} == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 10, "usage": None}
                for res, q in zip(results, qs))
     assert time.monotonic() - t0 < 5.0  # one after another: 15 s
     await wait_for(lambda: w.finished == 30)
@@ -191,7 +193,7 @@ async def test_a_restarted_worker_answers_the_questions_it_held_when_it_crashed(
     assert await pending_count(r, s) == 1
     await start_worker(s)
     msgs = await sub.until_end(timeout=10)
-    assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 4}
+    assert {**msgs[-1], "usage": None} == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 4, "usage": None}
     assert [m["seq"] for m in msgs if m["type"] == "token"] == [0, 1, 2, 3]
     for _ in range(100):
         if await pending_count(r, s) == 0:

@@ -235,7 +235,7 @@ async def test_error_ratio_fails_answers_after_one_token_acked_then_switched_off
         q = question_fields(s)
         sub = await subscribe(q["replyTo"])
         await ask(r, s, q)
-        assert (await sub.until_end())[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 5}
+        assert {**(await sub.until_end())[-1], "usage": None} == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 5, "usage": None}
         await wait_for(lambda: w.finished == 4)
         assert await pending_count(r, s) == 0
 
@@ -283,7 +283,7 @@ async def test_stall_holds_answers_in_progress_and_new_ones_then_they_complete(r
         for q, msgs in ((q1, all1), (q2, all2)):
             tokens = [m for m in msgs if m["type"] == "token"]
             assert [m["seq"] for m in tokens] == list(range(10)), msgs
-            assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 10}
+            assert {**msgs[-1], "usage": None} == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 10, "usage": None}
         # Paced again after the stall, not a burst: q2's 10 tokens at 20/s take ~0.45 s.
         assert 0.3 < elapsed < 2.0
         await wait_for(lambda: app.state.worker.finished == 2)

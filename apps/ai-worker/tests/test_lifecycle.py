@@ -77,7 +77,7 @@ async def test_stop_lets_short_answers_finish(r, make_settings, subscribe):
     assert (await sub.next())["type"] == "token"
     await w.stop(grace_ms=3000)
     msgs = await sub.until_end(timeout=1)
-    assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 8}
+    assert {**msgs[-1], "usage": None} == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 8, "usage": None}
     assert await pending_count(r, s) == 0
 
 
@@ -122,7 +122,8 @@ async def test_health_via_asgi(make_settings):
             res = await client.get("/health")
     assert res.status_code == 200
     no_faults = {"ttftMs": None, "tokensPerSec": None, "errorRatio": 0.0, "stall": False, "crashAfterTokens": None}
-    assert res.json() == {"status": "ok", "workerId": s.worker_id, "inFlight": 0, "redis": True, "faults": no_faults}
+    assert res.json() == {"status": "ok", "workerId": s.worker_id, "inFlight": 0, "redis": True,
+                          "backend": "simulated", "model": "simulated", "faults": no_faults}
 
 
 async def test_health_without_redis_is_503_and_stops_quickly(make_settings):
@@ -154,7 +155,8 @@ async def test_python_m_ai_worker_serves_answers_logs_json_and_stops_on_sigterm(
         sub = await subscribe(q["replyTo"])
         await r.xadd(f"td:questions:proc-{tag}", q)
         msgs = await sub.until_end()
-        assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 20}
+        assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 20,
+                            "usage": {"model": "simulated", "promptTokens": 4, "completionTokens": 20, "counted": True}}
 
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
