@@ -2,6 +2,7 @@ export { AiBridgeClient } from './lib/ai-bridge.client';
 export type { AiBridgeOptions, AskGate, AskResult, ReplyHandler } from './lib/ai-bridge.client';
 export { parseReply, parseHeartbeat, protocolKeys, questionToFields } from './lib/protocol';
 export type {
+  AnswerUsage,
   DoneReply,
   ErrorReply,
   Question,

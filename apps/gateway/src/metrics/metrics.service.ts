@@ -9,6 +9,8 @@ export interface AiSnapshot {
   rate: number;
   depth: number;
   waitMs: number;
+  throttledUntil: number;
+  ttftExcessMs: number;
 }
 
 export interface DamSnapshot {
@@ -43,6 +45,7 @@ export class MetricsService {
   readonly damEvents: Counter<'type'>;
   private damSnapshot: (() => DamSnapshot) | null = null;
   readonly aiRefused: Counter<'reason'>;
+  readonly aiTokens: Counter<'model' | 'kind'>;
   readonly breakerTransitions: Counter<'to' | 'reason'>;
   readonly breakerProbes: Counter<'ok'>;
   private breakerState: (() => number) | null = null;
@@ -178,6 +181,12 @@ export class MetricsService {
       labelNames: ['reason'],
       registers,
     });
+    this.aiTokens = new Counter({
+      name: 'td_ai_tokens_total',
+      help: 'Tokens of the answers this instance relayed to the end (done), by model and kind (prompt, completion), as the worker reported them',
+      labelNames: ['model', 'kind'],
+      registers,
+    });
     const ai = () => this.aiSnapshot?.() ?? null;
     const aiGauge = (name: string, help: string, read: (s: AiSnapshot) => number) => snapshotGauge(name, help, ai, read);
     this.breakerTransitions = new Counter({
@@ -199,8 +208,11 @@ export class MetricsService {
       (v) => v,
     );
     aiGauge('td_ai_live_workers', 'AI workers with a live heartbeat', (s) => s.liveWorkers);
-    aiGauge('td_ai_throughput_per_second', 'Answers/s the AI gate assumes (declared capacity, or measured when saturated)', (s) => s.rate);
-    aiGauge('td_ai_measured_throughput_per_second', 'Answers/s the workers completed lately', (s) => s.measured);
+    aiGauge('td_ai_throughput_per_second', 'Answers/s the AI gate divides the queue by: learned from the workers (their service rate while they had a line), at most the declared capacity', (s) => s.rate);
+    aiGauge('td_ai_declared_capacity_per_second', 'Answer starts/s the workers declare (AI_CAPACITY_PER_SEC): the ceiling of the learned rate', (s) => s.advertised);
+    aiGauge('td_ai_measured_throughput_per_second', 'Answers/s the workers started over their last 5 s', (s) => s.measured);
+    aiGauge('td_ai_throttled_seconds', 'Seconds before any worker may start an answer (they honour a model server Retry-After); 0 when not throttled', (s) => Math.max(0, s.throttledUntil - Date.now()) / 1000);
+    aiGauge('td_ai_ttft_excess_seconds', 'Time to first token beyond the model usual, added to every estimated wait', (s) => s.ttftExcessMs / 1000);
     aiGauge('td_ai_queue_depth', 'Questions queued or in progress, as last seen by this instance', (s) => s.depth);
     aiGauge('td_ai_estimated_wait_seconds', 'Estimated wait of the last question this instance gated', (s) => Math.max(0, s.waitMs) / 1000);
   }

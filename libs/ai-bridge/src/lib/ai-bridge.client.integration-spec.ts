@@ -74,7 +74,18 @@ describe('AiBridgeClient against real Redis', () => {
   });
 
   it('lists live workers from their heartbeat keys and skips garbage', async () => {
-    const hb = { workerId: 'w1', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, answering: 0, ts: Date.now() };
+    const hb = {
+      workerId: 'w1',
+      capacityPerSec: 100,
+      throughputPerSec: 0,
+      inFlight: 0,
+      answering: 0,
+      ts: Date.now(),
+      startsPerSec: 1.5,
+      serviceRatePerSec: null,
+      ttftMs: null,
+      throttledUntil: 0,
+    };
     await commands.set('td:workers:w1', JSON.stringify(hb), 'PX', 3_000);
     await commands.set('td:workers:bad', '{nope', 'PX', 3_000);
     expect(await bridge.liveWorkers()).toEqual([hb]);
@@ -110,6 +121,15 @@ describe('AiBridgeClient against real Redis', () => {
       waitMs: 400,
     });
     expect(await commands.xlen(stream)).toBe(7);
+    // A wait before any answer can start (the workers honour a Retry-After) adds to the line's:
+    // 500 ms of line + 200 ms is over the limit, even with the room the line itself has.
+    expect(await gated.askGated(q(12), { maxWaitMs: 500, throughputPerSec: 10, answering: 2, extraWaitMs: 200 })).toMatchObject({
+      status: 'overloaded',
+      depth: 5,
+      waitMs: 700,
+    });
+    // And alone it is the wait of an empty line.
+    expect(await new AiBridgeClient({ commands, subscriber, instanceId: 'gw-gate2', questionStream: 'td:gate-empty' }).askGated(q(13), { maxWaitMs: 500, throughputPerSec: 10, extraWaitMs: 900 })).toMatchObject({ status: 'overloaded', depth: 0, waitMs: 900 });
     // Throughput unknown and something waiting: no estimate, so no admission.
     expect(await gated.askGated(q(10), { maxWaitMs: 5_000, throughputPerSec: 0 })).toMatchObject({ status: 'overloaded', waitMs: -1 });
   });

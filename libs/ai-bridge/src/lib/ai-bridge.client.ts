@@ -33,6 +33,11 @@ export interface AskGate {
    * line, so they are taken off the depth. Default 0.
    */
   answering?: number;
+  /**
+   * Wait in ms before any answer can start, whatever the line: the rest of a Retry-After the
+   * workers honour, the model's time to first token beyond its usual. Added to the line's. Default 0.
+   */
+  extraWaitMs?: number;
 }
 
 export type AskResult =
@@ -120,6 +125,7 @@ export class AiBridgeClient {
       Math.max(0, gate.throughputPerSec),
       this.maxLen,
       Math.max(0, Math.floor(gate.answering ?? 0)),
+      Math.max(0, Math.floor(gate.extraWaitMs ?? 0)),
       ...questionToFields(question),
     );
     return status === 'ok' ? { status: 'queued', entryId: entryId ?? '', waitMs, depth } : { status: 'overloaded', waitMs, depth };
