@@ -364,6 +364,11 @@ class Worker:
         overtakes an older one and none spins on Redis.
         """
         self._waiting += 1
+        # Another question is ahead of this one: the line is held back, by the limiter, the
+        # concurrency limit or this process's own pace (a worker short of CPU starts fewer than its
+        # backend allows, and only its line shows it).
+        if self._waiting > 1 and self.backend.throttled_until_ms() == 0:
+            self.meter.held_back()
         try:
             await self._admit_in_line(q)
         finally:
