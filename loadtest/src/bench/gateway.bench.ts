@@ -625,14 +625,13 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'td-bench-gateway-'));
   const bench = new Bench(dir);
   let stopping = false;
+  // First signal: stop every process (the phase running fails at once), write what was measured.
+  // Second: exit now; ManagedChild kills what is left as this process exits.
   const onSignal = (sig: string): void => {
     if (stopping) process.exit(130);
     stopping = true;
-    log(`\n${sig}: stopping every process the benchmark started...`);
-    void bench.stop().finally(() => {
-      if (!values['keep-logs']) rmSync(dir, { recursive: true, force: true });
-      process.exit(130);
-    });
+    log(`\n${sig}: stopping every process the benchmark started (again to quit at once)...`);
+    void bench.stop();
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
@@ -656,6 +655,10 @@ async function main(): Promise<void> {
       try {
         keep(await f());
       } catch (err) {
+        if (stopping) {
+          bench.notes.push(`${id}: interrupted`);
+          return;
+        }
         failed = true;
         const msg = err instanceof Error ? err.message : String(err);
         bench.notes.push(`${id} failed: ${msg}`);
@@ -684,6 +687,7 @@ async function main(): Promise<void> {
   log(`results: ${out} (and .md beside it); took ${result.durationSec} s`);
   if (values['keep-logs']) log(`logs kept in ${dir}`);
   else rmSync(dir, { recursive: true, force: true });
+  if (stopping) process.exit(130);
   if (failed) process.exit(1);
 }
 
