@@ -194,7 +194,7 @@ export function renderMarkdown(r: BenchResult): string {
     out.push('#### Streaming: tokens from the worker through Redis to the clients', '');
     out.push('| | gateway | bare relay | gateway ÷ bare |', '|---|--:|--:|--:|');
     out.push(`| streams x tokens/s offered | ${streamsLine(g)} | ${streamsLine(b)} | |`);
-    out.push(`| tokens/s relayed (in the window) | ${fmt(g?.relayedPerSec)} | ${fmt(b?.relayedPerSec)} | ${fx(ratio(g?.relayedPerSec, b?.relayedPerSec))} |`);
+    out.push(`| tokens/s relayed (arrived during the window) | ${fmt(g?.relayedPerSec)} | ${fmt(b?.relayedPerSec)} | ${fx(ratio(g?.relayedPerSec, b?.relayedPerSec))} |`);
     out.push(`| added latency p50 / p99 / max ms (worker hand-over -> client) | ${g ? `${lat(g.addedLatency)} / ${fmt(g.addedLatency.max, 1)}` : 'n/a'} | ${b ? `${lat(b.addedLatency)} / ${fmt(b.addedLatency.max, 1)}` : 'n/a'} | |`);
     out.push(`| inter-token gap excess p50 / p99 ms (client gap - scheduled gap) | ${lat(g?.gapExcess)} | ${lat(b?.gapExcess)} | |`);
     out.push(`| latency from the worker's schedule p99 ms | ${fmt(g?.fromSchedule.p99, 1)} | ${fmt(b?.fromSchedule.p99, 1)} | |`);

@@ -18,7 +18,7 @@ export async function streaming(ctx: BenchContext): Promise<{ gateway?: Streamin
     const r = await streamingRun(server.url, { streams: ctx.opt.streams, tokensPerSec: ctx.opt.tokensPerSec, tokensPerAnswer, seconds: ctx.opt.streamSeconds, window: m });
     return {
       ...r,
-      cpuUsPerToken: m.micros('server') / (r.relayedPerSec * ctx.opt.streamSeconds),
+      cpuUsPerToken: m.micros('server') / r.tokensInWindow,
       cpuCores: m.cores('server'),
       redisCores: m.cores('redis'),
       workerCores: m.cores('worker'),
@@ -41,6 +41,7 @@ export async function streaming(ctx: BenchContext): Promise<{ gateway?: Streamin
     await ctx.procs.stop(worker);
   }
   for (const [k, f] of Object.entries(out)) {
+    if (f.endedInWindow > 0) ctx.notes.push(`streaming, ${k}: ${f.endedInWindow} answers ended before the window did (their questions were accepted late): less than ${f.streams} x ${ctx.opt.tokensPerSec} tokens/s was offered at the end`);
     if (f.tokensReceived < f.tokensExpected) ctx.notes.push(`streaming, ${k}: ${f.tokensExpected - f.tokensReceived} of ${f.tokensExpected} tokens did not arrive (${f.answersDone} of ${f.streams} answers done) ${JSON.stringify(f.tally)}`);
     if (f.clientCores >= 0.9) ctx.notes.push(`streaming, ${k}: the load generator used ${(f.clientCores * 100).toFixed(0)}% of a core; its own delays are in the latencies`);
     if (f.serverWaitShare >= 0.1) ctx.notes.push(`streaming, ${k}: the server's event loop waited for a CPU ${(f.serverWaitShare * 100).toFixed(0)}% of the window (a busy machine): its figures read low`);
