@@ -30,9 +30,10 @@ export function renderEdgeTls(tls?: EdgeTls): Record<'LISTEN_OPTIONS' | 'TLS', s
       `    ssl_certificate ${tls.certFile};`,
       `    ssl_certificate_key ${tls.keyFile};`,
       '    ssl_protocols TLSv1.2 TLSv1.3;',
-      // Resumption: a client that comes back within the timeout skips the key exchange and the
-      // certificate (tickets, and the shared cache for clients that send a session id; TLS 1.3
-      // resumes with a ticket). A full handshake is what cost the seed's edge its CPU.
+      // Resumption: a client that comes back within the timeout skips the certificate and its
+      // signature, and with TLS 1.2 the key exchange too (tickets, and the shared cache for
+      // clients that send a session id; TLS 1.3 resumes with a ticket and still runs an ECDHE).
+      // Full handshakes are what cost the seed's edge its CPU.
       `    ssl_session_cache shared:td_tls:${SESSION_CACHE_MB}m;`,
       '    ssl_session_timeout 1h;',
       '    ssl_session_tickets on;',
