@@ -39,6 +39,8 @@ export interface ExperimentOptions {
   env?: Record<string, string>;
   /** Keep each stack's folder (gateway, worker and nginx logs) instead of removing it; default false. */
   keepLogs?: boolean;
+  /** HTTPS (and HTTP/2) at the edge, as the seed ran it; the runner trusts the stack's local CA. Default false. */
+  tls?: boolean;
 }
 
 export interface Settings {
@@ -68,6 +70,8 @@ export interface ExperimentResult {
   quick: boolean;
   machine: { cpus: number; cpuModel: string; node: string; platform: string; loadavgAtStart: number[]; loadavgAtEnd: number[] };
   settings: Settings;
+  /** Whether the clients went through HTTPS at the edge. */
+  tls?: boolean;
   seed: Record<string, { title: string; before: string }>;
   results: ConfigurationResult[];
 }
@@ -159,7 +163,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     let running: { stack: Stack; dir: string; poller: DamPoller } | null = null;
     const start = async (): Promise<{ stack: Stack; dir: string; poller: DamPoller }> => {
       const dir = mkdtempSync(join(tmpdir(), `td-experiment-${config.id}-`));
-      const stack = new Stack({ dir, gateways: config.gateways, workers: 1, port: 0, env: { ...settings.env, DAM_MODE: config.damMode } });
+      const stack = new Stack({ dir, gateways: config.gateways, workers: 1, port: 0, tls: o.tls, env: { ...settings.env, DAM_MODE: config.damMode } });
       running = { stack, dir, poller: new DamPoller([]) };
       await stack.start();
       running.poller = new DamPoller(stack.gateways.map((g) => g.url));
@@ -185,7 +189,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
         const file = scaledScenarioFile(loadScenarioFile(name), scale);
         log(`-- ${config.id} ${name}: ${file.title}`);
         const poller = cur.poller;
-        const run = await new Runner({ baseUrl: cur.stack.url, file, jwtSecret: JWT_SECRET, progress: o.progress, sample: () => poller.sample(), stop: o.stop }).run();
+        const run = await new Runner({ baseUrl: cur.stack.url, tls: { ca: cur.stack.certificate?.ca }, file, jwtSecret: JWT_SECRET, progress: o.progress, sample: () => poller.sample(), stop: o.stop }).run();
         result.runs[name] = run;
         log(formatSummary(run));
         // Sessions are released as clients close; give the gateways a moment before the next run.
@@ -223,6 +227,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       loadavgAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
     },
     settings,
+    tls: o.tls ?? false,
     seed,
     results,
   };
