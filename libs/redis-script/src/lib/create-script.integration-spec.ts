@@ -28,6 +28,19 @@ describe('createScript (real Redis)', () => {
     expect(await incrBy(client, ['n'], [3])).toBe(5);
   });
 
+  it('is never overtaken by a command sent behind its first call', async () => {
+    await client.script('FLUSH');
+    const fresh = new Redis(redis.url);
+    try {
+      const set = createScript<[key: string], [value: string], 'OK'>(`return redis.call('SET', KEYS[1], ARGV[1])`);
+      // Not awaited in between: with EVALSHA, NOSCRIPT and EVAL again, the GET would run first.
+      const [, got] = await Promise.all([set(fresh, ['order'], ['first']), fresh.get('order')]);
+      expect(got).toBe('first');
+    } finally {
+      fresh.disconnect();
+    }
+  });
+
   it('queues on a pipeline with the replies in order', async () => {
     const p = client.pipeline();
     incrBy.queue(p, ['m'], [1]);

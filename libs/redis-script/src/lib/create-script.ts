@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 
 /** What a script needs of a connection: ioredis's Redis and Cluster both fit. */
 export interface ScriptClient {
-  evalsha(sha: string, numberOfKeys: number, ...args: Array<string | number>): Promise<unknown>;
-  eval(script: string, numberOfKeys: number, ...args: Array<string | number>): Promise<unknown>;
+  defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
 }
 
 /** An ioredis pipeline or multi: the script is queued, its reply comes from exec(). */
@@ -24,23 +23,30 @@ export interface RedisScript<Keys extends readonly string[], Args extends Readon
 }
 
 /**
- * Makes the typed caller of a Lua script (after redis-semaphore's createEval): EVALSHA, and the
- * whole script with EVAL only when Redis does not have it yet (NOSCRIPT: it did not run). The
- * script lives beside its caller, in the file that calls this.
+ * Makes the typed caller of a Lua script (after redis-semaphore's createEval). It runs through
+ * ioredis's own script command, defined once per connection: EVAL the first time on each socket,
+ * EVALSHA after, so a script's first call is never overtaken by the commands sent behind it
+ * (an EVALSHA answered NOSCRIPT and sent again would be). The script lives beside its caller,
+ * in the file that calls this.
  */
 export function createScript<Keys extends readonly string[], Args extends ReadonlyArray<string | number>, Reply>(
   lua: string,
 ): RedisScript<Keys, Args, Reply> {
   const sha = createHash('sha1').update(lua).digest('hex');
+  const name = `tdScript_${sha.slice(0, 16)}`;
+  const defined = new WeakSet<ScriptClient>();
   const call = async (redis: ScriptClient, keys: Keys, args: Args): Promise<Reply> => {
-    try {
-      return (await redis.evalsha(sha, keys.length, ...keys, ...args)) as Reply;
-    } catch (err) {
-      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      return (await redis.eval(lua, keys.length, ...keys, ...args)) as Reply;
+    if (!defined.has(redis)) {
+      // No numberOfKeys: it is the first argument of each call.
+      redis.defineCommand(name, { lua });
+      defined.add(redis);
     }
+    const command = (redis as unknown as Record<string, (...a: Array<string | number>) => Promise<unknown>>)[name] as (
+      ...a: Array<string | number>
+    ) => Promise<unknown>;
+    return (await command.call(redis, keys.length, ...keys, ...args)) as Reply;
   };
-  // On a pipeline the reply of EVALSHA cannot be retried in place, so the script text goes along.
+  // Queued on a pipeline, the whole script goes along (EVAL): nothing can overtake it.
   const queue = (pipeline: ScriptPipeline, keys: Keys, args: Args): void => {
     pipeline.eval(lua, keys.length, ...keys, ...args);
   };
