@@ -139,6 +139,33 @@ describe('Socket.IO answers across 2 gateways, Redis and the Python worker', () 
     }
   });
 
+  it('a socket that disconnects mid-answer stops the worker within one token and frees its slot', async () => {
+    const sub = new Redis(stack.redisUrl);
+    const seen: Array<{ type: string; at: number }> = [];
+    let messageId = '';
+    sub.on('pmessage', (_p: string, _c: string, payload: string) => {
+      const m = JSON.parse(payload) as { type: string; messageId: string };
+      if (m.messageId === messageId) seen.push({ type: m.type, at: Date.now() });
+    });
+    await sub.psubscribe('td:replies:*');
+    const c = await new SocketChatClient(stack.url).connect();
+    try {
+      await c.session();
+      messageId = ((await c.ask({ question: 'a long story, please' })) as { messageId: string }).messageId;
+      await c.waitFor((e) => e.event === 'token' && (e.data as { seq: number }).seq >= 3, 10_000);
+      const droppedAt = Date.now();
+      c.close();
+      // Long enough for many more tokens (20/s), had the worker not stopped.
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(seen.filter((m) => m.type === 'token' && m.at > droppedAt).length).toBeLessThanOrEqual(1);
+      expect(seen.some((m) => m.type === 'done')).toBe(false);
+      await eventually('released', async () => (await Promise.all(stack.gateways.map((g) => dam(g.url)))).every((v) => v.held === 0), 5_000);
+    } finally {
+      c.close();
+      sub.disconnect();
+    }
+  });
+
   it('the subscriber connections dropped while 200 socket questions are in flight: no gateway crash, every accepted one ends in done or error', async () => {
     const sockets = await Promise.all(Array.from({ length: 200 }, () => new SocketChatClient(stack.url).connect(30_000)));
     const admin = new Redis(stack.redisUrl);
