@@ -62,7 +62,7 @@ export class ChatGateway implements OnGatewayInit<Namespace>, OnGatewayConnectio
     if (!session) throw new GatewayException(ErrorCode.SessionNotFound, 'This connection has no open session.');
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
     const { sessionId, token } = session.record;
-    const { messageId } = await this.questions.ask({ sessionId, token, question, traceId: socket.id });
+    const { messageId } = await this.questions.ask({ via: 'socketio', sessionId, token, question, traceId: socket.id });
     return { messageId };
   }
 }
