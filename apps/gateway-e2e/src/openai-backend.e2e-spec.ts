@@ -76,6 +76,9 @@ describe('the stack with AI_BACKEND=openai against an OpenAI-compatible server',
       const { messageId } = r.body as { messageId: string };
       const end = await endOf(sse, messageId);
       expect(end.event).toBe('done');
+      // The client hears what the answer cost too, in its done event.
+      expect((end.data as { usage?: unknown }).usage).toMatchObject({ model: 'mock-model', counted: false });
+      expect((end.data as { usage: { completionTokens: number } }).usage.completionTokens).toBeGreaterThan(0);
       const text = sse.events
         .filter((e) => e.event === 'token' && (e.data as { messageId: string }).messageId === messageId)
         .map((e) => (e.data as { text: string }).text)

@@ -1,7 +1,7 @@
-import { of } from 'rxjs';
 import type { PinoLogger } from 'nestjs-pino';
-import type { AiBridgeClient, AiBridgeTransport, AskResult, EnqueueRequest, Question, WorkerHeartbeat } from '@traffic-dam/ai-bridge';
+import type { AiClient, AskResult, EnqueueRequest, Question, WorkerHeartbeat } from '@traffic-dam/ai-bridge';
 import { loadConfig } from '../common/config/config';
+import { DamModePolicy } from '../common/dam-mode.policy';
 import { GatewayException } from '../common/errors';
 import type { DamService } from '../dam/dam.service';
 import { MetricsService } from '../metrics/metrics.service';
@@ -63,11 +63,10 @@ function gate(env: NodeJS.ProcessEnv = {}) {
   const queue = new FakeQueue();
   let heartbeats: WorkerHeartbeat[] = [];
   const logger = { info: () => undefined, warn: () => undefined, debug: () => undefined } as unknown as PinoLogger;
-  const bridge = { liveWorkers: async () => heartbeats } as unknown as AiBridgeClient;
-  const ai = { send: (_p: string, req: EnqueueRequest) => of(queue.result(req)) } as unknown as AiBridgeTransport;
+  const ai = { liveWorkers: async () => heartbeats, enqueue: async (req: EnqueueRequest) => queue.result(req) } as unknown as AiClient;
   const breaker = { assertClosed: () => undefined, noWorkerAlive: () => undefined } as unknown as BreakerService;
   const dam = { sessionsHeld: 10 } as unknown as DamService;
-  const svc = new AiCapacityService(config, logger, bridge, ai, new MetricsService('test'), breaker, dam);
+  const svc = new AiCapacityService(config, logger, ai, new MetricsService('test'), breaker, dam, new DamModePolicy(config));
   let n = 0;
   return {
     svc,
