@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { SseClient, TimedHttp, ask, percentile, type ChatSession, type Stack } from '@traffic-dam/stack';
-import { E2E_ADMIN_TOKEN, eventually, metricValue, setFaults, startE2eStack } from './e2e-stack';
+import { SseClient, TimedHttp, ask, percentile, waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
+import { E2E_ADMIN_TOKEN, metricValue, setFaults, startE2eStack } from './e2e-stack';
 
 describe('the circuit breaker toward the worker, shared by both gateways', () => {
   let stack: Stack;
@@ -51,10 +51,9 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
       );
     }
     expect(firstRefusal).toBeGreaterThan(0);
-    await eventually(
+    await waitFor(
       'open on both gateways',
       async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_breaker_state')))).every((v) => v === 2),
-      2_000,
     );
     process.stdout.write(`breaker open on both gateways ${Date.now() - t0} ms after errors began\n`);
 
@@ -82,11 +81,11 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
     // Every failed answer is a dead letter with its reason.
     const dlq = new Redis(stack.redisUrl);
     let letters: Array<[string, string[]]> = [];
-    await eventually('dead-lettered', async () => {
+    await waitFor('dead-lettered', async () => {
       // Probe questions fail too while the worker does; they are the breaker's, not a client's.
       letters = ((await dlq.xrange('td:dlq', '-', '+')) as Array<[string, string[]]>).filter(([, f]) => f[f.indexOf('sessionId') + 1] !== 'breaker-probe');
       return letters.length >= failedAnswers;
-    }, 3_000).catch(() => undefined);
+    }).catch(() => undefined);
     dlq.disconnect();
     expect(letters.length).toBe(failedAnswers);
     // A question still queued when the breaker opened is dead-lettered by the sweeper instead.
@@ -94,10 +93,9 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
 
     // Heal the worker: after the open period one instance probes and the breaker closes for all.
     await setFaults(worker.url, { errorRatio: 0 });
-    await eventually(
+    await waitFor(
       'closed on both gateways',
       async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_breaker_state')))).every((v) => v === 0),
-      10_000,
     );
     const goodProbes = await Promise.all(
       stack.gateways.map((g) => metricValue(g.url, 'td_breaker_probes_total{ok="true"').catch(() => 0)),

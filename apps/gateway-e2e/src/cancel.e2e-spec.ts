@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { SseClient, ask, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, ask, waitFor, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 describe('a client that drops mid-answer', () => {
   let stack: Stack;
@@ -41,11 +41,11 @@ describe('a client that drops mid-answer', () => {
       expect(after.length).toBeLessThanOrEqual(1);
       expect(seen.some((m) => m.type === 'done')).toBe(false);
       // The slot and the session are gone; nothing stays pending for the worker.
-      await eventually('released', async () => {
+      await waitFor('released', async () => {
         const views = await Promise.all(stack.gateways.map(async (g) => ((await (await fetch(`${g.url}/dam`)).json()) as { held: number }).held));
         return views.every((h) => h === 0) && (await probe.keys('td:session:*')).length === 0;
-      }, 5_000);
-      await eventually('acknowledged', async () => ((await probe.xpending('td:questions', 'workers')) as [number])[0] === 0, 5_000);
+      });
+      await waitFor('acknowledged', async () => ((await probe.xpending('td:questions', 'workers')) as [number])[0] === 0);
       // Cancelled is not failed: the dead-letter queue did not grow.
       expect(await probe.xlen('td:dlq')).toBe(dlqBefore);
     } finally {

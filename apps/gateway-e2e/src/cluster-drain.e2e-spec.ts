@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { SseClient, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, waitFor, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 function childrenOf(pid: number): number[] {
   try {
@@ -27,7 +27,7 @@ describe('drain with node:cluster workers', () => {
     const g = stack.gateways[0];
     if (!g?.child.pid) throw new Error('no gateway');
     const primary = g.child.pid;
-    await eventually('two cluster workers', () => childrenOf(primary).length === 2, 10_000);
+    await waitFor('two cluster workers', () => childrenOf(primary).length === 2);
     const workers = childrenOf(primary);
     // The primary hands connections in turn to the workers that listen; a forked worker may still
     // be booting (a loaded machine), so streams are opened until both have answered, within 15 s.

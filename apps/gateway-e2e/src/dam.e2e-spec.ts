@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { SseClient, TimedHttp, percentile, type Stack } from '@traffic-dam/stack';
-import { eventually, metricValue, startE2eStack } from './e2e-stack';
+import { SseClient, TimedHttp, percentile, waitFor, type Stack } from '@traffic-dam/stack';
+import { metricValue, startE2eStack } from './e2e-stack';
 
 interface DamView {
   instanceId: string;
@@ -78,10 +78,10 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
     const [victim, survivor] = stack.gateways as [(typeof stack.gateways)[0], (typeof stack.gateways)[0]];
     const killedAt = Date.now();
     victim.child.signal('SIGKILL');
-    await eventually('capacity shrinks to 1,000', async () => {
+    await waitFor('capacity shrinks to 1,000', async () => {
       const g = (await dam(survivor.url)).global;
       return g?.capacity === 1_000 && g.live === 1 && g.used === 1_000;
-    }, 3_000);
+    });
     process.stdout.write(`capacity back to 1,000 ${Date.now() - killedAt} ms after SIGKILL\n`);
     // The survivor holds its 1,000 and admits no more.
     const more = await openMany(survivor.url, 20);
@@ -90,38 +90,38 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
 
     // Restart it: 2,000 again, and the new instance takes its 1,000.
     await stack.restartGateway(stack.gateways.indexOf(victim));
-    await eventually('capacity back to 2,000', async () => (await dam(survivor.url)).global?.capacity === 2_000, 5_000);
+    await waitFor('capacity back to 2,000', async () => (await dam(survivor.url)).global?.capacity === 2_000);
     const fresh = await openMany(stack.url, 1_100);
     open.push(...fresh);
     expect(outcomes(fresh)).toEqual({ '200': 1_000, '429 dam_full': 100 });
     // Exact at once, or (an admit that timed out under load and was decided on the local share)
     // within one heartbeat, which writes the true count.
-    await eventually('used 2,000 of 2,000', async () => {
+    await waitFor('used 2,000 of 2,000', async () => {
       const g = (await dam(survivor.url)).global;
       return g?.used === 2_000 && g.capacity === 2_000;
-    }, 1_500);
+    });
   });
 
   it('a gateway stopped long enough to be reaped is fenced on SIGCONT and re-registers with its true count', async () => {
-    await eventually('budget empty', async () => (await dam(stack.gateways[0]!.url)).global?.used === 0, 10_000);
+    await waitFor('budget empty', async () => (await dam(stack.gateways[0]!.url)).global?.used === 0);
     const [paused, other] = stack.gateways as [(typeof stack.gateways)[0], (typeof stack.gateways)[0]];
     open = await openMany(paused.url, 30);
     expect(open.every((s) => s.status === 200)).toBe(true);
     const before = await dam(paused.url);
     paused.child.signal('SIGSTOP');
     try {
-      await eventually('reaped', async () => (await dam(other.url)).global?.live === 1, 6_000);
+      await waitFor('reaped', async () => (await dam(other.url)).global?.live === 1);
       expect((await dam(other.url)).global?.used).toBe(0);
     } finally {
       paused.child.signal('SIGCONT');
     }
-    await eventually('re-registered', async () => {
+    await waitFor('re-registered', async () => {
       const v = await dam(paused.url);
       return v.generation !== before.generation && v.global?.live === 2 && v.global.used === 30;
-    }, 5_000);
+    });
     expect(await metricValue(paused.url, 'td_dam_events_total{type="fenced"')).toBeGreaterThanOrEqual(1);
     for (const s of open) s.close();
-    await eventually('released', async () => (await dam(other.url)).global?.used === 0, 5_000);
+    await waitFor('released', async () => (await dam(other.url)).global?.used === 0);
     const probe = new Redis(stack.redisUrl);
     try {
       const held = (await probe.hvals('td:dam:{dam}:held')).map(Number);
@@ -166,7 +166,7 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
     redis.signal('SIGSTOP');
     const stoppedAt = Date.now();
     try {
-      await eventually('both in fallback', async () => (await Promise.all(stack.gateways.map((g) => dam(g.url)))).every((v) => v.fallback.active), 5_000);
+      await waitFor('both in fallback', async () => (await Promise.all(stack.gateways.map((g) => dam(g.url)))).every((v) => v.fallback.active));
       // Under load for a while without Redis.
       await new Promise((r) => setTimeout(r, 5_000));
       stop = true;
@@ -191,18 +191,18 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
     expect(statuses.get(0) ?? 0).toBe(0);
     expect([...statuses.keys()].every((c) => c === 200 || c === 429)).toBe(true);
     // Reconciled within one heartbeat: Redis's count equals what the gateways hold.
-    await eventually('reconciled', async () => {
+    await waitFor('reconciled', async () => {
       const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
       const sum = views.reduce((a, v) => a + v.held, 0);
       return views.every((v) => !v.fallback.active) && views[0]?.global?.used === sum && !views[0].global.stale;
-    }, 2_500);
+    });
     // What the gateways hold is what the clients still have open (closes still in flight settle).
     let lastSeen = { gateways: -1, clients: -1 };
-    await eventually('held equals open streams', async () => {
+    await waitFor('held equals open streams', async () => {
       const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
       lastSeen = { gateways: views.reduce((a, v) => a + v.held, 0), clients: held.filter((s) => !s.closed).length };
       return lastSeen.gateways === lastSeen.clients;
-    }, 3_000).catch(() => undefined);
+    }).catch(() => undefined);
     expect(lastSeen.gateways).toBe(lastSeen.clients);
     const after = await admitBuckets();
     after.forEach((a, i) => expect(a.all - (before[i]?.all ?? 0)).toBe(a.le50ms - (before[i]?.le50ms ?? 0)));

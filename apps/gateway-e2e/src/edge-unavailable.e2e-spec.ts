@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SseClient, eventually, type Stack } from '@traffic-dam/stack';
+import { SseClient, waitFor, type Stack } from '@traffic-dam/stack';
 import { startE2eStack } from './e2e-stack';
 
 /** A refusal as the contract has it: 503, a problem body with a code, and a Retry-After. Returns the code. */
@@ -31,7 +31,7 @@ describe('the edge when no gateway can take a request', () => {
     const held = await Promise.all([g0, g1].map((g) => new SseClient(`${g.url}/chat/stream`).open()));
     expect(held.map((h) => h.status)).toEqual([200, 200]);
     for (const g of [g0, g1]) g.child.signal('SIGTERM');
-    await eventually('both gateways draining', async () => {
+    await waitFor('both gateways draining', async () => {
       const ready = await Promise.all([g0, g1].map(async (g) => (await fetch(`${g.url}/health/ready`)).status));
       return ready.every((s) => s === 503);
     });
@@ -59,15 +59,14 @@ describe('the edge when no gateway can take a request', () => {
 
     // One back on its port: the edge serves again once the gateway's rest is over.
     stack.gateways[0] = await stack.startGateway(0, g0.port);
-    await eventually(
+    await waitFor(
       'the edge admits a stream again',
       async () => {
         const res = await fetch(`${stack.url}/chat/stream`);
         await res.body?.cancel();
         return res.status === 200;
       },
-      10_000,
-      200,
+      { pollMs: 200 },
     );
   });
 });

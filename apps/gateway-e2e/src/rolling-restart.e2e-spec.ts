@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { SseClient, ask, type SseEvent, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, ask, waitFor, type SseEvent, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 /** One accepted question (POST 202) and how it ended on its stream. */
 interface Accepted {
@@ -106,7 +106,7 @@ describe('rolling restart of 2 gateways under load', () => {
     const sigtermAt: number[] = [];
     try {
       // Steady state first: both instances hold streams.
-      await eventually('both instances serve', () => sessionsOn.size >= 2, 15_000);
+      await waitFor('both instances serve', () => sessionsOn.size >= 2);
       await sleep(1_000);
       for (const i of [0, 1]) {
         const g = stack.gateways[i];
@@ -127,7 +127,7 @@ describe('rolling restart of 2 gateways under load', () => {
         // nginx gives an instance that failed (here: refused while draining or down) one stream per
         // fail_timeout (2 s) until a request to it completes: wait for a few, then past that window,
         // as an operator waits before draining the next instance.
-        await eventually(`gateway ${i} takes streams again`, () => (sessionsOn.get(freshId) ?? 0) >= 3, 20_000);
+        await waitFor(`gateway ${i} takes streams again`, () => (sessionsOn.get(freshId) ?? 0) >= 3);
         process.stdout.write(`${new Date().toISOString()} gateway ${i} takes streams\n`);
         expect(accepted.length).toBeGreaterThan(before);
         await sleep(2_500);
@@ -161,7 +161,7 @@ describe('rolling restart of 2 gateways under load', () => {
     expect(accepted.filter((a) => a.outcome === undefined || a.outcome.startsWith('lost:'))).toEqual([]);
     const errors = accepted.filter((a) => a.outcome?.startsWith('error:'));
     const letters = new Map<string, string>();
-    await eventually(
+    await waitFor(
       'every error dead-lettered',
       async () => {
         const entries = (await redis.xrange('td:dlq', '-', '+')) as Array<[string, string[]]>;
@@ -172,7 +172,6 @@ describe('rolling restart of 2 gateways under load', () => {
         }
         return errors.every((e) => letters.has(e.messageId));
       },
-      10_000,
     ).catch(() => undefined);
     const notDeadLettered = errors.filter((e) => !letters.has(e.messageId));
     expect(notDeadLettered).toEqual([]);
@@ -186,7 +185,7 @@ describe('rolling restart of 2 gateways under load', () => {
     );
 
     // Slots back to 0 on both instances and in the global budget; no session left in Redis.
-    await eventually(
+    await waitFor(
       'slots released',
       async () => {
         const views = await Promise.all(
@@ -194,7 +193,6 @@ describe('rolling restart of 2 gateways under load', () => {
         );
         return views.every((v) => v.held === 0 && (v.global?.used ?? 0) === 0) && (await redis.keys('td:session:*')).length === 0;
       },
-      10_000,
     );
   }, 180_000);
 });

@@ -1,4 +1,6 @@
-export { ManagedChild, eventually, httpOk, waitFor } from './lib/child';
+export { ManagedChild, httpOk } from './lib/child';
+export { WAIT_DEFAULT_MS, waitFor } from './lib/wait';
+export type { WaitOptions } from './lib/wait';
 export type { ChildOptions } from './lib/child';
 export { EDGE_CODES, renderEdgeLimits } from './lib/edge-limits';
 export type { EdgeLimits } from './lib/edge-limits';
