@@ -157,7 +157,16 @@ describe('Dam budget against real Redis', () => {
   });
 
   it('concurrent admits and releases share script calls (one per event-loop turn), in order, and the count stays exact across heartbeats', async () => {
-    const a = await dam('batch-a', { slotsPerInstance: 300, instanceCeiling: 1_000, userMaxSessions: 2, heartbeatMs: 50, heartbeatTtlMs: 1_000 });
+    // What is counted here is script calls and exact counts, not deadlines: a generous admission
+    // deadline, so a loaded machine does not send an admit into the fallback.
+    const a = await dam('batch-a', {
+      slotsPerInstance: 300,
+      instanceCeiling: 1_000,
+      userMaxSessions: 2,
+      heartbeatMs: 50,
+      heartbeatTtlMs: 1_000,
+      redisTimeoutMs: 5_000,
+    });
     const raw = new Redis(redis.url);
     const calls = async (): Promise<number> => {
       const info = await raw.info('commandstats');
@@ -192,4 +201,19 @@ describe('Dam budget against real Redis', () => {
     raw.disconnect();
   });
 
+  it('a release Redis applies late is confirmed ok: its outcome is what Redis did, not whether it answered in time', async () => {
+    const a = await dam('late-release', { slotsPerInstance: 3, redisTimeoutMs: 20 });
+    const r = await a.admit();
+    if (!r.admitted) throw new Error('refused');
+    const admin = new Redis(redis.url);
+    try {
+      // Scripts wait 300 ms, 60 times the admission deadline: the release runs, late.
+      await admin.call('CLIENT', 'PAUSE', '300', 'WRITE');
+      r.lease.release();
+      expect(await waitFor('release confirmed', r.lease.confirmation ?? Promise.reject(new Error('not sent to Redis')))).toBe('ok');
+      expect(await admin.hget('td:dam:{dam}:held', 'late-release')).toBe('0');
+    } finally {
+      admin.disconnect();
+    }
+  });
 });

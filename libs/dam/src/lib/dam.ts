@@ -12,8 +12,10 @@ export interface Lease {
   readonly released: boolean;
   /**
    * Settles once Redis applied the release (`ok`), dropped it (`fenced`) or the call failed
-   * (`failed`); null while not released, or when the release did not go to Redis (fallback, no
-   * slot). Callers need not wait for it: the heartbeat heals a lost release. Tests and benchmarks do.
+   * (`failed`: an error, or the connection closed); null while not released, or when the release
+   * did not go to Redis (fallback, no slot). It says what Redis did, so it has no deadline: a slow
+   * reply is still `ok`. Callers need not wait for it (the heartbeat heals a lost release); tests
+   * and benchmarks do.
    */
   readonly confirmation: Promise<ReleaseOutcome> | null;
   release(): void;
@@ -228,7 +230,9 @@ export class Dam {
     const tracked = this.o.userMaxSessions > 0 && lease.userId !== null;
     if (tracked) this.decUser(lease.userId as string);
     if (this.fallbackSince !== null || !this.registered) return;
-    lease.confirmation = withDeadline(this.store.release(this.generation, tracked ? (lease.userId as string) : ''), this.o.redisTimeoutMs * 5).then(
+    // Nobody waits on a release, so no deadline: one would only turn a late "applied" into a
+    // false "failed". The heartbeat that follows on this connection counts it either way.
+    lease.confirmation = this.store.release(this.generation, tracked ? (lease.userId as string) : '').then(
       (r) => {
         if (r === 'fenced') {
           this.registered = false;
