@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { SseClient, TimedHttp, ask, percentile, waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
+import { SseClient, ask, waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
 import { E2E_ADMIN_TOKEN, metricValue, setFaults, startE2eStack } from './e2e-stack';
 
 describe('the circuit breaker toward the worker, shared by both gateways', () => {
@@ -24,7 +24,7 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
     await stack?.stop();
   });
 
-  it('opens on both gateways within 2 s of a failing worker, refuses fast, and closes for all after one probe', async () => {
+  it('opens on both gateways for a failing worker, refuses at once, and closes for all after one probe', async () => {
     const worker = stack.workers[0];
     if (!worker) throw new Error('no worker');
     const sessions: Array<{ sse: SseClient; s: ChatSession }> = [];
@@ -45,7 +45,7 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
       await Promise.all(
         sessions.map(({ sse }, k) =>
           results[k]?.status === 202
-            ? sse.waitFor((e) => e.event === 'error' && (e.data as { messageId: string }).messageId === (results[k]?.body as { messageId: string }).messageId, 5_000)
+            ? sse.waitFor((e) => e.event === 'error' && (e.data as { messageId: string }).messageId === (results[k]?.body as { messageId: string }).messageId)
             : null,
         ),
       );
@@ -57,26 +57,21 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
     );
     process.stdout.write(`breaker open on both gateways ${Date.now() - t0} ms after errors began\n`);
 
-    // Open: refused without touching the queue, fast, with Retry-After (timed at the gateways).
-    const lat: number[] = [];
-    const http = new TimedHttp();
-    for (let i = 0; i < 100; i++) {
-      const { s } = sessions[i % sessions.length] as { s: ChatSession };
-      const gw = stack.gateways[i % stack.gateways.length]?.url ?? stack.url;
-      const r = await http.request(`${gw}/chat/sessions/${s.sessionId}/messages`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.token}` },
-        body: '{"question":"still failing?"}',
-      });
-      lat.push(r.ms);
-      if (r.status !== 503) break; // half-open came already; the check below reports it
-      expect((JSON.parse(r.body) as { code: string }).code).toBe('ai_unavailable');
-      expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    // Open: refused on both gateways with Retry-After, without touching the queue (how fast:
+    // loadtest/src/timings, a benchmark).
+    const queue = new Redis(stack.redisUrl);
+    try {
+      const queued = await queue.xlen('td:questions');
+      for (const [i, g] of stack.gateways.entries()) {
+        const { s } = sessions[i] as { s: ChatSession };
+        const r = await ask(g.url, s, 'still failing?');
+        expect({ status: r.status, code: (r.body as { code?: string }).code }).toEqual({ status: 503, code: 'ai_unavailable' });
+        expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      }
+      expect(await queue.xlen('td:questions')).toBe(queued);
+    } finally {
+      queue.disconnect();
     }
-    http.close();
-    const p99 = percentile(lat, 99);
-    process.stdout.write(`POST refused by the open breaker: p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms over ${lat.length}\n`);
-    expect(p99).toBeLessThanOrEqual(10);
 
     // Every failed answer is a dead letter with its reason.
     const dlq = new Redis(stack.redisUrl);
@@ -104,7 +99,7 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
     const { sse, s } = sessions[0] as { sse: SseClient; s: ChatSession };
     const r = await ask(stack.url, s, 'back?');
     expect(r.status).toBe(202);
-    const end = await sse.waitFor((e) => (e.event === 'done' || e.event === 'error') && (e.data as { messageId: string }).messageId === (r.body as { messageId: string }).messageId, 5_000);
+    const end = await sse.waitFor((e) => (e.event === 'done' || e.event === 'error') && (e.data as { messageId: string }).messageId === (r.body as { messageId: string }).messageId);
     expect(end.event).toBe('done');
   });
 });

@@ -34,8 +34,10 @@ describe('a client that drops mid-answer', () => {
       await sse.waitFor((e) => e.event === 'token' && (e.data as { seq: number }).seq >= 3, 10_000);
       const droppedAt = Date.now();
       sse.close();
-      // Wait long enough for several more tokens, had the worker not stopped.
-      await new Promise((res) => setTimeout(res, 1_500));
+      // The worker's own end of the answer, on the same channel after any token it sent: the
+      // cancel it saw (a worker that did not stop would send its tokens, then done).
+      await waitFor('the worker ended the answer', () => seen.some((m) => m.type === 'error' || m.type === 'done'));
+      expect(seen.filter((m) => m.type === 'error' || m.type === 'done').map((m) => m.type)).toEqual(['error']);
       const after = seen.filter((m) => m.type === 'token' && m.at > droppedAt);
       process.stdout.write(`tokens generated after the client dropped: ${after.length}\n`);
       expect(after.length).toBeLessThanOrEqual(1);

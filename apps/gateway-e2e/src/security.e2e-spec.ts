@@ -1,9 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import jwt from 'jsonwebtoken';
-import { SseClient, ask, type Stack } from '@traffic-dam/stack';
+import { SseClient, ask, waitFor, type Stack } from '@traffic-dam/stack';
 import { startE2eStack } from './e2e-stack';
 
 const SECRET = randomBytes(32).toString('hex');
@@ -47,11 +46,19 @@ describe('security defaults through nginx', () => {
     } finally {
       sse.close();
     }
-    await sleep(1_500); // nginx flushes its access log every second
-
+    // nginx flushes its access log every second: wait for the last request, the DELETE, in both logs.
+    const deleteLine = `DELETE /chat/sessions/${s.sessionId}`;
+    const access = await waitFor('the DELETE in the access log', () => {
+      const text = readFileSync(join(stack.opts.dir, 'nginx', 'access.log'), 'utf8');
+      return text.includes(deleteLine) ? text : null;
+    });
     const files = readdirSync(stack.opts.dir).filter((f) => /^gateway\d+\.log$/.test(f));
     expect(files.length).toBe(2);
-    const lines = files.flatMap((f) => readFileSync(join(stack.opts.dir, f), 'utf8').split('\n').filter((l) => l.trim().length > 0));
+    const gatewayLines = () => files.flatMap((f) => readFileSync(join(stack.opts.dir, f), 'utf8').split('\n').filter((l) => l.trim().length > 0));
+    const lines = await waitFor('the DELETE in a gateway log', () => {
+      const all = gatewayLines();
+      return all.some((l) => l.includes(`/chat/sessions/${s.sessionId}`) && l.includes('DELETE')) ? all : null;
+    });
     const infoAndAbove = lines.filter((l) => {
       try {
         return (JSON.parse(l) as { level?: number }).level !== undefined && (JSON.parse(l) as { level: number }).level >= 30;
@@ -68,7 +75,6 @@ describe('security defaults through nginx', () => {
       const leaks = infoAndAbove.filter((l) => l.includes(value));
       expect({ name, leaks }).toEqual({ name, leaks: [] });
     }
-    const access = readFileSync(join(stack.opts.dir, 'nginx', 'access.log'), 'utf8');
     expect(access).toContain(s.sessionId);
     for (const value of [marker, userJwt, s.token]) expect(access.includes(value)).toBe(false);
   });

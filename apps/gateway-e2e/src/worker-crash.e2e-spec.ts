@@ -32,7 +32,6 @@ describe('the worker killed with questions in flight', () => {
       if (!worker) throw new Error('no worker');
       worker.child.signal('SIGKILL');
       await worker.child.wait();
-      await new Promise((r) => setTimeout(r, 500));
       await stack.restartWorker(0);
 
       const ends = await Promise.all(
