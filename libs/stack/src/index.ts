@@ -8,6 +8,7 @@ export { renderNginxConfig, startNginx } from './lib/nginx';
 export type { NginxHandle, NginxOptions } from './lib/nginx';
 export { freePort } from './lib/ports';
 export { pingRedis, startLocalRedis, startTestRedis } from './lib/redis';
+export { fillRedisMemory, freeRedisMemory } from './lib/redis-memory';
 export type { LocalRedisOptions, RedisHandle } from './lib/redis';
 export { Stack, repoRoot } from './lib/stack';
 export type { GatewayHandle, StackOptions, WorkerHandle } from './lib/stack';
