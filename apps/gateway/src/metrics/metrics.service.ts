@@ -25,6 +25,7 @@ export class MetricsService {
 
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
+  readonly httpRefusals: Counter<'route' | 'code'>;
   readonly sseOpen: Gauge;
   readonly sseOpened: Counter;
   readonly sseClosed: Counter<'reason'>;
@@ -63,6 +64,12 @@ export class MetricsService {
       help: 'HTTP request duration until the response finished (SSE: until the stream closed)',
       labelNames: ['method', 'route', 'status'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.httpRefusals = new Counter({
+      name: 'td_http_refusals_total',
+      help: 'Requests answered with a problem (a refusal), by route and code: counted here, not logged one line each',
+      labelNames: ['route', 'code'],
       registers,
     });
     this.sseOpen = new Gauge({ name: 'td_sse_sessions_open', help: 'SSE sessions open on this instance', registers });

@@ -5,3 +5,4 @@ export { toProblem } from './problem';
 export type { Problem, ProblemResponse } from './problem';
 export { ProblemFilter } from './problem.filter';
 export { sendProblem } from './send-problem';
+export { isExpectedRefusal, problemCodeOf } from './refusal';
