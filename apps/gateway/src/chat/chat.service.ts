@@ -16,6 +16,7 @@ import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { INSTANCE_ID } from '../common/instance';
 import { LifecycleService } from '../common/lifecycle.service';
+import { RedisFailures } from '../common/redis/redis-failures';
 import { REDIS_SUBSCRIBER } from '../common/redis/redis.module';
 import { MetricsService } from '../metrics/metrics.service';
 import { parseBearer, parseQuestionBody } from './question-body';
@@ -45,6 +46,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
   readonly hub: StreamHub;
   private readonly persistTimer: NodeJS.Timeout;
   private readonly expiryTimer: NodeJS.Timeout;
+  private readonly redisFailures: RedisFailures;
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -61,6 +63,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly breaker: BreakerService,
   ) {
     this.hub = new StreamHub(config.SSE_PING_MS);
+    this.redisFailures = new RedisFailures(metrics.redisErrors, logger);
     this.persistTimer = setInterval(() => {
       if (this.hub.unpersisted().length > 0) void this.persistPending();
     }, 1_000);
@@ -128,7 +131,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       const persisted = await withDeadline(this.sessions.create(session), this.config.REDIS_REQUEST_TIMEOUT_MS).then(
         () => true,
         (err: unknown) => {
-          this.logger.warn({ err: String(err) }, 'session record not written yet: Redis unavailable');
+          this.redisFailures.note('session_write', err); // written later, by persistPending
           return false;
         },
       );
@@ -174,9 +177,14 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       claim = await this.claimInflight(sessionId, token, messageId, inflightTtl);
     }
     switch (claim.status) {
-      case 'not_found':
+      case 'not_found': {
+        // While Redis takes no writes, a session opened on another instance has no record yet:
+        // not "gone", so ask again later rather than give it up.
+        const failure = this.dam.redisFailure;
+        if (failure !== null) throw RedisFailures.unavailable(failure);
         this.metrics.questions.inc({ outcome: 'session_not_found' });
         throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
+      }
       case 'forbidden':
         this.metrics.questions.inc({ outcome: 'forbidden' });
         throw new GatewayException(ErrorCode.InvalidToken, 'The token does not belong to this session.');
@@ -228,9 +236,8 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       }
       // It may still have been queued: the worker must not answer a question the client was told failed.
       void this.bridge.cancel(messageId).catch(() => undefined);
-      this.logger.warn({ err: String(err), sessionId, messageId }, 'question not queued: Redis unavailable');
       this.metrics.questions.inc({ outcome: 'redis_unavailable' });
-      throw new GatewayException(ErrorCode.RedisUnavailable, 'The question could not be queued.', { retryAfterSec: 1 });
+      throw this.redisFailures.refusal('enqueue', err);
     }
     this.metrics.questions.inc({ outcome: 'accepted' });
     this.hub.touch(sessionId);
@@ -334,8 +341,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     try {
       return await withDeadline(fn(), this.config.REDIS_REQUEST_TIMEOUT_MS);
     } catch (err) {
-      this.logger.warn({ err }, 'Redis call failed');
-      throw new GatewayException(ErrorCode.RedisUnavailable, 'Shared state is unavailable; try again.', { retryAfterSec: 1 });
+      throw this.redisFailures.refusal('session', err);
     }
   }
 

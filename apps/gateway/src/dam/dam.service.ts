@@ -3,7 +3,16 @@ import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShut
 import type { Request } from 'express';
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { Dam, UserRateLimiter, type DamEvent, type DamStatus, type Lease, type RateDecision, type RefusalReason } from '@traffic-dam/dam';
+import {
+  Dam,
+  UserRateLimiter,
+  type DamEvent,
+  type DamStatus,
+  type Lease,
+  type RateDecision,
+  type RedisErrorKind,
+  type RefusalReason,
+} from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
@@ -85,6 +94,12 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
   get sessionsHeld(): number {
     const s = this.dam.snapshot();
     return s.global && !s.fallback ? s.global.used : s.held;
+  }
+
+  /** Why Redis fails this instance's heartbeat, while it does (then the dam decides locally); else null. */
+  get redisFailure(): RedisErrorKind | null {
+    const s = this.dam.snapshot();
+    return s.fallback ? s.fallbackReason : null;
   }
 
   /** Admits a new stream or throws the refusal as a problem (429/503). */
