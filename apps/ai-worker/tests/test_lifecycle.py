@@ -163,6 +163,11 @@ async def test_python_m_ai_worker_serves_answers_logs_json_and_stops_on_sigterm(
         await r.xadd(f"td:questions:proc-{tag}", q)
         msgs = await sub.until_end()
         assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 20}
+        # One that fails (its deadline passed): at info, an answer is logged when it went wrong.
+        late = question_fields(None, question=secret, deadline=int(time.time() * 1000) - 1000)
+        late_sub = await subscribe(late["replyTo"])
+        await r.xadd(f"td:questions:proc-{tag}", late)
+        assert (await late_sub.until_end())[-1]["code"] == "deadline_exceeded"
 
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.to_thread(proc.communicate, timeout=30)
@@ -175,9 +180,9 @@ async def test_python_m_ai_worker_serves_answers_logs_json_and_stops_on_sigterm(
     lines = [json.loads(line) for line in out.splitlines() if line.strip()]
     msgs_logged = [line["msg"] for line in lines]
     assert "worker started" in msgs_logged and "worker stopped" in msgs_logged
-    started = next(line for line in lines if line["msg"] == "question started")
-    assert started["messageId"] == q["id"] and started["sessionId"] == q["sessionId"]
-    assert started["workerId"] == f"worker-proc-{tag}"
+    finished = [line for line in lines if line["msg"] == "question finished"]
+    assert [(f["messageId"], f["sessionId"], f["outcome"]) for f in finished] == [(late["id"], late["sessionId"], "deadline_exceeded")]
+    assert finished[0]["workerId"] == f"worker-proc-{tag}"
     assert secret not in out + err
     assert await r.exists(worker_key(f"worker-proc-{tag}")) == 0
 

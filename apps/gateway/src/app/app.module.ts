@@ -40,11 +40,12 @@ export class AppModule {
             },
             // A refusal (a problem with a code: 4xx, 429, 503) is the dam working, not an event:
             // it is counted (td_http_refusals_total{code}), never logged one line each; under load
-            // those lines would be most of the log. Only unexpected errors and 5xx are errors.
+            // those lines would be most of the log. A request that went well is a line at debug
+            // (the edge's access log has one per request). Unexpected errors and 5xx are errors.
             customLogLevel: (_req, res, err) => {
               if (err !== undefined) return 'error';
               if (isExpectedRefusal(problemCodeOf(res))) return 'silent';
-              return res.statusCode >= 500 ? 'error' : 'info';
+              return res.statusCode >= 500 ? 'error' : 'debug';
             },
             // Health and metrics polls would drown the events that matter.
             autoLogging: { ignore: (req) => /^\/(health|metrics)/.test(req.url ?? '') },

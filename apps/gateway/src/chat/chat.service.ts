@@ -151,7 +151,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       req.socket.setKeepAlive(true, 10_000);
       const event: SessionEvent = { sessionId, token: session.token, instanceId: this.instanceId, expiresAt: session.expiresAt };
       this.hub.send(sessionId, 'session', event);
-      this.logger.info({ userId: userId ?? undefined, persisted }, 'session opened');
+      this.logger.debug({ userId: userId ?? undefined, persisted }, 'session opened');
     } finally {
       // A failure before the stream exists, or a client already gone, must not keep the slot.
       if (!opened) lease.release();
@@ -244,7 +244,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     // The instance holding the stream watches the deadline, so a lost answer still ends in an error.
     if (claim.ownerInstanceId === this.instanceId) this.trackInflight(sessionId, messageId, deadline);
     else void this.sessions.tellAsked(claim.ownerInstanceId, sessionId, messageId, deadline).catch(() => undefined);
-    this.logger.info({ sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
+    this.logger.debug({ sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
     return { messageId, headers };
   }
 
@@ -396,7 +396,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
       stream.inflight = undefined;
     }
     if (stream) stream.lastEnded = messageId;
-    this.logger.info({ sessionId, messageId, outcome: reply.type }, 'answer finished');
+    this.logger.debug({ sessionId, messageId, outcome: reply.type }, 'answer finished');
   }
 
   /**
@@ -464,7 +464,7 @@ export class ChatService implements OnApplicationBootstrap, OnModuleDestroy {
     try {
       const inflight = await this.sessions.remove(sessionId);
       if (inflight) await this.bridge.cancel(inflight);
-      this.logger.info({ sessionId, reason, cancelled: inflight ?? undefined }, 'session closed');
+      this.logger.debug({ sessionId, reason, cancelled: inflight ?? undefined }, 'session closed');
     } catch (err) {
       // The session key expires by its TTL; the worker stops at the question's deadline.
       this.logger.warn({ err: String(err), sessionId, reason }, 'session clean-up failed: Redis unavailable');

@@ -14,6 +14,8 @@ export interface NginxOptions {
   upstreams: string[];
   /** Per-client-IP limits answered by nginx itself; default off. */
   edge?: EdgeLimits;
+  /** Also log the refusals a gateway answered in the access log (default: counted by the gateways, not logged). */
+  logRefusals?: boolean;
   /** Health URL path to wait for through nginx. Default /health/live. */
   readyPath?: string;
   echo?: boolean;
@@ -45,6 +47,7 @@ export async function startNginx(opts: NginxOptions): Promise<NginxHandle> {
     LISTEN: listen,
     UPSTREAM_SERVERS: opts.upstreams.map((u) => `    server ${u} max_fails=1 fail_timeout=2s;`).join('\n'),
     WORKER_CONNECTIONS: '16384',
+    ACCESS_LOG_REFUSALS: opts.logRefusals ? '1' : '0',
     ...renderEdgeLimits(opts.edge),
   });
   const configFile = join(opts.prefix, 'nginx.conf');

@@ -30,6 +30,8 @@ export interface StackOptions {
   redisUrl?: string;
   /** nginx's per-client-IP limits (DESIGN.md layer 1); default off. */
   edge?: EdgeLimits;
+  /** Also log the refusals a gateway answered in nginx's access log (npm run access-log reads them). */
+  logRefusals?: boolean;
   /** Environment for every gateway and worker (ours is the base). */
   env?: NodeJS.ProcessEnv;
   /** Per-gateway extra environment, by index. */
@@ -97,6 +99,7 @@ export class Stack {
         listenPort: this.opts.port || (await freePort()),
         upstreams: this.gateways.map((g) => `127.0.0.1:${g.port}`),
         edge: this.opts.edge,
+        logRefusals: this.opts.logRefusals,
         echo: this.opts.echo,
       });
     } catch (err) {
