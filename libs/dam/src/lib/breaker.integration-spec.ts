@@ -20,6 +20,8 @@ describe('CircuitBreaker shared through real Redis', () => {
       errorRatio: 0.5,
       openMs: 600,
       pollMs: 50,
+      // A reply that comes late on a loaded machine still counts: no test here is about the deadline.
+      redisTimeoutMs: 2_000,
       probe,
       onTransition: (t) => transitions.push(`${t.from}->${t.to}:${t.reason}`),
     });

@@ -21,7 +21,8 @@ describe('Dam budget against real Redis', () => {
     const client = admissionClient(redis.url);
     clients.push(client);
     await new Promise<void>((resolve) => client.once('ready', () => resolve()));
-    const d = new Dam({ redis: client, instanceId: id, heartbeatMs: 200, heartbeatTtlMs: 600, ...o });
+    // Deadlines and TTLs a loaded machine keeps: a test about the fallback or a dead instance sets its own.
+    const d = new Dam({ redis: client, instanceId: id, heartbeatMs: 200, heartbeatTtlMs: 2_000, redisTimeoutMs: 2_000, ...o });
     dams.push(d);
     await d.start();
     return d;
