@@ -405,7 +405,9 @@ class Worker:
     async def _answer(self, q: p.Question) -> None:
         ids = dict(workerId=self.worker_id, messageId=q.id, sessionId=q.session_id, traceId=q.trace_id)
         started = time.monotonic()
-        event(log, logging.INFO, "question started", attempt=q.attempt, **ids)
+        # Per answer a line at debug only: the edge logs each request, metrics count each answer;
+        # at info the worker logs what went wrong (an answer that failed, a dead letter).
+        event(log, logging.DEBUG, "question started", attempt=q.attempt, **ids)
         if log.isEnabledFor(logging.DEBUG):
             event(log, logging.DEBUG, "question text", question=q.question, **ids)
         stats = AnswerStats(model=self.backend.model)
@@ -462,7 +464,7 @@ class Worker:
                 self.metrics.tokens.labels(stats.model, "prompt").inc(stats.prompt_tokens or 0)
                 self.metrics.tokens.labels(stats.model, "completion").inc(stats.completion_tokens or 0)
             event(
-                log, logging.INFO, "question finished", outcome=outcome, tokens=stats.published,
+                log, logging.DEBUG if outcome in ("done", "cancelled") else logging.INFO, "question finished", outcome=outcome, tokens=stats.published,
                 ms=int((time.monotonic() - started) * 1000), **extra, **ids,
             )
             if outcome in p.DEAD_LETTER_REASONS:

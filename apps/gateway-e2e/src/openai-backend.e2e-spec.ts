@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { ManagedChild, SseClient, ask, freePort, httpOk, repoRoot, waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
-import { eventually, metricValue, startE2eStack } from './e2e-stack';
+import { metricValue, startE2eStack } from './e2e-stack';
 
 /** llmock's journal entry of one request (times from CLOCK_MONOTONIC, the clock of process.hrtime). */
 interface Upstream {
@@ -101,7 +101,7 @@ describe('the stack with AI_BACKEND=openai against an OpenAI-compatible server',
       const r = await ask(stack.url, first.s, 'first in line');
       expect(r.status).toBe(202);
       const firstId = (r.body as { messageId: string }).messageId;
-      const throttled = await eventually('the 429 reached llmock', async () => (await requestFor('first in line')).some((x) => x.status === 429), 10_000).then(
+      const throttled = await waitFor('the 429 reached llmock', async () => (await requestFor('first in line')).some((x) => x.status === 429), 10_000).then(
         async () => (await requestFor('first in line')).find((x) => x.status === 429) as Upstream,
       );
       // Until the workers' heartbeats reach the gateways, questions are still accepted; then refused.
@@ -141,7 +141,7 @@ describe('the stack with AI_BACKEND=openai against an OpenAI-compatible server',
     await sse.waitFor((e) => e.event === 'token' && (e.data as { seq: number }).seq >= 3, 15_000);
     const seen = sse.events.filter((e) => e.event === 'token').length;
     sse.close();
-    await eventually('llmock saw its client go', async () => (await requestFor(question)).some((x) => !x.completed && x.ended_at > x.started_at), 15_000);
+    await waitFor('llmock saw its client go', async () => (await requestFor(question)).some((x) => !x.completed && x.ended_at > x.started_at), 15_000);
     const [req] = await requestFor(question);
     process.stdout.write(`client dropped after ${seen} tokens; llmock had sent ${req?.chunks_sent} chunks (1 role chunk + tokens) of 63\n`);
     // The role chunk, the tokens the client saw, the one the gateway relayed as it closed, and the
@@ -165,11 +165,11 @@ describe('the stack with AI_BACKEND=openai against an OpenAI-compatible server',
       const ends = await Promise.all(sessions.map(({ sse }, i) => endOf(sse, ids[i] as string)));
       for (const e of ends) expect(e.data).toMatchObject({ code: 'worker_error', message: expect.stringContaining('sent nothing for 1000 ms') });
       // Every one of them dead-lettered (none answered).
-      await eventually('dead-lettered', async () => (await redis.xlen('td:dlq')) - dlqBefore >= n, 10_000);
+      await waitFor('dead-lettered', async () => (await redis.xlen('td:dlq')) - dlqBefore >= n, 10_000);
       const letters = (await redis.xrange('td:dlq', '-', '+')).map(([, f]) => Object.fromEntries(Array.from({ length: f.length / 2 }, (_, k) => [f[2 * k], f[2 * k + 1]])));
       expect(letters.filter((l) => ids.includes(l['id'] as string)).map((l) => l['reason'])).toEqual(Array(n).fill('worker_error'));
       // Counted by the breaker: 8 failures in its window open it for every instance.
-      await eventually('breaker open', async () => (await metricValue(stack.url, 'td_breaker_state')) === 2, 10_000);
+      await waitFor('breaker open', async () => (await metricValue(stack.url, 'td_breaker_state')) === 2, 10_000);
       const after = await ask(stack.url, (sessions[0] as { s: ChatSession }).s, 'are you there?');
       expect(after.status).toBe(503);
       expect((after.body as { code: string }).code).toBe('ai_unavailable');

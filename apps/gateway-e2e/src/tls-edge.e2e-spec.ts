@@ -2,7 +2,7 @@ import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
 import { createParser } from 'eventsource-parser';
-import { eventually, type ChatSession, type Stack } from '@traffic-dam/stack';
+import { waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
 import { startE2eStack } from './e2e-stack';
 
 /** Events of one SSE response body, fed chunk by chunk. */
@@ -16,12 +16,12 @@ class Events {
     this.parser.feed(this.decoder.decode(chunk, { stream: true }));
   }
   async session(): Promise<ChatSession> {
-    await eventually('session event', () => this.list.some((e) => e.event === 'session'), 10_000);
+    await waitFor('session event', () => this.list.some((e) => e.event === 'session'), 10_000);
     return this.list.find((e) => e.event === 'session')?.data as unknown as ChatSession;
   }
   async answer(messageId: string): Promise<{ tokens: number[]; done: Record<string, unknown> }> {
     const mine = (e: { data: Record<string, unknown> }): boolean => e.data['messageId'] === messageId;
-    await eventually('done event', () => this.list.some((e) => (e.event === 'done' || e.event === 'error') && mine(e)), 15_000);
+    await waitFor('done event', () => this.list.some((e) => (e.event === 'done' || e.event === 'error') && mine(e)), 15_000);
     const end = this.list.find((e) => (e.event === 'done' || e.event === 'error') && mine(e));
     expect(end?.event).toBe('done');
     return { tokens: this.list.filter((e) => e.event === 'token' && mine(e)).map((e) => e.data['seq'] as number), done: end?.data ?? {} };

@@ -1,4 +1,6 @@
-export { ManagedChild, eventually, httpOk, waitFor } from './lib/child';
+export { ManagedChild, httpOk } from './lib/child';
+export { WAIT_DEFAULT_MS, waitFor } from './lib/wait';
+export type { WaitOptions } from './lib/wait';
 export type { ChildOptions } from './lib/child';
 export { EDGE_CODES, renderEdgeLimits } from './lib/edge-limits';
 export type { EdgeLimits } from './lib/edge-limits';
@@ -10,6 +12,7 @@ export { renderNginxConfig, startNginx } from './lib/nginx';
 export type { NginxHandle, NginxOptions } from './lib/nginx';
 export { freePort } from './lib/ports';
 export { pingRedis, startLocalRedis, startTestRedis } from './lib/redis';
+export { fillRedisMemory, freeRedisMemory } from './lib/redis-memory';
 export type { LocalRedisOptions, RedisHandle } from './lib/redis';
 export { Stack, repoRoot, startGatewayProcess } from './lib/stack';
 export type { GatewayHandle, GatewayProcessOptions, StackOptions, WorkerHandle } from './lib/stack';

@@ -170,7 +170,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     let running: { stack: Stack; dir: string; poller: DamPoller } | null = null;
     const start = async (): Promise<{ stack: Stack; dir: string; poller: DamPoller }> => {
       const dir = mkdtempSync(join(tmpdir(), `td-experiment-${config.id}-`));
-      const stack = new Stack({ dir, gateways: config.gateways, workers: 1, port: 0, tls: o.tls, env: { ...settings.env, DAM_MODE: config.damMode } });
+      // Refusals in the access log too: npm run access-log reads them per second.
+      const stack = new Stack({ dir, gateways: config.gateways, workers: 1, port: 0, tls: o.tls, logRefusals: true, env: { ...settings.env, DAM_MODE: config.damMode } });
       running = { stack, dir, poller: new DamPoller([]) };
       await stack.start();
       running.poller = new DamPoller(stack.gateways.map((g) => g.url));

@@ -17,6 +17,8 @@ export interface DamSnapshot {
   held: number;
   unbudgeted: number;
   fallback: boolean;
+  /** Why the last call to Redis failed while in fallback. */
+  fallbackReason: string | null;
   global: { used: number; capacity: number; live: number } | null;
 }
 
@@ -27,6 +29,7 @@ export class MetricsService {
 
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
+  readonly httpRefusals: Counter<'route' | 'code'>;
   readonly sseOpened: Counter;
   readonly sseClosed: Counter<'reason'>;
   readonly questions: Counter<'outcome' | 'via'>;
@@ -42,6 +45,7 @@ export class MetricsService {
   readonly damShadowRefused: Counter<'reason'>;
   readonly damAdmitDuration: Histogram<'outcome'>;
   readonly damEvents: Counter<'type'>;
+  readonly redisErrors: Counter<'kind' | 'op'>;
   private damSnapshot: (() => DamSnapshot) | null = null;
   readonly aiRefused: Counter<'reason'>;
   readonly aiTokens: Counter<'model' | 'kind'>;
@@ -76,6 +80,12 @@ export class MetricsService {
       collect() {
         this.set(sseOpen());
       },
+    });
+    this.httpRefusals = new Counter({
+      name: 'td_http_refusals_total',
+      help: 'Requests answered with a problem (a refusal), by route and code: counted here, not logged one line each',
+      labelNames: ['route', 'code'],
+      registers,
     });
     this.sseOpened = new Counter({ name: 'td_sse_sessions_opened_total', help: 'SSE sessions opened', registers });
     this.sseClosed = new Counter({
@@ -163,6 +173,12 @@ export class MetricsService {
       labelNames: ['type'],
       registers,
     });
+    this.redisErrors = new Counter({
+      name: 'td_redis_errors_total',
+      help: 'Redis calls on a request path that failed, by kind (timeout, oom: at its memory limit, unreachable, error) and operation',
+      labelNames: ['kind', 'op'],
+      registers,
+    });
     // Gauges read on every scrape from what the services already hold: no Redis call in /metrics.
     const snapshotGauge = <S>(name: string, help: string, snapshot: () => S | null, read: (s: S) => number | null) =>
       new Gauge({
@@ -180,6 +196,11 @@ export class MetricsService {
     gauge('td_dam_held', 'Sessions this instance holds on the budget', (s) => s.held);
     gauge('td_dam_unbudgeted', 'Sessions admitted without a slot (shadow mode over budget)', (s) => s.unbudgeted);
     gauge('td_dam_fallback_active', '1 while Redis is unreachable and the local share decides', (s) => (s.fallback ? 1 : 0));
+    gauge(
+      'td_redis_out_of_memory',
+      "1 while Redis refuses this instance's heartbeat writes at its memory limit (maxmemory with noeviction); the local share decides meanwhile",
+      (s) => (s.fallback && s.fallbackReason === 'oom' ? 1 : 0),
+    );
     gauge('td_dam_global_used', 'Sessions held across live instances, as last seen from Redis', (s) => s.global?.used ?? null);
     gauge('td_dam_global_capacity', 'Global budget: slots per instance x live instances, as last seen', (s) => s.global?.capacity ?? null);
     gauge('td_dam_live_instances', 'Instances with a live heartbeat, as last seen', (s) => s.global?.live ?? null);

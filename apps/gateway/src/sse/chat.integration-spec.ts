@@ -2,8 +2,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { SseClient, ask, startTestRedis, type ChatSession, type RedisHandle } from '@traffic-dam/stack';
-import { startInstance as start, waitUntil, type TestInstance as Instance } from '../testing/instance';
+import { SseClient, ask, startTestRedis, waitFor, type ChatSession, type RedisHandle } from '@traffic-dam/stack';
+import { startInstance as start, type TestInstance as Instance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 
 const startInstance = (redisUrl: string, name: string) => start(redisUrl, name, { SSE_PING_MS: '200', QUESTION_MAX_CHARS: '50' });
@@ -52,8 +52,7 @@ describe('chat sessions across two instances (real Redis)', () => {
     expect(Buffer.from(s.token, 'base64url').length).toBeGreaterThanOrEqual(16);
     expect(s.instanceId).toBe(a.id);
     expect(s.expiresAt).toBeGreaterThan(Date.now());
-    await new Promise((r) => setTimeout(r, 500));
-    expect(sse.pings).toBeGreaterThanOrEqual(1);
+    await waitFor('a ping on the stream', () => sse.pings >= 1);
     // Only the hash is stored: a Redis dump does not hand out sessions.
     const stored = await probe.hgetall(`td:session:{${s.sessionId}}`);
     expect(stored['instanceId']).toBe(a.id);
@@ -138,8 +137,8 @@ describe('chat sessions across two instances (real Redis)', () => {
     const r = await ask(a.url, s, 'drop me');
     const { messageId } = r.body as { messageId: string };
     sse.close();
-    await waitUntil(async () => (await probe.exists(`td:session:{${s.sessionId}}`)) === 0);
-    await waitUntil(async () => (await probe.exists(`td:cancel:${messageId}`)) === 1);
+    await waitFor('session removed', async () => (await probe.exists(`td:session:{${s.sessionId}}`)) === 0);
+    await waitFor('question cancelled', async () => (await probe.exists(`td:cancel:${messageId}`)) === 1);
     worker.release();
     const metrics = await (await fetch(`${a.url}/metrics`)).text();
     expect(metrics).toMatch(/td_sse_sessions_closed_total\{reason="client"[^}]*\} [1-9]/);
@@ -161,8 +160,10 @@ describe('chat sessions across two instances (real Redis)', () => {
     const { s } = await open(a);
     await worker.stop();
     await probe.del('td:workers:double');
-    // The instances read worker heartbeats every 500 ms.
-    await new Promise((r) => setTimeout(r, 700));
+    // The instances read worker heartbeats every 500 ms: wait until both saw none.
+    const liveWorkers = async (i: Instance): Promise<string | undefined> =>
+      /^td_ai_live_workers\{[^}]*\} (\d+)$/m.exec(await (await fetch(`${i.url}/metrics`)).text())?.[1];
+    await waitFor('no live worker, as both instances see it', async () => (await liveWorkers(a)) === '0' && (await liveWorkers(b)) === '0');
     const first = await ask(a.url, s, 'anyone?');
     expect((first.body as { code: string }).code).toBe('ai_unavailable');
     const r = await ask(b.url, s, 'anyone?');

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
 import { AiClient } from './ai.client';
 import { DeadLetterQueue } from './dead-letters';
 import { QuestionSweeper } from './sweeper';
@@ -60,8 +60,7 @@ describe('AiClient and the protocol against real Redis', () => {
     await pub.publish(bridge.replyChannel, 'not json');
     await pub.publish(bridge.replyChannel, JSON.stringify(token));
     await pub.publish(bridge.replyChannel, JSON.stringify({ type: 'done', messageId: 'm-1', sessionId: 's-1', tokens: 1 }));
-    const until = Date.now() + 3_000;
-    while (got.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await waitFor('two valid replies', () => got.length >= 2, { pollMs: 10 }).catch(() => undefined);
     off();
     pub.disconnect();
     expect(got.map((r) => r.type)).toEqual(['token', 'done']);
@@ -203,8 +202,7 @@ describe('AiClient and the protocol against real Redis', () => {
     const letter = Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, k) => [flat[2 * k], flat[2 * k + 1]]));
     expect(check('DeadLetter', letter)).toEqual([]);
     expect(letter).toMatchObject({ id: 'expired', reason: 'deadline_exceeded', by: 'sweeper:test' });
-    const until = Date.now() + 2_000;
-    while (errors.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await waitFor('the client told', () => errors.length >= 1, { pollMs: 10 }).catch(() => undefined);
     sub.disconnect();
     expect(errors).toHaveLength(1);
     expect(check('Reply', errors[0])).toEqual([]);
@@ -239,8 +237,7 @@ describe('AiClient and the protocol against real Redis', () => {
     }
     const dlq = new DeadLetterQueue({ redis: commands, stream: 'td:dlq-shed' });
     expect((await dlq.list()).map((d) => d.reason)).toEqual(['breaker_open', 'breaker_open', 'breaker_open']);
-    const until = Date.now() + 2_000;
-    while (errors.length < 3 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await waitFor('three clients told', () => errors.length >= 3, { pollMs: 10 }).catch(() => undefined);
     sub.disconnect();
     expect(errors).toHaveLength(3);
     for (const e of errors) {

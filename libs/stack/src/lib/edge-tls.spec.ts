@@ -11,6 +11,7 @@ function render(tls: Parameters<typeof renderEdgeTls>[0]): string {
     LISTEN: '127.0.0.1:8443',
     UPSTREAM_SERVERS: '    server 127.0.0.1:3000;',
     WORKER_CONNECTIONS: '1024',
+    ACCESS_LOG_REFUSALS: '0',
     ...renderEdgeLimits(),
     ...renderEdgeTls(tls),
   });

@@ -18,6 +18,8 @@ export interface NginxOptions {
   edge?: EdgeLimits;
   /** HTTPS instead of HTTP (with HTTP/2 unless turned off); `ca` is what the readiness check trusts. */
   tls?: EdgeTls & { ca: string };
+  /** Also log the refusals a gateway answered in the access log (default: counted by the gateways, not logged). */
+  logRefusals?: boolean;
   /** Health URL path to wait for through nginx. Default /health/live. */
   readyPath?: string;
   echo?: boolean;
@@ -49,6 +51,7 @@ export async function startNginx(opts: NginxOptions): Promise<NginxHandle> {
     LISTEN: listen,
     UPSTREAM_SERVERS: opts.upstreams.map((u) => `    server ${u} max_fails=1 fail_timeout=2s;`).join('\n'),
     WORKER_CONNECTIONS: '16384',
+    ACCESS_LOG_REFUSALS: opts.logRefusals ? '1' : '0',
     ...renderEdgeLimits(opts.edge),
     ...renderEdgeTls(opts.tls),
   });

@@ -36,6 +36,8 @@ export interface StackOptions {
    * CA made on first use in `<dir>/tls` (clients trust `stack.certificate.caFile`). Default false.
    */
   tls?: boolean;
+  /** Also log the refusals a gateway answered in nginx's access log (npm run access-log reads them). */
+  logRefusals?: boolean;
   /** Environment for every gateway and worker (ours is the base). */
   env?: NodeJS.ProcessEnv;
   /** Per-gateway extra environment, by index. */
@@ -137,6 +139,7 @@ export class Stack {
         upstreams: this.gateways.map((g) => `127.0.0.1:${g.port}`),
         edge: this.opts.edge,
         tls: cert ? { certFile: cert.certFile, keyFile: cert.keyFile, ca: cert.ca } : undefined,
+        logRefusals: this.opts.logRefusals,
         echo: this.opts.echo,
       });
     } catch (err) {
