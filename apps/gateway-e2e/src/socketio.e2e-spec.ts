@@ -142,7 +142,7 @@ describe('Socket.IO answers across 2 gateways, Redis and the Python worker', () 
       expect(r.headers.get('x-instance-id')).not.toBe(s.instanceId);
       const second = (r.body as { messageId: string }).messageId;
       const done = await c.waitFor((e) => e.event === 'done' && messageIdOf(e) === second, 20_000);
-      expect(done.data).toEqual({ messageId: second, tokens: 20 });
+      expect(done.data).toMatchObject({ messageId: second, tokens: 20 });
       const del = await fetch(`${other.url}/chat/sessions/${s.sessionId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.token}` } });
       expect(del.status).toBe(204);
       expect(await c.ended(5_000)).toBe(true);
