@@ -11,7 +11,7 @@ export { Stack, repoRoot } from './lib/stack';
 export type { GatewayHandle, StackOptions, WorkerHandle } from './lib/stack';
 export { SseClient, ask } from './lib/sse-client';
 export type { AskResult, ChatSession, SseEvent } from './lib/sse-client';
-export { startLocalRedisCluster } from './lib/redis-cluster';
+export { startLocalRedisCluster, startTestRedisCluster } from './lib/redis-cluster';
 export type { LocalRedisClusterOptions, RedisClusterHandle } from './lib/redis-cluster';
 export { TimedHttp, percentile } from './lib/timed-http';
 export type { TimedResponse } from './lib/timed-http';
