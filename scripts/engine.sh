@@ -252,7 +252,8 @@ health_loop() {
     while read -r id status; do
       [ -n "$id" ] || continue
       if [ "${due[$id]:-0}" -le "$now" ]; then
-        podman healthcheck run "$id" >/dev/null 2>&1 || true
+        # stdin from /dev/null: it would swallow the rest of this list.
+        podman healthcheck run "$id" < /dev/null > /dev/null 2>&1 || true
         case "$status" in *"(healthy)"*) due[$id]=$((now + 5)) ;; *) due[$id]=$((now + 1)) ;; esac
       fi
     done < <(podman ps --format '{{.ID}} {{.Status}}' 2>/dev/null | grep -E '\((starting|healthy|unhealthy)\)' || true)
