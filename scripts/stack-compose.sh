@@ -93,13 +93,22 @@ say "starting ${services[*]} (gateway x $gateways), project $project"
 "${compose[@]}" up -d --no-build --scale "gateway=$gateways" "${services[@]}" > "$dir/up.log" 2>&1 \
   || { cat "$dir/up.log" >&2; exit 1; }
 
+# Ready: every container with a healthcheck healthy (the gateways, the worker, Redis), and every
+# gateway counted in the dam's budget as nginx sees it.
 url="http://127.0.0.1:$port"
-deadline=$(( $(date +%s) + 90 ))
+deadline=$(( $(date +%s) + 120 ))
 live=0
-until [ "$live" = "$gateways" ]; do
+unhealthy=starting
+while :; do
+  unhealthy=$(podman ps --filter "label=com.docker.compose.project=$project" --format '{{.Names}} {{.Status}}' | grep -E '\((starting|unhealthy)\)' || true)
   live=$(curl -fsS --max-time 2 "$url/dam" 2>/dev/null | sed -n 's/.*"live":\([0-9]*\).*/\1/p' || true)
-  [ "$(date +%s)" -lt "$deadline" ] || { "${compose[@]}" ps >&2; say "not ready within 90 s (live gateways: ${live:-none})" >&2; exit 1; }
-  [ "$live" = "$gateways" ] || sleep 0.5
+  [ -z "$unhealthy" ] && [ "$live" = "$gateways" ] && break
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    "${compose[@]}" ps >&2
+    say "not ready within 120 s (live gateways: ${live:-none}; not healthy: ${unhealthy:-none})" >&2
+    exit 1
+  fi
+  sleep 0.5
 done
 
 cat <<EOF
