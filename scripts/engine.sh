@@ -204,15 +204,33 @@ build_local() {
   [ "$ctx" = "$dir" ] || rm -rf "$ctx"
 }
 
+# What an image is built from: the Dockerfile, the sources it copies (as .dockerignore leaves
+# them) and its base. Unchanged, the image is not rebuilt at all.
+context_hash() {
+  local file=$1 base=$2
+  ( cd "$ROOT"
+    { cat "$file"
+      grep -E '^COPY ' "$file" | grep -v -- '--from=' | sed -E 's/^COPY( --[^ ]+)* //' | awk '{ $NF=""; print }' | tr ' ' '\n' \
+        | grep -v '^$' | sort -u | while read -r src; do
+            find "$src" -type f -not -path '*/node_modules/*' -not -path '*/.venv/*' -not -path '*/__pycache__/*' \
+              -not -path '*/.pytest_cache/*' -not -name '*.log' | sort | xargs -r sha256sum
+          done
+      podman image inspect --format '{{.Id}}' "$base"
+    } | sha256sum | cut -c1-16 )
+}
+
 build_project() {
-  local which=$1 file image arg logf
+  local which=$1 file image var hash logf
   case "$which" in
-    gateway) file=infra/docker/gateway.Dockerfile; image=$GATEWAY_IMAGE; arg="NODE_IMAGE=${LOCAL_IMAGES[NODE_IMAGE]}" ;;
-    ai-worker) file=infra/docker/ai-worker.Dockerfile; image=$WORKER_IMAGE; arg="PYTHON_IMAGE=${LOCAL_IMAGES[PYTHON_IMAGE]}" ;;
+    gateway) file=infra/docker/gateway.Dockerfile; image=$GATEWAY_IMAGE; var=NODE_IMAGE ;;
+    ai-worker) file=infra/docker/ai-worker.Dockerfile; image=$WORKER_IMAGE; var=PYTHON_IMAGE ;;
   esac
+  hash=$(context_hash "$file" "${LOCAL_IMAGES[$var]}")
+  [ "$(image_label "$image")" = "$hash" ] && return 0
   logf=$(mktemp /tmp/td-build-"$which".XXXXXX.log)
   # The layer cache keeps this to seconds when only the sources changed.
-  if (cd "$ROOT" && podman build --format docker --layers --build-arg "$arg" -f "$file" -t "$image" .) > "$logf" 2>&1; then
+  if (cd "$ROOT" && podman build --format docker --layers --label "td.recipe=$hash" \
+        --build-arg "$var=${LOCAL_IMAGES[$var]}" -f "$file" -t "$image" .) > "$logf" 2>&1; then
     log "built $image ($(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
     rm -f "$logf"
   else
