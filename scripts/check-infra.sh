@@ -54,6 +54,18 @@ if problems:
 print("   compose: ok")
 PY
 
+echo "-- every image is a variable with its public default (a registry-less machine passes its own)"
+grep -nE '^\s*image:' infra/compose/docker-compose.yml | grep -vE 'image: \$\{[A-Z_]+_IMAGE:-[^}]+\}$' \
+  && { echo "docker-compose.yml: an image above is not \${NAME_IMAGE:-public/default}" >&2; exit 1; }
+for f in infra/docker/*.Dockerfile infra/docker/local/*.Dockerfile; do
+  # FROM ${X_IMAGE} [AS stage], or FROM an earlier stage.
+  awk '/^FROM / { ok = ($2 ~ /^\$\{[A-Z_]+_IMAGE\}$/) || ($2 in stage); if ($3 == "AS") stage[$4] = 1
+                  if (!ok) { print FILENAME ":" FNR ": " $0 " (not an ARG image)"; bad = 1 } }
+       END { exit bad }' "$f" >&2 || exit 1
+  grep -qE '^ARG [A-Z_]+_IMAGE=' "$f" || { echo "$f: no ARG NAME_IMAGE=<default>" >&2; exit 1; }
+done
+echo "   images: ok"
+
 echo "-- promtool"
 promtool check config infra/prometheus/prometheus.yml
 promtool check rules infra/prometheus/alerts.yml
