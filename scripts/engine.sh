@@ -136,7 +136,7 @@ apt_mirror() {
 base_recipe() {
   # The bundle goes into the base: image builds reach the registries through whatever this
   # machine trusts (a proxy's CA on some networks).
-  { echo "minbase-2 $(apt_mirror) $(. /etc/os-release; echo "$VERSION_CODENAME")"
+  { echo "minbase-3 $(apt_mirror) $(. /etc/os-release; echo "$VERSION_CODENAME")"
     cat /etc/ssl/certs/ca-certificates.crt /usr/local/share/ca-certificates/* 2>/dev/null || true
     cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true
   } | sha256sum | cut -c1-16
@@ -166,7 +166,23 @@ build_base() {
   mkdir -p "$tmp/rootfs/etc/ssl/certs" "$tmp/rootfs/usr/local/share/ca-certificates"
   cp /etc/ssl/certs/ca-certificates.crt "$tmp/rootfs/etc/ssl/certs/ca-certificates.crt"
   cp -r /usr/local/share/ca-certificates/. "$tmp/rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
+  # As Debian's own container images do: no .deb kept after an install, no docs or man pages.
+  cat > "$tmp/rootfs/etc/apt/apt.conf.d/docker-clean" <<'APT'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+APT
+  cat > "$tmp/rootfs/etc/dpkg/dpkg.cfg.d/docker-excludes" <<'DPKG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+DPKG
   chroot "$tmp/rootfs" apt-get clean
+  rm -rf "$tmp/rootfs/usr/share/man/"* "$tmp/rootfs/usr/share/info/"*
+  find "$tmp/rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
   rm -rf "$tmp/rootfs/var/lib/apt/lists/"* "$tmp/rootfs/var/cache/apt/"*.bin "$tmp/rootfs/var/log/"*.log
   tar -C "$tmp/rootfs" -c . | podman import -q --change 'CMD ["bash"]' --change "LABEL td.recipe=$recipe" - "$BASE_IMAGE" >/dev/null
   rm -rf "$tmp"
