@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Checks infra/ without a container engine (none runs on CI machines): the compose file with
-# Debian's docker-compose, Prometheus config and alert rules with promtool (syntax and unit
-# tests), the compose nginx config with nginx -t, the Dockerfiles' COPY sources, and the
-# dashboard's datasources. That every metric the dashboard and rules name is exported by a live
-# gateway, and that Prometheus really scrapes it, is apps/gateway-e2e/src/observability.e2e-spec.ts.
+# Checks infra/ statically, without a container engine: the compose file with Debian's
+# docker-compose, every image a variable with its public default, Prometheus config and alert
+# rules with promtool (syntax and unit tests), the compose nginx config with nginx -t, the
+# Dockerfiles' COPY sources, and the dashboard's datasources. The stack itself on the engine is
+# apps/gateway-e2e/src/compose.e2e-spec.ts; that every metric the dashboard and rules name is
+# exported by a live gateway, and that Prometheus scrapes it, is observability.e2e-spec.ts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
