@@ -25,6 +25,9 @@ while [ $# -gt 0 ]; do
     *) echo "stack:compose: unknown option $1 (--help)" >&2; exit 2 ;;
   esac
 done
+# compose lowers the project name (and drops other characters); the labels carry that form.
+project=$(echo "$project" | tr '[:upper:]' '[:lower:]')
+[[ "$project" =~ ^[a-z0-9][a-z0-9_-]*$ ]] || { echo "stack:compose: --project must be letters, digits, - and _, got $project" >&2; exit 2; }
 [[ "$gateways" =~ ^[1-9][0-9]?$ ]] || { echo "stack:compose: --gateways must be 1 to 99, got $gateways" >&2; exit 2; }
 for p in "$port" "$prom_port"; do
   [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -ge 1 ] && [ "$p" -le 65535 ] || { echo "stack:compose: ports must be 1 to 65535, got $p" >&2; exit 2; }

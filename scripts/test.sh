@@ -5,6 +5,8 @@
 # 2 gateways + Redis + worker; the compose stack on the engine), pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+t_start=$(date +%s)
+stage() { echo "== $1 (+$(( $(date +%s) - t_start )) s)"; }
 SETUP_TEST_TOOLS=1 bash scripts/setup.sh
 export PATH="$PATH:/usr/sbin" NX_NO_CLOUD=true NX_DAEMON=false
 # Every tier has a time limit, so a hung test fails the run instead of stalling it.
@@ -38,11 +40,13 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 if [ "${TEST_REDIS:-auto}" != local ] && { [ "$(id -u)" = 0 ] || bash scripts/engine.sh available; }; then
-  echo "== container engine"
+  stage "container engine"
   t0=$(date +%s)
   bash scripts/engine.sh install
   engine_dir=$(mktemp -d /tmp/td-test-engine.XXXXXX)
-  export TD_RUN_ID=${engine_dir##*.}
+  # Lower case: compose lowers project names, and the trap finds the e2e's project by this id.
+  TD_RUN_ID=$(echo "${engine_dir##*.}" | tr '[:upper:]' '[:lower:]')
+  export TD_RUN_ID
   eval "$(bash scripts/engine.sh up "$engine_dir")"
   echo "engine: up in $(( $(date +%s) - t0 )) s ($DOCKER_HOST); images build beside lint and unit"
   # Lint and the unit tier need no engine: the images build meanwhile.
@@ -53,22 +57,23 @@ elif [ "${TEST_REDIS:-auto}" = container ]; then
   exit 1
 fi
 
-echo "== lint and typecheck"
+stage "lint and typecheck"
 nx 10m run-many -t lint typecheck --parallel=2
 bash scripts/check-boundaries.sh
 bash scripts/check-infra.sh
-echo "== unit"
+stage unit
 nx 5m run-many -t test --exclude ai-worker --parallel=2
 if [ -n "$images_pid" ]; then
+  echo "-- waiting for the images (+$(( $(date +%s) - t_start )) s)"
   wait "$images_pid" || { cat "$engine_dir/images.log" >&2; echo "npm test: building the images failed" >&2; exit 1; }
   images_pid=""
   cat "$engine_dir/images.log"
 fi
 # Integration and e2e run one project at a time: their timing checks need the CPU.
-echo "== integration"
+stage integration
 nx 15m run-many -t integration --parallel=1
-echo "== e2e"
+stage e2e
 nx 15m run-many -t e2e --parallel=1
-echo "== worker (pytest)"
+stage "worker (pytest)"
 nx 5m run ai-worker:test
-echo "npm test: all tiers passed"
+echo "npm test: all tiers passed in $(( $(date +%s) - t_start )) s"

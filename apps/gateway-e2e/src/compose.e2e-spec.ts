@@ -15,7 +15,8 @@ interface DamView {
 }
 
 const root = repoRoot();
-const project = `td-e2e-${process.env['TD_RUN_ID'] ?? process.pid}`;
+// Lower case, as compose makes it (the labels carry its form).
+const project = `td-e2e-${process.env['TD_RUN_ID'] ?? process.pid}`.toLowerCase();
 const podmanHere = spawnSync('podman', ['--version']).status === 0;
 // As root the script installs the engine itself; CI and TEST_REDIS=container never skip.
 const required = process.env['CI'] === 'true' || process.env['TEST_REDIS'] === 'container';
