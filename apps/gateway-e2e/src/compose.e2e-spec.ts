@@ -114,6 +114,8 @@ function outcomes(streams: SseClient[]): Record<string, number> {
 
   it('publishes only on 127.0.0.1; /dam through nginx shows 3 live instances and capacity 3,000; Prometheus in its container scrapes all three', async () => {
     expect(readFileSync(logFile, 'utf8')).toContain('Grafana, Loki and Alloy skipped');
+    // redis, ai-worker, 3 gateways, nginx, prometheus: what the last test must find gone.
+    expect(containerIds.size).toBe(7);
     const published = podman('ps', '--filter', `label=com.docker.compose.project=${project}`, '--format', '{{.Names}} {{.Ports}}').filter((l) => /->/.test(l));
     expect(published.map((l) => l.split(' ')[0]).sort()).toEqual([`${project}_nginx_1`, `${project}_prometheus_1`]);
     for (const l of published) expect(l).toMatch(/ 127\.0\.0\.1:\d+->\d+\/tcp$/);
@@ -206,6 +208,7 @@ function outcomes(streams: SseClient[]): Record<string, number> {
     expect(await script.wait()).toBe(0);
     expect(readFileSync(logFile, 'utf8')).toContain('down; no container');
     expect(ours()).toEqual([]);
+    expect([...containerIds].filter((id) => spawnSync('podman', ['container', 'exists', id]).status === 0)).toEqual([]);
     const after = engineObjects();
     const appeared = after.filter((o) => !before.includes(o));
     // On a shared machine another run may have started something meanwhile; in CI nothing may remain.
