@@ -82,6 +82,17 @@ grep -q 'server gateway:3000 resolve' infra/compose/nginx.conf || { echo "nginx.
 nginx -t -q -p "$ngx" -c "$ngx/nginx.conf"
 echo "   nginx: ok"
 
+echo "-- HTTPS at the compose edge (docker-compose.tls.yml, infra/compose/tls.conf)"
+docker-compose -f infra/compose/docker-compose.yml -f infra/compose/docker-compose.tls.yml --env-file infra/compose/.env.example config -q
+mkdir -p "$ngx/td-tls" "$ngx/certs"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -keyout "$ngx/certs/tls.key" -out "$ngx/certs/tls.crt" 2>/dev/null
+sed "s#/etc/nginx/certs/#$ngx/certs/#" infra/compose/tls.conf > "$ngx/td-tls/tls.conf"
+sed "s#include /etc/nginx/td-tls/#include $ngx/td-tls/#" "$ngx/nginx.conf" > "$ngx/nginx-tls.conf"
+grep -q "include $ngx/td-tls/\*.conf;" "$ngx/nginx-tls.conf" || { echo "nginx.conf: the server must include /etc/nginx/td-tls/*.conf (the optional HTTPS listener)" >&2; exit 1; }
+nginx -t -q -p "$ngx" -c "$ngx/nginx-tls.conf"
+echo "   nginx with TLS: ok"
+
 echo "-- Dockerfiles: every COPY source exists"
 for f in infra/docker/*.Dockerfile; do
   grep -E '^COPY ' "$f" | grep -v -- '--from=' | sed -E 's/^COPY( --[^ ]+)* //' | while read -r line; do

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { SseClient, ask, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, ask, waitFor, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 describe('a client that drops mid-answer', () => {
   let stack: Stack;
@@ -34,18 +34,20 @@ describe('a client that drops mid-answer', () => {
       await sse.waitFor((e) => e.event === 'token' && (e.data as { seq: number }).seq >= 3, 10_000);
       const droppedAt = Date.now();
       sse.close();
-      // Wait long enough for several more tokens, had the worker not stopped.
-      await new Promise((res) => setTimeout(res, 1_500));
+      // The worker's own end of the answer, on the same channel after any token it sent: the
+      // cancel it saw (a worker that did not stop would send its tokens, then done).
+      await waitFor('the worker ended the answer', () => seen.some((m) => m.type === 'error' || m.type === 'done'));
+      expect(seen.filter((m) => m.type === 'error' || m.type === 'done').map((m) => m.type)).toEqual(['error']);
       const after = seen.filter((m) => m.type === 'token' && m.at > droppedAt);
       process.stdout.write(`tokens generated after the client dropped: ${after.length}\n`);
       expect(after.length).toBeLessThanOrEqual(1);
       expect(seen.some((m) => m.type === 'done')).toBe(false);
       // The slot and the session are gone; nothing stays pending for the worker.
-      await eventually('released', async () => {
+      await waitFor('released', async () => {
         const views = await Promise.all(stack.gateways.map(async (g) => ((await (await fetch(`${g.url}/dam`)).json()) as { held: number }).held));
         return views.every((h) => h === 0) && (await probe.keys('td:session:*')).length === 0;
-      }, 5_000);
-      await eventually('acknowledged', async () => ((await probe.xpending('td:questions', 'workers')) as [number])[0] === 0, 5_000);
+      });
+      await waitFor('acknowledged', async () => ((await probe.xpending('td:questions', 'workers')) as [number])[0] === 0);
       // Cancelled is not failed: the dead-letter queue did not grow.
       expect(await probe.xlen('td:dlq')).toBe(dlqBefore);
     } finally {

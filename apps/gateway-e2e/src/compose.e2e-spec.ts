@@ -2,8 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManagedChild, SseClient, ask, freePort, repoRoot } from '@traffic-dam/stack';
-import { eventually } from './e2e-stack';
+import { ManagedChild, SseClient, ask, freePort, repoRoot, waitFor } from '@traffic-dam/stack';
 
 // The compose stack itself (infra/compose, `npm run stack:compose`) on this machine's container
 // engine: images built from the repository's Dockerfiles on a Debian base, 3 gateway replicas
@@ -126,13 +125,13 @@ function outcomes(streams: SseClient[]): Record<string, number> {
     expect(instances.size).toBe(3);
 
     // Prometheus found each replica through DNS and scraped it: the dam's own series of all three.
-    await eventually('prometheus scrapes 3 gateways', async () => {
+    await waitFor('prometheus scrapes 3 gateways', async () => {
       const res = (await (await fetch(`${promUrl}/api/v1/query?query=td_dam_held`)).json()) as {
         data: { result: Array<{ metric: { instance_id: string; job: string } }> };
       };
       const scraped = new Set(res.data.result.filter((r) => r.metric.job === 'gateway').map((r) => r.metric.instance_id));
       return scraped.size === 3 && [...scraped].every((id) => instances.has(id));
-    }, 30_000, 500);
+    }, { timeoutMs: 30_000, pollMs: 500 });
     const targets = (await (await fetch(`${promUrl}/api/v1/targets`)).json()) as { data: { activeTargets: Array<{ labels: { job: string }; health: string }> } };
     expect(targets.data.activeTargets.filter((t) => t.labels.job === 'gateway').map((t) => t.health)).toEqual(['up', 'up', 'up']);
   });
@@ -155,19 +154,19 @@ function outcomes(streams: SseClient[]): Record<string, number> {
     };
     const runs = await Promise.all(Array.from({ length: 50 }, (_, i) => run(i)));
     expect(runs.every((r) => r.tokens > 0 && r.streamed === r.tokens)).toBe(true);
-    await eventually('sessions released', async () => (await dam(url)).global?.used === 0, 10_000);
+    await waitFor('sessions released', async () => (await dam(url)).global?.used === 0, 10_000);
   });
 
   it('3,500 streams at once: exactly 3,000 admitted, 500 refused with 429 dam_full', async () => {
     open = await Promise.all(Array.from({ length: 3_500 }, () => new SseClient(`${url}/chat/stream`).open(30_000)));
     expect(outcomes(open)).toEqual({ '200': 3_000, '429 dam_full': 500 });
-    await eventually('3,000 of 3,000 used', async () => {
+    await waitFor('3,000 of 3,000 used', async () => {
       const g = (await dam(url)).global;
       return g?.used === 3_000 && g.capacity === 3_000;
     }, 5_000);
     for (const s of open) s.close();
     open = [];
-    await eventually('every slot released', async () => (await dam(url)).global?.used === 0, 15_000);
+    await waitFor('every slot released', async () => (await dam(url)).global?.used === 0, 15_000);
   });
 
   it('kill one gateway container: capacity 2,000 within 3 s, and nginx keeps opening streams', async () => {

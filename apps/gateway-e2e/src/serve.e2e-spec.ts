@@ -2,8 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, httpOk, pingRedis, repoRoot, startLocalRedis, type RedisHandle } from '@traffic-dam/stack';
-import { eventually } from './e2e-stack';
+import { freePort, httpOk, pingRedis, repoRoot, startLocalRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
 
 // `npx nx serve gateway` runs libs/stack/src/serve-gateway.ts after the build; called directly
 // here so the test holds its pid (nx adds a process between).
@@ -51,7 +50,7 @@ describe('npx nx serve gateway', () => {
     const port = await freePort();
     const s = serve({ REDIS_URL: redis.url, PORT: String(port) });
     try {
-      await eventually('serving', () => lines(s).some((l) => l.includes('Ctrl-C stops it')), 60_000, 100);
+      await waitFor('serving', () => lines(s).some((l) => l.includes('Ctrl-C stops it')), { timeoutMs: 60_000, pollMs: 100 });
       expect(lines(s)[0]).toBe(`serve: Redis: ${redis.url} (reused)`);
       expect(lines(s)[1]).toMatch(/^serve: AI worker: started on http:\/\/127\.0\.0\.1:(\d+)/);
       const workerUrl = /started on (http:\/\/127\.0\.0\.1:\d+)/.exec(lines(s)[1] ?? '')?.[1] ?? '';

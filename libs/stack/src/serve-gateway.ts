@@ -163,7 +163,7 @@ async function main(): Promise<void> {
     } while (again && !stopping);
     busy = false;
   };
-  watchers = ['apps/gateway/src', 'libs/dam/src', 'libs/ai-bridge/src'].map((d) =>
+  watchers = ['apps/gateway/src', 'libs/dam/src', 'libs/ai-bridge/src', 'libs/redis-script/src'].map((d) =>
     watch(join(root, d), { recursive: true }, (_event, file) => {
       if (!file || !/\.ts$/.test(file) || /\.(spec|integration-spec|e2e-spec)\.ts$/.test(file)) return;
       clearTimeout(timer);

@@ -2,7 +2,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CONFIGURATIONS, SCENARIOS, runExperiment, type ExperimentResult } from './experiment';
+import { CONFIGURATIONS, OPTIONAL_CONFIGURATIONS, SCENARIOS, runExperiment, type ExperimentResult } from './experiment';
 import { acceptance } from './figures';
 import { renderMarkdown } from './markdown';
 import { renderReport } from './report';
@@ -15,12 +15,14 @@ self-contained HTML report (charts, the seed's table before beside after, accept
 
   --quick            durations x0.07 and a quarter of the users and slots (about 4 minutes)
   --out DIR          where to write report.html and results.json (default loadtest/reports/<time>)
-  --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')}
+  --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')} (the default: all four),
+                     or ${OPTIONAL_CONFIGURATIONS.map((c) => c.id).join(', ')} (the same over Socket.IO)
   --scenarios LIST   only these of: ${SCENARIOS.join(', ')} (the baseline always runs)
   --env KEY=VALUE    override a gateway/worker setting (repeatable), e.g. --env DAM_SLOTS_PER_INSTANCE=200
   --no-progress      no progress bars
   --keep-logs        keep each stack's folder: gateway, worker and nginx logs (the access log gives
                      each request's time to the gateway's response headers)
+  --tls              HTTPS and HTTP/2 at the edge (a local CA in each stack's folder), as the seed ran it
   --render FILE      only write report.html and summary.md again from a results.json (into --out, default its folder)
 `;
 
@@ -33,6 +35,7 @@ async function main(): Promise<void> {
       scenarios: { type: 'string' },
       'no-progress': { type: 'boolean', default: false },
       'keep-logs': { type: 'boolean', default: false },
+      tls: { type: 'boolean', default: false },
       render: { type: 'string' },
       env: { type: 'string', multiple: true },
       help: { type: 'boolean', default: false },
@@ -62,7 +65,7 @@ async function main(): Promise<void> {
     }
     return items;
   };
-  const configs = list(values.configs, CONFIGURATIONS.map((c) => c.id), '--configs');
+  const configs = list(values.configs, [...CONFIGURATIONS, ...OPTIONAL_CONFIGURATIONS].map((c) => c.id), '--configs');
   const scenarios = list(values.scenarios, SCENARIOS, '--scenarios');
   const env: Record<string, string> = {};
   for (const kv of values.env ?? []) {
@@ -86,7 +89,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
-  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal, env, keepLogs: values['keep-logs'] });
+  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal, env, keepLogs: values['keep-logs'], tls: values.tls });
   writeFileSync(join(out, 'results.json'), JSON.stringify(result, null, 1));
   writeFileSync(join(out, 'report.html'), renderReport(result));
   writeFileSync(join(out, 'summary.md'), renderMarkdown(result));

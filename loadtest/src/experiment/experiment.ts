@@ -3,7 +3,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Stack } from '@traffic-dam/stack';
 import type { Scale } from '../scenario-scale';
-import { Runner, type RunResult } from '../runner/runner';
+import { Runner, type RunResult, type Transport } from '../runner/runner';
 import { formatSummary } from '../runner/summary';
 import { loadScenarioFile, scaledScenarioFile } from '../scenarios';
 import { DamPoller } from './dam-poller';
@@ -14,6 +14,8 @@ export interface Configuration {
   label: string;
   damMode: 'off' | 'enforce';
   gateways: number;
+  /** How the users talk to the gateways; default sse. */
+  transport?: Transport;
 }
 
 export const CONFIGURATIONS: readonly Configuration[] = [
@@ -21,6 +23,11 @@ export const CONFIGURATIONS: readonly Configuration[] = [
   { id: 'after-1gw', label: 'after (dam on), 1 gateway', damMode: 'enforce', gateways: 1 },
   { id: 'before-2gw', label: 'before (dam off), 2 gateways', damMode: 'off', gateways: 2 },
   { id: 'after-2gw', label: 'after (dam on), 2 gateways', damMode: 'enforce', gateways: 2 },
+];
+
+/** Run only when asked for (--configs): the same scenarios over Socket.IO instead of SSE. */
+export const OPTIONAL_CONFIGURATIONS: readonly Configuration[] = [
+  { id: 'after-2gw-socketio', label: 'after (dam on), 2 gateways, Socket.IO', damMode: 'enforce', gateways: 2, transport: 'socketio' },
 ];
 
 /** The loaded scenarios, in the order they run after the unloaded baseline. */
@@ -39,6 +46,8 @@ export interface ExperimentOptions {
   env?: Record<string, string>;
   /** Keep each stack's folder (gateway, worker and nginx logs) instead of removing it; default false. */
   keepLogs?: boolean;
+  /** HTTPS (and HTTP/2) at the edge, as the seed ran it; the runner trusts the stack's local CA. Default false. */
+  tls?: boolean;
 }
 
 export interface Settings {
@@ -68,6 +77,8 @@ export interface ExperimentResult {
   quick: boolean;
   machine: { cpus: number; cpuModel: string; node: string; platform: string; loadavgAtStart: number[]; loadavgAtEnd: number[] };
   settings: Settings;
+  /** Whether the clients went through HTTPS at the edge. */
+  tls?: boolean;
   seed: Record<string, { title: string; before: string }>;
   results: ConfigurationResult[];
 }
@@ -142,7 +153,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   if (Number.isFinite(capacity) && capacity > 0) settings.aiCapacityPerSec = capacity;
   const slots = Number(settings.env['DAM_SLOTS_PER_INSTANCE']);
   if (Number.isFinite(slots) && slots > 0) settings.slotsPerInstance = slots;
-  const configs = CONFIGURATIONS.filter((c) => !o.configs || o.configs.includes(c.id));
+  const configs = o.configs ? [...CONFIGURATIONS, ...OPTIONAL_CONFIGURATIONS].filter((c) => o.configs?.includes(c.id)) : [...CONFIGURATIONS];
   const scenarios = SCENARIOS.filter((s) => !o.scenarios || o.scenarios.includes(s));
   const seed: ExperimentResult['seed'] = {};
   for (const s of scenarios) {
@@ -159,7 +170,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     let running: { stack: Stack; dir: string; poller: DamPoller } | null = null;
     const start = async (): Promise<{ stack: Stack; dir: string; poller: DamPoller }> => {
       const dir = mkdtempSync(join(tmpdir(), `td-experiment-${config.id}-`));
-      const stack = new Stack({ dir, gateways: config.gateways, workers: 1, port: 0, env: { ...settings.env, DAM_MODE: config.damMode } });
+      // Refusals in the access log too: npm run access-log reads them per second.
+      const stack = new Stack({ dir, gateways: config.gateways, workers: 1, port: 0, tls: o.tls, logRefusals: true, env: { ...settings.env, DAM_MODE: config.damMode } });
       running = { stack, dir, poller: new DamPoller([]) };
       await stack.start();
       running.poller = new DamPoller(stack.gateways.map((g) => g.url));
@@ -185,7 +197,16 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
         const file = scaledScenarioFile(loadScenarioFile(name), scale);
         log(`-- ${config.id} ${name}: ${file.title}`);
         const poller = cur.poller;
-        const run = await new Runner({ baseUrl: cur.stack.url, file, jwtSecret: JWT_SECRET, progress: o.progress, sample: () => poller.sample(), stop: o.stop }).run();
+        const run = await new Runner({
+          baseUrl: cur.stack.url,
+          transport: config.transport,
+          tls: { ca: cur.stack.certificate?.ca },
+          file,
+          jwtSecret: JWT_SECRET,
+          progress: o.progress,
+          sample: () => poller.sample(),
+          stop: o.stop,
+        }).run();
         result.runs[name] = run;
         log(formatSummary(run));
         // Sessions are released as clients close; give the gateways a moment before the next run.
@@ -223,6 +244,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       loadavgAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
     },
     settings,
+    tls: o.tls ?? false,
     seed,
     results,
   };

@@ -107,7 +107,8 @@ export function renderReport(x: ExperimentResult): string {
   const uplotCss = readFileSync(join(root, 'node_modules/uplot/dist/uPlot.min.css'), 'utf8');
   const byId = Object.fromEntries(x.results.map((c) => [c.config.id, c]));
   const figs = Object.fromEntries(x.results.map((c) => [c.config.id, configFigures(c)]));
-  const order = ['before-1gw', 'after-1gw', 'before-2gw', 'after-2gw'].filter((id) => byId[id]);
+  const known = ['before-1gw', 'after-1gw', 'before-2gw', 'after-2gw'];
+  const order = [...known.filter((id) => byId[id]), ...Object.keys(byId).filter((id) => !known.includes(id))];
   const scenarios = Object.keys(x.seed);
   const gwCounts = [...new Set(x.results.map((c) => c.config.gateways))];
   const checks = acceptance(x);
@@ -163,7 +164,7 @@ export function renderReport(x: ExperimentResult): string {
 <p>Run ${esc(x.startedAt)} to ${esc(x.finishedAt)} on ${x.machine.cpus} CPUs (${esc(x.machine.cpuModel)}), Node ${esc(x.machine.node)}, ${esc(
     x.machine.platform,
   )}; load average ${x.machine.loadavgAtStart.join(' / ')} at the start, ${x.machine.loadavgAtEnd.join(' / ')} at the end.
-Load runner, nginx, gateways, Redis and the worker share this machine.</p>
+Load runner, nginx, gateways, Redis and the worker share this machine.${x.tls ? ' Clients reach nginx over HTTPS (TLS with session resumption).' : ''}</p>
 <p>Scale: durations ×${x.settings.scale.time}, VUs ×${x.settings.scale.vus}. AI capacity (simulated LLM): <b>${x.settings.aiCapacityPerSec} answers/s</b>.
 Session slots per gateway: ${x.settings.slotsPerInstance}. Every configuration runs on a fresh stack (Redis, 1 worker, N gateways, nginx) with:
 <code>${esc(env)}</code> and <code>DAM_MODE=off</code> (before) or <code>enforce</code> (after). Each user has its own JWT.

@@ -1,25 +1,27 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { lastValueFrom } from 'rxjs';
-import { AI_PATTERNS, AiBridgeClient, AiBridgeTransport, type AskResult, type EnqueueRequest, type Question } from '@traffic-dam/ai-bridge';
+import { AiClient, type AskResult, type EnqueueRequest, type Question } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { DamModePolicy } from '../common/dam-mode.policy';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { DamService } from '../dam/dam.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { BreakerService } from './breaker.service';
 import { KnownOverload } from './known-overload';
-import { aiRetryAfterSec, estimateThroughput, type ThroughputView } from './throughput';
+import { NO_WORKERS, ThroughputLearner, aiRetryAfterSec, extraWaitMs, type ThroughputView } from './throughput';
 
 /**
  * The AI-capacity gate: a question enters the global queue only if its estimated wait (questions
- * ahead of it / worker throughput) fits DAM_MAX_QUEUE_WAIT_MS; with no live worker it is refused
- * at once. A refusal's Retry-After grows with the sessions competing for the AI (see throughput.ts).
+ * ahead of it / the throughput learned from the workers' heartbeats, see throughput.ts, plus any
+ * wait before an answer can start at all) fits DAM_MAX_QUEUE_WAIT_MS; with no live worker it is
+ * refused at once. A refusal's Retry-After grows with the sessions competing for the AI (see throughput.ts).
  * While its last refusal proves the line is still too long, a question is refused without asking
  * Redis (see known-overload.ts). Worker heartbeats are read on one timer, never per request.
  */
 @Injectable()
 export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestroy {
-  private view: ThroughputView = { liveWorkers: 0, advertised: 0, measured: 0, rate: 0, answering: 0 };
+  private view: ThroughputView = NO_WORKERS;
+  private readonly learner = new ThroughputLearner();
   private lastDepth = 0;
   private lastWaitMs = 0;
   private refreshed = false;
@@ -29,11 +31,11 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @InjectPinoLogger(AiCapacityService.name) private readonly logger: PinoLogger,
-    private readonly bridge: AiBridgeClient,
-    private readonly ai: AiBridgeTransport,
+    private readonly ai: AiClient,
     private readonly metrics: MetricsService,
     private readonly breaker: BreakerService,
     private readonly dam: DamService,
+    private readonly policy: DamModePolicy,
   ) {
     metrics.registerAiCollector(() => ({ ...this.view, depth: this.lastDepth, waitMs: this.lastWaitMs }));
   }
@@ -54,7 +56,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
 
   /** Enqueues the question if it fits; throws 503 ai_unavailable / ai_overloaded otherwise. */
   async enqueue(question: Question): Promise<void> {
-    if (this.config.DAM_MODE === 'off') {
+    if (!this.policy.flowControl) {
       // The "before" server: straight onto the queue, however deep.
       await this.send({ question });
       return;
@@ -68,7 +70,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     const view = this.view;
     const r = await this.send({
       question,
-      gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: view.rate, answering: view.answering },
+      gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: view.rate, answering: view.answering, extraWaitMs: extraWaitMs(view, sentAt) },
     });
     this.lastDepth = r.depth;
     this.lastWaitMs = r.waitMs;
@@ -88,7 +90,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
    * this question would be refused too. Cheap enough to run before anything else a question costs.
    */
   refuseIfKnownOverloaded(): void {
-    if (this.config.DAM_MODE === 'off') return;
+    if (!this.policy.flowControl) return;
     const waitMs = this.known.overloadedAt(Date.now());
     if (waitMs !== null) throw this.overloaded(waitMs, 'overloaded_known');
   }
@@ -100,20 +102,27 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       waitMs < 0
         ? 'The AI queue is not draining; try again shortly.'
         : `Estimated wait ${(waitMs / 1000).toFixed(1)} s is over the ${(this.config.DAM_MAX_QUEUE_WAIT_MS / 1000).toFixed(1)} s limit.`,
-      { retryAfterSec: aiRetryAfterSec({ waitMs, contenders: Math.max(0, this.dam.sessionsHeld - this.view.answering), rate: this.view.rate }) },
+      {
+        retryAfterSec: aiRetryAfterSec({
+          waitMs,
+          contenders: Math.max(0, this.dam.sessionsHeld - this.view.answering),
+          rate: this.view.rate,
+          notBeforeMs: Math.max(0, this.view.throttledUntil - Date.now()),
+        }),
+      },
     );
   }
 
   private send(req: EnqueueRequest): Promise<AskResult> {
-    return lastValueFrom(this.ai.send<AskResult, EnqueueRequest>(AI_PATTERNS.enqueue, req));
+    return this.ai.enqueue(req);
   }
 
   private async refresh(): Promise<void> {
     try {
-      const workers = await this.bridge.liveWorkers();
+      const workers = await this.ai.liveWorkers();
       const previous = this.view;
       const before = previous.liveWorkers;
-      this.view = estimateThroughput(workers, this.lastDepth);
+      this.view = this.learner.update(workers, Date.now());
       // A refusal proves the line too long only for the inputs the gate was given: another rate or
       // other answers in progress may put the same line under the limit.
       if (!sameGateInputs(previous, this.view)) this.known.forget();
@@ -128,7 +137,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   }
 }
 
-/** Whether two views give the AI gate the same inputs (the rate it divides by, the answers in progress it subtracts). */
+/** Whether two views give the AI gate the same inputs (the rate it divides by, the answers in progress it subtracts, the wait it adds). */
 function sameGateInputs(a: ThroughputView, b: ThroughputView): boolean {
-  return a.rate === b.rate && a.answering === b.answering;
+  return a.rate === b.rate && a.answering === b.answering && a.throttledUntil === b.throttledUntil && a.ttftExcessMs === b.ttftExcessMs;
 }

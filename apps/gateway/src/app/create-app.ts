@@ -1,13 +1,14 @@
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
-import { json, type NextFunction, type Request, type Response } from 'express';
+import type { NextFunction, Request, Response } from 'express';
 import { Logger } from 'nestjs-pino';
 import type { GatewayConfig } from '../common/config/config';
-import { sendProblem, toProblem } from '../common/errors';
-import { BreakerService } from '../ai/breaker.service';
 import { LifecycleService } from '../common/lifecycle.service';
 import { setupOpenApi } from '../docs/openapi';
+import { RedisIoAdapter } from '../socketio/redis-io.adapter';
+import { httpMetrics } from '../metrics/http-metrics.middleware';
+import { MetricsService } from '../metrics/metrics.service';
 import { AppModule } from './app.module';
 
 /** Builds the Nest app for one instance; main.ts and the integration tests share it. */
@@ -32,6 +33,7 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
     });
   }
   const lifecycle = app.get(LifecycleService);
+  app.use(httpMetrics(app.get(MetricsService)));
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('X-Instance-Id', instanceId);
     // A draining instance asks the proxy not to reuse the connection: its keep-alive pool to
@@ -39,23 +41,7 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
     if (lifecycle.draining) res.setHeader('Connection', 'close');
     next();
   });
-  // An open breaker refuses a question before its body is read or a route is matched: the
-  // cheapest answer the gateway can give, as fast as the edge's own refusals.
-  const breaker = app.get(BreakerService, { strict: false });
-  app.use('/chat/sessions/:sessionId/messages', (req: Request, res: Response, next: NextFunction) => {
-    if (req.method !== 'POST') return next();
-    try {
-      breaker.assertClosed();
-    } catch (err) {
-      return sendProblem(res, toProblem(err), req.originalUrl);
-    }
-    next();
-  });
-  const parse = json({ limit: config.BODY_MAX_BYTES, strict: true, type: 'application/json' });
-  // Parser errors happen before any route, so they are mapped here, by the same toProblem.
-  app.use((req: Request, res: Response, next: NextFunction) => {
-    parse(req, res, (err?: unknown) => (err ? sendProblem(res, toProblem(err), req.originalUrl) : next()));
-  });
+  app.useWebSocketAdapter(new RedisIoAdapter(app, config));
   setupOpenApi(app, config);
   // Signals are handled in main.ts (drain first, then close); tests call app.close().
   return app;

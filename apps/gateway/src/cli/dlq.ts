@@ -3,8 +3,8 @@
 // live workers answer per second (and at most --max), skipping questions past their deadline.
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { AiBridgeClient, DeadLetterQueue, type DeadLetter } from '@traffic-dam/ai-bridge';
-import { estimateThroughput } from '../ai/throughput';
+import { DeadLetterQueue, liveWorkers as readLiveWorkers, type DeadLetter } from '@traffic-dam/ai-bridge';
+import { ThroughputLearner } from '../ai/throughput';
 
 function line(d: DeadLetter): string {
   const age = Math.round((Date.now() - d.failedAt) / 1000);
@@ -47,8 +47,8 @@ async function main(): Promise<number> {
         return 0;
       }
       case 'replay': {
-        const workers = await new AiBridgeClient({ commands: redis, subscriber: redis, instanceId: 'dlq-cli' }).liveWorkers();
-        const { rate, liveWorkers } = estimateThroughput(workers, 0);
+        const workers = await readLiveWorkers(redis);
+        const { rate, liveWorkers } = new ThroughputLearner().update(workers, Date.now());
         if (liveWorkers === 0) {
           process.stderr.write('no live worker: nothing replayed\n');
           return 1;

@@ -1,6 +1,7 @@
 import { BudgetStore, type GlobalView } from './budget.store';
 import { withDeadline } from './deadline';
 import { resolveDamOptions, type DamMode, type DamOptions, type FallbackPolicy, type ResolvedDamOptions } from './options';
+import { redisErrorKind, type RedisErrorKind } from './redis-error';
 
 export type RefusalReason = 'dam_full' | 'instance_full' | 'user_sessions' | 'redis_unavailable';
 
@@ -12,8 +13,10 @@ export interface Lease {
   readonly released: boolean;
   /**
    * Settles once Redis applied the release (`ok`), dropped it (`fenced`) or the call failed
-   * (`failed`); null while not released, or when the release did not go to Redis (fallback, no
-   * slot). Callers need not wait for it: the heartbeat heals a lost release. Tests and benchmarks do.
+   * (`failed`: an error, or the connection closed); null while not released, or when the release
+   * did not go to Redis (fallback, no slot). It says what Redis did, so it has no deadline: a slow
+   * reply is still `ok`. Callers need not wait for it (the heartbeat heals a lost release); tests
+   * and benchmarks do.
    */
   readonly confirmation: Promise<ReleaseOutcome> | null;
   release(): void;
@@ -35,7 +38,8 @@ export interface DamStatus {
   /** Sessions admitted without a slot (shadow mode over budget). */
   unbudgeted: number;
   global: (GlobalView & { instances?: string[]; stale: boolean; at: number }) | null;
-  fallback: { active: boolean; since: number | null; policy: FallbackPolicy };
+  /** `reason`: why the last call to Redis failed while in fallback (`oom`: Redis at its memory limit). */
+  fallback: { active: boolean; since: number | null; policy: FallbackPolicy; reason: RedisErrorKind | null };
   generation: string;
 }
 
@@ -76,6 +80,7 @@ export class Dam {
   private registered = false;
   private usersDirty = true;
   private fallbackSince: number | null = null;
+  private fallbackReason: RedisErrorKind | null = null;
   private lastGlobal: (GlobalView & { at: number }) | null = null;
   private timer: NodeJS.Timeout | null = null;
   private beating: Promise<void> | null = null;
@@ -181,8 +186,20 @@ export class Dam {
   }
 
   /** What this instance knows without asking Redis: for metrics, read on every scrape. */
-  snapshot(): { held: number; unbudgeted: number; fallback: boolean; global: (GlobalView & { at: number }) | null } {
-    return { held: this.held, unbudgeted: this.unbudgeted, fallback: this.fallbackSince !== null, global: this.lastGlobal };
+  snapshot(): {
+    held: number;
+    unbudgeted: number;
+    fallback: boolean;
+    fallbackReason: RedisErrorKind | null;
+    global: (GlobalView & { at: number }) | null;
+  } {
+    return {
+      held: this.held,
+      unbudgeted: this.unbudgeted,
+      fallback: this.fallbackSince !== null,
+      fallbackReason: this.fallbackReason,
+      global: this.lastGlobal,
+    };
   }
 
   async status(): Promise<DamStatus> {
@@ -204,7 +221,7 @@ export class Dam {
       share: this.o.slotsPerInstance,
       unbudgeted: this.unbudgeted,
       global,
-      fallback: { active: this.fallbackSince !== null, since: this.fallbackSince, policy: this.o.fallback },
+      fallback: { active: this.fallbackSince !== null, since: this.fallbackSince, policy: this.o.fallback, reason: this.fallbackReason },
       generation: this.generation,
     };
   }
@@ -228,7 +245,9 @@ export class Dam {
     const tracked = this.o.userMaxSessions > 0 && lease.userId !== null;
     if (tracked) this.decUser(lease.userId as string);
     if (this.fallbackSince !== null || !this.registered) return;
-    lease.confirmation = withDeadline(this.store.release(this.generation, tracked ? (lease.userId as string) : ''), this.o.redisTimeoutMs * 5).then(
+    // Nobody waits on a release, so no deadline: one would only turn a late "applied" into a
+    // false "failed". The heartbeat that follows on this connection counts it either way.
+    lease.confirmation = this.store.release(this.generation, tracked ? (lease.userId as string) : '').then(
       (r) => {
         if (r === 'fenced') {
           this.registered = false;
@@ -271,20 +290,23 @@ export class Dam {
         if (this.fallbackSince !== null) {
           this.o.onEvent({ type: 'fallback_left', afterMs: Date.now() - this.fallbackSince, held: this.held });
           this.fallbackSince = null;
+          this.fallbackReason = null;
         }
         return;
       }
     } catch (err) {
-      this.o.onEvent({ type: 'heartbeat_failed', reason: err instanceof Error ? err.message : String(err) });
+      this.o.onEvent({ type: 'heartbeat_failed', reason: err instanceof Error ? err.message : String(err), kind: redisErrorKind(err) });
       this.enterFallback(err);
     }
   }
 
+  /** Also called on each failure while in fallback: the reason shown is the latest one. */
   private enterFallback(err: unknown): void {
     this.usersDirty = true;
+    this.fallbackReason = redisErrorKind(err);
     if (this.fallbackSince !== null) return;
     this.fallbackSince = Date.now();
-    this.o.onEvent({ type: 'fallback_entered', reason: err instanceof Error ? err.message : String(err) });
+    this.o.onEvent({ type: 'fallback_entered', reason: err instanceof Error ? err.message : String(err), kind: this.fallbackReason });
   }
 
   /** Without Redis: 'local' admits up to this instance's share, exact since the budget is per instance. */

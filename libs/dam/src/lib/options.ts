@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
+import type { RedisErrorKind } from './redis-error';
 
 /** enforce: refuse what does not fit. shadow: admit all, count what would be refused. off: no dam. */
 export type DamMode = 'enforce' | 'shadow' | 'off';
@@ -46,9 +47,9 @@ export interface DamOptions {
 export type DamEvent =
   | { type: 'registered'; generation: string }
   | { type: 'fenced'; generation: string; held: number }
-  | { type: 'fallback_entered'; reason: string }
+  | { type: 'fallback_entered'; reason: string; kind: RedisErrorKind }
   | { type: 'fallback_left'; afterMs: number; held: number }
-  | { type: 'heartbeat_failed'; reason: string };
+  | { type: 'heartbeat_failed'; reason: string; kind: RedisErrorKind };
 
 export interface ResolvedDamOptions extends Required<Omit<DamOptions, 'onEvent'>> {
   onEvent: (event: DamEvent) => void;

@@ -1,10 +1,10 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { eventually } from './child';
 import { startTestRedis, type RedisHandle } from './redis';
 import { SseClient } from './sse-client';
 import { Stack } from './stack';
+import { waitFor } from './wait';
 
 interface DamView {
   held: number;
@@ -36,7 +36,7 @@ describe('scale-out: 2 gateway instances behind nginx, Redis from testcontainers
   });
 
   it('2,500 users at once: 2,000 admitted (1,000 per instance), 500 refused with 429 dam_full; every slot comes back', async () => {
-    await eventually('both instances in the budget', async () => (await dam(stack.url)).global?.live === 2, 10_000);
+    await waitFor('both instances in the budget', async () => (await dam(stack.url)).global?.live === 2, 10_000);
     streams = await Promise.all(Array.from({ length: 2_500 }, () => new SseClient(`${stack.url}/chat/stream`).open(30_000)));
     const codes = streams.map((s) => (s.status === 200 ? '200' : `${s.status} ${(s.refusal as { code?: string } | undefined)?.code}`));
     const tally = codes.reduce<Record<string, number>>((acc, c) => ({ ...acc, [c]: (acc[c] ?? 0) + 1 }), {});
@@ -52,7 +52,7 @@ describe('scale-out: 2 gateway instances behind nginx, Redis from testcontainers
     expect(views[0]?.global).toMatchObject({ used: 2_000, capacity: 2_000, live: 2 });
 
     for (const s of admitted) s.close();
-    await eventually('every slot released', async () => (await dam(stack.url)).global?.used === 0, 10_000);
+    await waitFor('every slot released', async () => (await dam(stack.url)).global?.used === 0, 10_000);
     const fresh = await new SseClient(`${stack.url}/chat/stream`).open();
     streams.push(fresh);
     expect(fresh.status).toBe(200);
