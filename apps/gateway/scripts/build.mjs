@@ -14,7 +14,7 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
 });
 
 const aliases = Object.fromEntries(
-  ['ai-bridge', 'dam'].map((lib) => [`@traffic-dam/${lib}`, join(out, `libs/${lib}/src/index.js`)]),
+  ['ai-bridge', 'dam', 'redis-script'].map((lib) => [`@traffic-dam/${lib}`, join(out, `libs/${lib}/src/index.js`)]),
 );
 await build({
   entryPoints: [join(out, 'apps/gateway/src/main.js')],

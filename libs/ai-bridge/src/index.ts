@@ -1,5 +1,17 @@
-export { AiBridgeClient } from './lib/ai-bridge.client';
-export type { AiBridgeOptions, AskGate, AskResult, ReplyHandler } from './lib/ai-bridge.client';
+export { AI_PATTERNS, AiClient, AiOverloadedError, AnswerTimeoutError, EnqueueUnknownError, QuestionRefusedError, UnknownPatternError } from './lib/ai.client';
+export type {
+  AiClientOptions,
+  AnswerRequest,
+  AskGate,
+  AskRequest,
+  AskResult,
+  CancelEvent,
+  EnqueueRequest,
+  RequestBound,
+  UnclaimedReplyHandler,
+} from './lib/ai.client';
+export { liveWorkers } from './lib/reply-channel';
+export type { ReplyHandler } from './lib/reply-channel';
 export { parseReply, parseHeartbeat, protocolKeys, questionToFields } from './lib/protocol';
 export type {
   DoneReply,
@@ -12,14 +24,5 @@ export type {
 } from './lib/protocol';
 export { DeadLetterQueue } from './lib/dead-letters';
 export type { DeadLetter, DeadLetterOptions, DeadLetterReason, ReplayReport } from './lib/dead-letters';
-export { AI_PATTERNS, AiBridgeTransport, AiOverloadedError, AnswerTimeoutError, UnknownPatternError } from './lib/ai-bridge.transport';
-export type {
-  AiBridgeTransportOptions,
-  AnswerRequest,
-  AskRequest,
-  CancelEvent,
-  EnqueueRequest,
-  UnclaimedReplyHandler,
-} from './lib/ai-bridge.transport';
 export { QuestionSweeper } from './lib/sweeper';
 export type { SweepReport, SweeperOptions } from './lib/sweeper';

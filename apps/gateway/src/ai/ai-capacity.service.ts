@@ -1,8 +1,8 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { lastValueFrom } from 'rxjs';
-import { AI_PATTERNS, AiBridgeClient, AiBridgeTransport, type AskResult, type EnqueueRequest, type Question } from '@traffic-dam/ai-bridge';
+import { AiClient, type AskResult, type EnqueueRequest, type Question } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { DamModePolicy } from '../common/dam-mode.policy';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { DamService } from '../dam/dam.service';
 import { MetricsService } from '../metrics/metrics.service';
@@ -29,11 +29,11 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @InjectPinoLogger(AiCapacityService.name) private readonly logger: PinoLogger,
-    private readonly bridge: AiBridgeClient,
-    private readonly ai: AiBridgeTransport,
+    private readonly ai: AiClient,
     private readonly metrics: MetricsService,
     private readonly breaker: BreakerService,
     private readonly dam: DamService,
+    private readonly policy: DamModePolicy,
   ) {
     metrics.registerAiCollector(() => ({ ...this.view, depth: this.lastDepth, waitMs: this.lastWaitMs }));
   }
@@ -54,7 +54,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
 
   /** Enqueues the question if it fits; throws 503 ai_unavailable / ai_overloaded otherwise. */
   async enqueue(question: Question): Promise<void> {
-    if (this.config.DAM_MODE === 'off') {
+    if (!this.policy.flowControl) {
       // The "before" server: straight onto the queue, however deep.
       await this.send({ question });
       return;
@@ -88,7 +88,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
    * this question would be refused too. Cheap enough to run before anything else a question costs.
    */
   refuseIfKnownOverloaded(): void {
-    if (this.config.DAM_MODE === 'off') return;
+    if (!this.policy.flowControl) return;
     const waitMs = this.known.overloadedAt(Date.now());
     if (waitMs !== null) throw this.overloaded(waitMs, 'overloaded_known');
   }
@@ -105,12 +105,12 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   }
 
   private send(req: EnqueueRequest): Promise<AskResult> {
-    return lastValueFrom(this.ai.send<AskResult, EnqueueRequest>(AI_PATTERNS.enqueue, req));
+    return this.ai.enqueue(req);
   }
 
   private async refresh(): Promise<void> {
     try {
-      const workers = await this.bridge.liveWorkers();
+      const workers = await this.ai.liveWorkers();
       const previous = this.view;
       const before = previous.liveWorkers;
       this.view = estimateThroughput(workers, this.lastDepth);

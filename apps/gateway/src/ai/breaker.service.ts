@@ -3,9 +3,10 @@ import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy }
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
 import { lastValueFrom, last } from 'rxjs';
-import { AI_PATTERNS, AiBridgeClient, AiBridgeTransport, type AskRequest, type Reply } from '@traffic-dam/ai-bridge';
+import { AI_PATTERNS, AiClient, type AskRequest, type Reply } from '@traffic-dam/ai-bridge';
 import { CircuitBreaker, type BreakerState } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { DamModePolicy } from '../common/dam-mode.policy';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { INSTANCE_ID } from '../common/instance';
 import { REDIS_COMMANDS } from '../common/redis/redis.module';
@@ -26,34 +27,37 @@ export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
     @Inject(INSTANCE_ID) instanceId: string,
     @Inject(REDIS_COMMANDS) redis: Redis,
     @InjectPinoLogger(BreakerService.name) private readonly logger: PinoLogger,
-    private readonly bridge: AiBridgeClient,
-    private readonly ai: AiBridgeTransport,
+    private readonly ai: AiClient,
     private readonly metrics: MetricsService,
+    policy: DamModePolicy,
   ) {
     // The "before" server has no flow control at all.
-    this.breaker =
-      config.DAM_MODE === 'off'
-        ? null
-        : new CircuitBreaker({
-            redis,
-            instanceId,
-            windowMs: config.DAM_BREAKER_WINDOW_MS,
-            minVolume: config.DAM_BREAKER_MIN_VOLUME,
-            errorRatio: config.DAM_BREAKER_ERROR_RATIO,
-            openMs: config.DAM_BREAKER_OPEN_MS,
-            pollMs: config.DAM_BREAKER_POLL_MS,
-            probe: () => this.probe(),
-            onTransition: (t) => {
-              this.metrics.breakerTransitions.inc({ to: t.to, reason: t.reason });
-              const line = { breaker: t };
-              if (t.to === 'closed') this.logger.info(line, 'breaker closed: AI answers again');
-              else this.logger.warn(line, `breaker ${t.to}`);
-            },
-          });
+    this.breaker = !policy.flowControl
+      ? null
+      : new CircuitBreaker({
+          redis,
+          instanceId,
+          windowMs: config.DAM_BREAKER_WINDOW_MS,
+          minVolume: config.DAM_BREAKER_MIN_VOLUME,
+          errorRatio: config.DAM_BREAKER_ERROR_RATIO,
+          openMs: config.DAM_BREAKER_OPEN_MS,
+          pollMs: config.DAM_BREAKER_POLL_MS,
+          probe: () => this.probe(),
+          onTransition: (t) => {
+            this.metrics.breakerTransitions.inc({ to: t.to, reason: t.reason });
+            const line = { breaker: t };
+            if (t.to === 'closed') this.logger.info(line, 'breaker closed: AI answers again');
+            else this.logger.warn(line, `breaker ${t.to}`);
+          },
+        });
     metrics.registerBreakerCollector(() => STATE_VALUE[this.breaker?.current.state ?? 'closed']);
   }
 
   async onApplicationBootstrap(): Promise<void> {
+    // Every outcome counts once, here, on the instance that received it, whoever watches the answer.
+    this.ai.onReply((r) => {
+      if (r.sessionId !== PROBE_SESSION) this.record(r);
+    });
     await this.breaker?.start();
   }
 
@@ -105,7 +109,7 @@ export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
       question: {
         id,
         sessionId: PROBE_SESSION,
-        replyTo: this.bridge.replyChannel,
+        replyTo: this.ai.replyChannel,
         question: 'breaker probe: are you answering?',
         deadline: Date.now() + timeoutMs,
         attempt: 1,

@@ -2,7 +2,7 @@ import { Inject, Injectable, type OnApplicationBootstrap, type OnModuleDestroy }
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
 import Redlock from 'redlock';
-import { AiBridgeClient, DeadLetterQueue, QuestionSweeper } from '@traffic-dam/ai-bridge';
+import { AiClient, DeadLetterQueue, QuestionSweeper } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { INSTANCE_ID } from '../common/instance';
 import { REDIS_COMMANDS } from '../common/redis/redis.module';
@@ -29,7 +29,7 @@ export class SweeperService implements OnApplicationBootstrap, OnModuleDestroy {
     @Inject(INSTANCE_ID) instanceId: string,
     @Inject(REDIS_COMMANDS) redis: Redis,
     @InjectPinoLogger(SweeperService.name) private readonly logger: PinoLogger,
-    private readonly bridge: AiBridgeClient,
+    private readonly ai: AiClient,
     private readonly metrics: MetricsService,
     private readonly breaker: BreakerService,
   ) {
@@ -66,7 +66,7 @@ export class SweeperService implements OnApplicationBootstrap, OnModuleDestroy {
       return; // another instance sweeps this round
     }
     try {
-      const alive = new Set((await this.bridge.liveWorkers()).map((w) => w.workerId));
+      const alive = new Set((await this.ai.liveWorkers()).map((w) => w.workerId));
       const r = await this.sweeper.sweepOnce((consumer) => alive.has(consumer));
       if (r.requeued + r.deadLettered > 0) {
         this.metrics.swept.inc({ action: 'requeued' }, r.requeued);

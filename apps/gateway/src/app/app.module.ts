@@ -3,8 +3,10 @@ import { Module, type DynamicModule } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import type { IncomingMessage } from 'node:http';
 import { LoggerModule } from 'nestjs-pino';
-import { ChatModule } from '../chat/chat.module';
+import { AiModule } from '../ai/ai.module';
+import { AnswersModule } from '../answers/answers.module';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { DamModePolicy } from '../common/dam-mode.policy';
 import { ProblemFilter } from '../common/errors';
 import { DamModule } from '../dam/dam.module';
 import { INSTANCE_ID } from '../common/instance';
@@ -12,6 +14,9 @@ import { LifecycleModule } from '../common/lifecycle.module';
 import { RedisModule } from '../common/redis/redis.module';
 import { HealthModule } from '../health/health.module';
 import { MetricsModule } from '../metrics/metrics.module';
+import { QuestionsModule } from '../questions/questions.module';
+import { SessionsModule } from '../sessions/sessions.module';
+import { SseModule } from '../sse/sse.module';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -60,14 +65,19 @@ export class AppModule {
         MetricsModule,
         HealthModule,
         DamModule,
-        ChatModule,
+        AiModule,
+        SessionsModule,
+        AnswersModule,
+        QuestionsModule,
+        SseModule,
       ],
       providers: [
         { provide: GATEWAY_CONFIG, useValue: config },
         { provide: INSTANCE_ID, useValue: instanceId },
         { provide: APP_FILTER, useClass: ProblemFilter },
+        DamModePolicy,
       ],
-      exports: [GATEWAY_CONFIG, INSTANCE_ID],
+      exports: [GATEWAY_CONFIG, INSTANCE_ID, DamModePolicy],
     };
   }
 }

@@ -1,11 +1,9 @@
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
-import { json, type NextFunction, type Request, type Response } from 'express';
+import type { NextFunction, Request, Response } from 'express';
 import { Logger } from 'nestjs-pino';
 import type { GatewayConfig } from '../common/config/config';
-import { sendProblem, toProblem } from '../common/errors';
-import { BreakerService } from '../ai/breaker.service';
 import { LifecycleService } from '../common/lifecycle.service';
 import { setupOpenApi } from '../docs/openapi';
 import { AppModule } from './app.module';
@@ -38,23 +36,6 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
     // this instance empties before the listener closes, so no request is sent into a closing socket.
     if (lifecycle.draining) res.setHeader('Connection', 'close');
     next();
-  });
-  // An open breaker refuses a question before its body is read or a route is matched: the
-  // cheapest answer the gateway can give, as fast as the edge's own refusals.
-  const breaker = app.get(BreakerService, { strict: false });
-  app.use('/chat/sessions/:sessionId/messages', (req: Request, res: Response, next: NextFunction) => {
-    if (req.method !== 'POST') return next();
-    try {
-      breaker.assertClosed();
-    } catch (err) {
-      return sendProblem(res, toProblem(err), req.originalUrl);
-    }
-    next();
-  });
-  const parse = json({ limit: config.BODY_MAX_BYTES, strict: true, type: 'application/json' });
-  // Parser errors happen before any route, so they are mapped here, by the same toProblem.
-  app.use((req: Request, res: Response, next: NextFunction) => {
-    parse(req, res, (err?: unknown) => (err ? sendProblem(res, toProblem(err), req.originalUrl) : next()));
   });
   setupOpenApi(app, config);
   // Signals are handled in main.ts (drain first, then close); tests call app.close().

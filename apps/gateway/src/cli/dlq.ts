@@ -3,7 +3,7 @@
 // live workers answer per second (and at most --max), skipping questions past their deadline.
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { AiBridgeClient, DeadLetterQueue, type DeadLetter } from '@traffic-dam/ai-bridge';
+import { DeadLetterQueue, liveWorkers as readLiveWorkers, type DeadLetter } from '@traffic-dam/ai-bridge';
 import { estimateThroughput } from '../ai/throughput';
 
 function line(d: DeadLetter): string {
@@ -47,7 +47,7 @@ async function main(): Promise<number> {
         return 0;
       }
       case 'replay': {
-        const workers = await new AiBridgeClient({ commands: redis, subscriber: redis, instanceId: 'dlq-cli' }).liveWorkers();
+        const workers = await readLiveWorkers(redis);
         const { rate, liveWorkers } = estimateThroughput(workers, 0);
         if (liveWorkers === 0) {
           process.stderr.write('no live worker: nothing replayed\n');

@@ -3,6 +3,7 @@ import { ModuleRef } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { Dam, UserRateLimiter } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { DamModePolicy } from '../common/dam-mode.policy';
 import { INSTANCE_ID } from '../common/instance';
 import { DamController } from './dam.controller';
 import { ADMISSION_REDIS, DAM, DamService, USER_RATE } from './dam.service';
@@ -30,12 +31,12 @@ import { ADMISSION_REDIS, DAM, DamService, USER_RATE } from './dam.service';
     },
     {
       provide: DAM,
-      inject: [GATEWAY_CONFIG, INSTANCE_ID, ADMISSION_REDIS, ModuleRef],
-      useFactory: (c: GatewayConfig, instanceId: string, redis: Redis, refs: ModuleRef) =>
+      inject: [GATEWAY_CONFIG, INSTANCE_ID, ADMISSION_REDIS, ModuleRef, DamModePolicy],
+      useFactory: (c: GatewayConfig, instanceId: string, redis: Redis, refs: ModuleRef, policy: DamModePolicy) =>
         new Dam({
           redis,
           instanceId,
-          mode: c.DAM_MODE,
+          mode: policy.mode,
           slotsPerInstance: c.DAM_SLOTS_PER_INSTANCE,
           instanceCeiling: c.DAM_INSTANCE_CEILING,
           heartbeatMs: c.DAM_HEARTBEAT_MS,

@@ -1,14 +1,14 @@
 import { createSecretKey, randomInt } from 'node:crypto';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import type { Request } from 'express';
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
 import { Dam, UserRateLimiter, type DamEvent, type DamStatus, type Lease, type RateDecision, type RefusalReason } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
-import { ErrorCode, GatewayException } from '../common/errors';
+import { DamModePolicy } from '../common/dam-mode.policy';
+import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
 import { DamFullRetryAfter } from './dam-full-retry';
-import { resolveIdentity, type IdentityOptions } from './identity';
+import { resolveIdentity, type Credentials, type IdentityOptions } from './identity';
 
 export const DAM = Symbol('DAM');
 export const USER_RATE = Symbol('USER_RATE');
@@ -19,7 +19,7 @@ export interface Admission {
   userId: string | null;
 }
 
-/** The dam as the HTTP layer sees it: identity, admission, refusals as problems, metrics, logs. */
+/** The dam as the session core sees it: identity, admission, refusals as domain errors, metrics, logs. */
 @Injectable()
 export class DamService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly identity: IdentityOptions;
@@ -32,6 +32,7 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     @Inject(ADMISSION_REDIS) private readonly admissionRedis: Redis,
     @InjectPinoLogger(DamService.name) private readonly logger: PinoLogger,
     private readonly metrics: MetricsService,
+    private readonly policy: DamModePolicy,
   ) {
     this.identity = {
       jwtSecret: config.AUTH_JWT_SECRET === undefined ? undefined : createSecretKey(Buffer.from(config.AUTH_JWT_SECRET, 'utf8')),
@@ -50,10 +51,6 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
   async onApplicationShutdown(): Promise<void> {
     await this.dam.stop();
     this.admissionRedis.disconnect();
-  }
-
-  get mode(): GatewayConfig['DAM_MODE'] {
-    return this.config.DAM_MODE;
   }
 
   /** Handles the dam's state changes: one log line and one count each. */
@@ -87,10 +84,10 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     return s.global && !s.fallback ? s.global.used : s.held;
   }
 
-  /** Admits a new stream or throws the refusal as a problem (429/503). */
-  async admitStream(req: Request): Promise<Admission> {
-    const userId = resolveIdentity(req, this.identity);
-    if (this.config.DAM_MODE === 'off') {
+  /** Admits a new session (any transport) or throws the refusal (dam_full, user_session_limit, redis_unavailable). */
+  async admit(credentials: Credentials): Promise<Admission> {
+    const userId = resolveIdentity(credentials, this.identity);
+    if (!this.policy.flowControl) {
       const r = await this.dam.admit(userId);
       if (!r.admitted) throw new Error('the dam refused in mode off');
       return { lease: r.lease, userId };
@@ -110,21 +107,21 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     throw this.refusal(r.reason, r.global?.capacity);
   }
 
-  /** Per-user question rate; throws 429 when spent. Returns headers to put on the answer. */
-  async checkQuestionRate(userId: string | null): Promise<Record<string, string>> {
-    if (userId === null || this.userRate === null || this.config.DAM_MODE === 'off') return {};
+  /** Per-user question rate; throws user_rate_limited when spent. Returns the limit to report, if one applies. */
+  async checkQuestionRate(userId: string | null): Promise<RateLimitInfo | null> {
+    if (userId === null || this.userRate === null || !this.policy.flowControl) return null;
     const d = await this.userRate.consume(userId);
-    const headers = rateHeaders(d);
-    if (d.allowed) return headers;
-    if (this.config.DAM_MODE === 'shadow') {
+    const rateLimit = questionLimit(d);
+    if (d.allowed) return rateLimit;
+    if (this.policy.shadow) {
       this.metrics.damShadowRefused.inc({ reason: 'user_rate' });
       this.logger.info({ userId }, 'dam (shadow): would have refused this question (user rate)');
-      return headers;
+      return rateLimit;
     }
     this.metrics.damRefused.inc({ reason: 'user_rate' });
     throw new GatewayException(ErrorCode.UserRateLimited, `At most ${d.limit} questions per ${d.windowSec} s.`, {
       retryAfterSec: d.resetSec,
-      headers,
+      rateLimit,
     });
   }
 
@@ -148,9 +145,10 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
       case 'instance_full': {
         // Grows with the clients waiting for a slot (see dam-full-retry.ts).
         const retryAfterSec = this.damFullRetry.refused();
-        const headers: Record<string, string> = { RateLimit: `"sessions";r=0;t=${retryAfterSec}` };
-        if (capacity !== undefined) headers['RateLimit-Policy'] = `"sessions";q=${capacity}`;
-        return new GatewayException(ErrorCode.DamFull, 'No session slot is free; retry after the given delay.', { retryAfterSec, headers });
+        return new GatewayException(ErrorCode.DamFull, 'No session slot is free; retry after the given delay.', {
+          retryAfterSec,
+          rateLimit: { policy: 'sessions', limit: capacity, remaining: 0, resetSec: retryAfterSec },
+        });
       }
       case 'user_sessions': {
         const retryAfterSec = smallJitteredRetrySec();
@@ -159,10 +157,7 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
           `At most ${this.config.DAM_USER_MAX_SESSIONS} open sessions per user; close one first.`,
           {
             retryAfterSec,
-            headers: {
-              'RateLimit-Policy': `"user-sessions";q=${this.config.DAM_USER_MAX_SESSIONS}`,
-              RateLimit: `"user-sessions";r=0;t=${retryAfterSec}`,
-            },
+            rateLimit: { policy: 'user-sessions', limit: this.config.DAM_USER_MAX_SESSIONS, remaining: 0, resetSec: retryAfterSec },
           },
         );
       }
@@ -179,9 +174,6 @@ function smallJitteredRetrySec(): number {
   return 1 + randomInt(3);
 }
 
-export function rateHeaders(d: RateDecision): Record<string, string> {
-  return {
-    'RateLimit-Policy': `"questions";q=${d.limit};w=${d.windowSec}`,
-    RateLimit: `"questions";r=${d.remaining};t=${d.resetSec}`,
-  };
+function questionLimit(d: RateDecision): RateLimitInfo {
+  return { policy: 'questions', limit: d.limit, windowSec: d.windowSec, remaining: d.remaining, resetSec: d.resetSec };
 }

@@ -1,5 +1,4 @@
 import type { KeyObject } from 'node:crypto';
-import type { Request } from 'express';
 import jwt from 'jsonwebtoken';
 import { ErrorCode, GatewayException } from '../common/errors';
 
@@ -17,12 +16,20 @@ export interface IdentityOptions {
   limitByIp: boolean;
 }
 
+/** What a connection shows of its user, whatever the transport: an Express request fits. */
+export interface Credentials {
+  /** `Bearer <jwt>` (Socket.IO: made from the handshake's `auth.token`). */
+  headers: { authorization?: string };
+  /** The client's address as the trusted proxy saw it. */
+  ip?: string;
+}
+
 /**
  * Who a request is, for per-user limits: the `sub` of a verified JWT, else (when enabled) the
  * client IP as the trusted proxy saw it. Never an unverified header: X-Forwarded-For is only
- * believed from TRUST_PROXY addresses, through Express's req.ip.
+ * believed from TRUST_PROXY addresses, through Express's req.ip (or proxy-addr with the same setting for Socket.IO).
  */
-export function resolveIdentity(req: Request, o: IdentityOptions): string | null {
+export function resolveIdentity(req: Credentials, o: IdentityOptions): string | null {
   if (o.jwtSecret !== undefined) {
     const header = req.headers.authorization;
     if (header === undefined) {

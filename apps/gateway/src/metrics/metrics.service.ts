@@ -25,7 +25,6 @@ export class MetricsService {
 
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
-  readonly sseOpen: Gauge;
   readonly sseOpened: Counter;
   readonly sseClosed: Counter<'reason'>;
   readonly questions: Counter<'outcome'>;
@@ -47,6 +46,7 @@ export class MetricsService {
   readonly breakerProbes: Counter<'ok'>;
   private breakerState: (() => number) | null = null;
   private aiSnapshot: (() => AiSnapshot) | null = null;
+  private sseOpenCount: (() => number) | null = null;
 
   constructor(@Inject(INSTANCE_ID) instanceId: string) {
     this.registry.setDefaultLabels({ instance_id: instanceId });
@@ -65,7 +65,15 @@ export class MetricsService {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers,
     });
-    this.sseOpen = new Gauge({ name: 'td_sse_sessions_open', help: 'SSE sessions open on this instance', registers });
+    const sseOpen = () => this.sseOpenCount?.() ?? 0;
+    new Gauge({
+      name: 'td_sse_sessions_open',
+      help: 'SSE sessions open on this instance',
+      registers,
+      collect() {
+        this.set(sseOpen());
+      },
+    });
     this.sseOpened = new Counter({ name: 'td_sse_sessions_opened_total', help: 'SSE sessions opened', registers });
     this.sseClosed = new Counter({
       name: 'td_sse_sessions_closed_total',
@@ -203,6 +211,10 @@ export class MetricsService {
     aiGauge('td_ai_measured_throughput_per_second', 'Answers/s the workers completed lately', (s) => s.measured);
     aiGauge('td_ai_queue_depth', 'Questions queued or in progress, as last seen by this instance', (s) => s.depth);
     aiGauge('td_ai_estimated_wait_seconds', 'Estimated wait of the last question this instance gated', (s) => Math.max(0, s.waitMs) / 1000);
+  }
+
+  registerSseOpen(read: () => number): void {
+    this.sseOpenCount = read;
   }
 
   registerBreakerCollector(read: () => number): void {

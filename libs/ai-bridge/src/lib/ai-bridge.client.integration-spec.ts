@@ -3,44 +3,47 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
-import { AiBridgeClient } from './ai-bridge.client';
+import { AiClient } from './ai.client';
 import { DeadLetterQueue } from './dead-letters';
 import { QuestionSweeper } from './sweeper';
 import type { Reply } from './protocol';
 import { protocolValidator } from './schema';
 
-describe('AiBridgeClient against real Redis', () => {
+describe('AiClient and the protocol against real Redis', () => {
   let redis: RedisHandle;
   let commands: Redis;
   let subscriber: Redis;
-  let bridge: AiBridgeClient;
+  let bridge: AiClient;
   const check = protocolValidator();
 
   beforeAll(async () => {
     redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-bridge-')));
     commands = new Redis(redis.url);
     subscriber = new Redis(redis.url);
-    bridge = new AiBridgeClient({ commands, subscriber, instanceId: 'gw-test', questionStreamMaxLen: 1_000 });
-    await bridge.start();
+    bridge = new AiClient({ commands, subscriber, instanceId: 'gw-test', questionStreamMaxLen: 1_000 });
+    await bridge.connect();
   });
 
   afterAll(async () => {
-    await bridge.stop();
+    await bridge.close();
     commands.disconnect();
     subscriber.disconnect();
     await redis.stop();
   });
 
   it('writes a question the schema accepts', async () => {
-    const id = await bridge.ask({
-      id: 'm-1',
-      sessionId: 's-1',
-      replyTo: bridge.replyChannel,
-      question: 'hello',
-      deadline: Date.now() + 30_000,
-      attempt: 1,
-      traceId: 't-1',
+    const r = await bridge.enqueue({
+      question: {
+        id: 'm-1',
+        sessionId: 's-1',
+        replyTo: bridge.replyChannel,
+        question: 'hello',
+        deadline: Date.now() + 30_000,
+        attempt: 1,
+        traceId: 't-1',
+      },
     });
+    const id = r.status === 'queued' ? r.entryId : '';
     const [[entryId, flat]] = (await commands.xrange('td:questions', id, id)) as [[string, string[]]];
     expect(entryId).toBe(id);
     const fields = Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]]));
@@ -82,7 +85,7 @@ describe('AiBridgeClient against real Redis', () => {
 
   it('gates the enqueue on the estimated wait, atomically, from the group depth', async () => {
     const stream = 'td:gate-test';
-    const gated = new AiBridgeClient({ commands, subscriber, instanceId: 'gw-gate', questionStream: stream });
+    const gated = new AiClient({ commands, subscriber, instanceId: 'gw-gate', questionStream: stream });
     const q = (n: number) => ({
       id: `g-${n}`,
       sessionId: 's',
@@ -95,23 +98,26 @@ describe('AiBridgeClient against real Redis', () => {
     // No group yet: nothing is waiting, so the first question fits.
     await commands.xgroup('CREATE', stream, 'workers', '$', 'MKSTREAM');
     const results = [];
-    for (let n = 0; n < 8; n++) results.push(await gated.askGated(q(n), { maxWaitMs: 500, throughputPerSec: 10 }));
+    for (let n = 0; n < 8; n++) results.push(await gated.enqueue({ question: q(n), gate: { maxWaitMs: 500, throughputPerSec: 10 } }));
     // 10 answers/s and 500 ms allowed: depth 0..5 fits (wait 0..500 ms), the 7th would wait 600 ms.
     expect(results.map((r) => r.status)).toEqual(['queued', 'queued', 'queued', 'queued', 'queued', 'queued', 'overloaded', 'overloaded']);
     expect(results[6]).toMatchObject({ status: 'overloaded', waitMs: 600, depth: 6 });
     expect(await commands.xlen(stream)).toBe(6);
     // Delivered but not acknowledged still counts as depth.
     await commands.xreadgroup('GROUP', 'workers', 'w1', 'COUNT', 3, 'STREAMS', stream, '>');
-    expect(await gated.askGated(q(9), { maxWaitMs: 500, throughputPerSec: 10 })).toMatchObject({ status: 'overloaded', depth: 6 });
+    expect(await gated.enqueue({ question: q(9), gate: { maxWaitMs: 500, throughputPerSec: 10 } })).toMatchObject({ status: 'overloaded', depth: 6 });
     // Two of the three delivered are being answered: not ahead in line, so depth 4 and room again.
-    expect(await gated.askGated(q(11), { maxWaitMs: 500, throughputPerSec: 10, answering: 2 })).toMatchObject({
+    expect(await gated.enqueue({ question: q(11), gate: { maxWaitMs: 500, throughputPerSec: 10, answering: 2 } })).toMatchObject({
       status: 'queued',
       depth: 4,
       waitMs: 400,
     });
     expect(await commands.xlen(stream)).toBe(7);
+    // The same message id again queues nothing (a resend after a reconnect).
+    expect(await gated.enqueue({ question: q(11), gate: { maxWaitMs: 500, throughputPerSec: 10 } })).toMatchObject({ status: 'queued' });
+    expect(await commands.xlen(stream)).toBe(7);
     // Throughput unknown and something waiting: no estimate, so no admission.
-    expect(await gated.askGated(q(10), { maxWaitMs: 5_000, throughputPerSec: 0 })).toMatchObject({ status: 'overloaded', waitMs: -1 });
+    expect(await gated.enqueue({ question: q(10), gate: { maxWaitMs: 5_000, throughputPerSec: 0 } })).toMatchObject({ status: 'overloaded', waitMs: -1 });
   });
 
   it('dead letters: the schema shape round-trips; replay keeps deadlines, skips expired ones, spends a budget', async () => {

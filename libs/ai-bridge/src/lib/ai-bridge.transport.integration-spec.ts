@@ -4,17 +4,20 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
 import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
-import { AiBridgeClient, type AskResult } from './ai-bridge.client';
 import {
   AI_PATTERNS,
-  AiBridgeTransport,
+  AiClient,
+  EnqueueUnknownError,
+  QuestionRefusedError,
+  type AskResult,
   AiOverloadedError,
   AnswerTimeoutError,
   UnknownPatternError,
   type AnswerRequest,
   type AskRequest,
   type EnqueueRequest,
-} from './ai-bridge.transport';
+} from './ai.client';
+import { outcomeKey } from './ask.lua';
 import type { Question, Reply } from './protocol';
 import { protocolValidator } from './schema';
 
@@ -33,12 +36,12 @@ async function until(cond: () => Promise<boolean> | boolean, ms = 3_000): Promis
   }
 }
 
-describe('AiBridgeTransport (a @nestjs/microservices ClientProxy) against real Redis', () => {
+describe('AiClient (a @nestjs/microservices ClientProxy) against real Redis', () => {
   let redis: RedisHandle;
   let commands: Redis;
   let subscriber: Redis;
   let worker: Redis;
-  let transport: AiBridgeTransport;
+  let transport: AiClient;
   let keepUnclaimed = false;
   const unclaimed: Reply[] = [];
   const check = protocolValidator();
@@ -83,8 +86,7 @@ describe('AiBridgeTransport (a @nestjs/microservices ClientProxy) against real R
     subscriber = new Redis(redis.url);
     worker = new Redis(redis.url);
     await commands.xgroup('CREATE', STREAM, GROUP, '$', 'MKSTREAM');
-    const bridge = new AiBridgeClient({ commands, subscriber, instanceId: 'gw-t', questionStream: STREAM });
-    transport = new AiBridgeTransport(bridge, { keepMs: 2_000 });
+    transport = new AiClient({ commands, subscriber, instanceId: 'gw-t', questionStream: STREAM, keepMs: 2_000 });
     transport.handleUnclaimed((r) => {
       unclaimed.push(r);
       return keepUnclaimed;
@@ -148,6 +150,57 @@ describe('AiBridgeTransport (a @nestjs/microservices ClientProxy) against real R
       { type: 'done', messageId: q.id, sessionId: q.sessionId, tokens: 1 },
     ]);
     keepUnclaimed = false;
+  });
+
+  it('a kept reply nobody watches in time is dropped and its question cancelled', async () => {
+    keepUnclaimed = true;
+    const q = question();
+    await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'early ' });
+    await until(() => unclaimed.some((r) => r.messageId === q.id));
+    // The next reply to arrive, past the keep time, evicts it.
+    await until(async () => {
+      await reply({ type: 'token', messageId: `${q.id}-later`, sessionId: q.sessionId, seq: 0, text: 'x' });
+      return (await commands.exists(`td:cancel:${q.id}`)) === 1;
+    });
+    keepUnclaimed = false;
+  });
+
+  it('enqueue is once per message id; one settled as refused first is never queued', async () => {
+    const q = question();
+    const before = await commands.xlen(STREAM);
+    const first = await transport.enqueue({ question: q, gate: { maxWaitMs: 60_000, throughputPerSec: 100 } });
+    const again = await transport.enqueue({ question: q, gate: { maxWaitMs: 60_000, throughputPerSec: 100 } });
+    expect(first.status).toBe('queued');
+    expect(again).toMatchObject({ status: 'queued', entryId: (first as { entryId: string }).entryId });
+    expect(await commands.xlen(STREAM)).toBe(before + 1);
+    const lost = question();
+    await commands.set(outcomeKey(STREAM, lost.id), 'refused', 'PX', 60_000);
+    await expect(transport.enqueue({ question: lost })).rejects.toBeInstanceOf(QuestionRefusedError);
+    expect(await commands.xlen(STREAM)).toBe(before + 1);
+    await nextQuestion();
+  });
+
+  it('an enqueue answered too late is decided by the settle behind it; both too late is refused and cancelled', async () => {
+    let late = 0;
+    // Each of the first `late` calls a request waits for is over its deadline (the call still runs).
+    const bound = <T>(p: Promise<T>): Promise<T> => (late-- > 0 ? Promise.reject(new Error('deadline')) : p);
+    const slowSubscriber = new Redis(redis.url);
+    const slow = new AiClient({ commands, subscriber: slowSubscriber, instanceId: 'gw-slow', questionStream: STREAM, bound });
+    try {
+      late = 1;
+      const q = question();
+      expect(await slow.enqueue({ question: q })).toMatchObject({ status: 'queued' });
+      expect((await nextQuestion())['id']).toBe(q.id);
+      late = 2;
+      const lost = question();
+      await expect(slow.enqueue({ question: lost })).rejects.toBeInstanceOf(EnqueueUnknownError);
+      // Redis did queue it: the worker is told to stop before it starts.
+      await until(async () => (await commands.exists(`td:cancel:${lost.id}`)) === 1);
+      expect((await nextQuestion())['id']).toBe(lost.id);
+    } finally {
+      await slow.close();
+      slowSubscriber.disconnect();
+    }
   });
 
   it('a token nobody claims cancels its question (the client is gone)', async () => {

@@ -1,4 +1,6 @@
-// Lua beside its caller (breaker.ts). KEYS: 1 state (HASH: state, until, reason, since),
+import { createScript } from '@traffic-dam/redis-script';
+
+// Lua beside its typed callers (used by breaker.ts). KEYS: 1 state (HASH: state, until, reason, since),
 // 2 window (HASH: '<bucket>:ok' / '<bucket>:err' -> count). Both under one hash tag.
 // Time is Redis's (TIME), so every instance sees the same window and the same open period.
 
@@ -22,14 +24,14 @@ return {st, tonumber(h[1] or '0') - now, h[2] or '', now}
 `;
 
 /** The shared state. Returns {state, msUntilHalfOpen, reason, now}. */
-export const STATE_LUA = `${READ}${REPLY}`;
+const STATE_LUA = `${READ}${REPLY}`;
 
 /**
  * Counts one answer's outcome in the rolling window and trips the breaker on the error ratio.
  * ARGV: outcome ('ok'|'err'), windowMs, bucketMs, minVolume, errorRatio, openMs.
  * Returns {state, msUntilHalfOpen, reason, now}.
  */
-export const RECORD_LUA = `${READ}
+const RECORD_LUA = `${READ}
 local bucketMs = tonumber(ARGV[3])
 local bucket = math.floor(now / bucketMs)
 local oldest = bucket - math.floor(tonumber(ARGV[2]) / bucketMs) + 1
@@ -54,7 +56,7 @@ ${REPLY}`;
  * Opens the breaker now. ARGV: reason, openMs, onlyIfClosed ('1' keeps an open period as is).
  * Returns {state, msUntilHalfOpen, reason, now}.
  */
-export const TRIP_LUA = `${READ}
+const TRIP_LUA = `${READ}
 if st ~= 'open' or ARGV[3] ~= '1' then
   st = 'open'
   redis.call('HSET', KEYS[1], 'state', st, 'until', now + tonumber(ARGV[2]), 'reason', ARGV[1], 'since', now)
@@ -62,10 +64,23 @@ end
 ${REPLY}`;
 
 /** Closes it after a good probe and starts a fresh window. Only from half_open. */
-export const CLOSE_LUA = `${READ}
+const CLOSE_LUA = `${READ}
 if st == 'half_open' then
   st = 'closed'
   redis.call('HSET', KEYS[1], 'state', st, 'until', 0, 'reason', 'probe_ok', 'since', now)
   redis.call('DEL', KEYS[2])
 end
 ${REPLY}`;
+
+type BreakerKeys = [state: string, window: string];
+/** {state, msUntilHalfOpen, reason, now} */
+type BreakerReply = [state: string, msUntilHalfOpen: number, reason: string, now: number];
+
+export const breakerState = createScript<BreakerKeys, [], BreakerReply>(STATE_LUA);
+export const breakerRecord = createScript<
+  BreakerKeys,
+  [outcome: 'ok' | 'err', windowMs: number, bucketMs: number, minVolume: number, errorRatio: number, openMs: number],
+  BreakerReply
+>(RECORD_LUA);
+export const breakerTrip = createScript<BreakerKeys, [reason: string, openMs: number, onlyIfClosed: '0' | '1'], BreakerReply>(TRIP_LUA);
+export const breakerClose = createScript<BreakerKeys, [], BreakerReply>(CLOSE_LUA);

@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import Redlock from 'redlock';
-import { CLOSE_LUA, RECORD_LUA, STATE_LUA, TRIP_LUA } from './breaker.scripts';
+import { breakerClose, breakerRecord, breakerState, breakerTrip } from './breaker.scripts';
 import { withDeadline } from './deadline';
 
 export type BreakerState = 'closed' | 'open' | 'half_open';
@@ -33,20 +33,13 @@ export interface BreakerOptions {
   onTransition?: (t: { from: BreakerState; to: BreakerState; reason: string }) => void;
 }
 
-interface BreakerCommands {
-  tdBrState(...a: Array<string | number>): Promise<[string, number, string, number]>;
-  tdBrRecord(...a: Array<string | number>): Promise<[string, number, string, number]>;
-  tdBrTrip(...a: Array<string | number>): Promise<[string, number, string, number]>;
-  tdBrClose(...a: Array<string | number>): Promise<[string, number, string, number]>;
-}
-
 /**
  * A circuit breaker toward the AI worker whose state lives in Redis, so every instance trips and
  * recovers together. Each instance serves allow() from a local copy refreshed every pollMs; in
  * half-open exactly one instance (the redlock holder) sends a probe and closes or re-opens it.
  */
 export class CircuitBreaker {
-  private readonly redis: (Redis | Cluster) & BreakerCommands;
+  private readonly redis: Redis | Cluster;
   private readonly keys: [string, string];
   private readonly lockKey: string;
   private readonly redlock: Redlock;
@@ -76,11 +69,7 @@ export class CircuitBreaker {
     this.keys = [`${base}:state`, `${base}:window`];
     this.lockKey = `${base}:probe`;
     const r = this.o.redis;
-    r.defineCommand('tdBrState', { numberOfKeys: 2, lua: STATE_LUA });
-    r.defineCommand('tdBrRecord', { numberOfKeys: 2, lua: RECORD_LUA });
-    r.defineCommand('tdBrTrip', { numberOfKeys: 2, lua: TRIP_LUA });
-    r.defineCommand('tdBrClose', { numberOfKeys: 2, lua: CLOSE_LUA });
-    this.redis = r as (Redis | Cluster) & BreakerCommands;
+    this.redis = r;
     // One lock server: the breaker's state lives on the same Redis, so more would add nothing.
     this.redlock = new Redlock([r], { retryCount: 0 });
     this.redlock.on('error', () => undefined);
@@ -109,15 +98,14 @@ export class CircuitBreaker {
 
   /** Counts one answer. Fire and forget: the outcome matters, not its latency. */
   record(outcome: Outcome): void {
-    const p = this.redis.tdBrRecord(
-      ...this.keys,
+    const p = breakerRecord(this.redis, this.keys, [
       outcome === 'success' ? 'ok' : 'err',
       this.o.windowMs,
       this.o.bucketMs,
       this.o.minVolume,
       this.o.errorRatio,
       this.o.openMs,
-    );
+    ]);
     withDeadline(p, this.o.redisTimeoutMs).then(
       (r) => this.apply(r),
       () => undefined,
@@ -127,7 +115,7 @@ export class CircuitBreaker {
   /** Opens it now (no live worker). Keeps an open period already running. */
   async trip(reason: string): Promise<void> {
     if (this.state === 'open') return;
-    const r = await withDeadline(this.redis.tdBrTrip(...this.keys, reason, this.o.openMs, '1'), this.o.redisTimeoutMs).catch(() => null);
+    const r = await withDeadline(breakerTrip(this.redis, this.keys, [reason, this.o.openMs, '1']), this.o.redisTimeoutMs).catch(() => null);
     if (r) this.apply(r);
   }
 
@@ -140,7 +128,7 @@ export class CircuitBreaker {
 
   private async refresh(): Promise<void> {
     try {
-      this.apply(await withDeadline(this.redis.tdBrState(...this.keys), this.o.redisTimeoutMs));
+      this.apply(await withDeadline(breakerState(this.redis, this.keys, []), this.o.redisTimeoutMs));
     } catch {
       return; // Redis away: keep the last known state
     }
@@ -170,8 +158,8 @@ export class CircuitBreaker {
     try {
       const ok = await this.o.probe().catch(() => false);
       const r = ok
-        ? await withDeadline(this.redis.tdBrClose(...this.keys), this.o.redisTimeoutMs)
-        : await withDeadline(this.redis.tdBrTrip(...this.keys, 'probe_failed', this.o.openMs, '0'), this.o.redisTimeoutMs);
+        ? await withDeadline(breakerClose(this.redis, this.keys, []), this.o.redisTimeoutMs)
+        : await withDeadline(breakerTrip(this.redis, this.keys, ['probe_failed', this.o.openMs, '0']), this.o.redisTimeoutMs);
       this.apply(r);
     } catch {
       // Redis away mid-probe: the state stays half-open and the lock expires.

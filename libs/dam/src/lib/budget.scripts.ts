@@ -1,4 +1,6 @@
-// Lua beside its caller (budget.store.ts). Every key carries the same hash tag, so each script
+import { createScript } from '@traffic-dam/redis-script';
+
+// Lua beside its typed callers (used by budget.store.ts). Every key carries the same hash tag, so each script
 // touches one slot and runs unchanged on Redis Cluster. Time comes from Redis (TIME), never
 // from a client clock. Keys: 1 instances (ZSET id -> heartbeat expiry ms), 2 held (HASH id ->
 // sessions), 3 generations (HASH id -> fencing generation), 4 users (HASH user -> sessions),
@@ -31,7 +33,7 @@ local capacity = #live * tonumber(ARGV[3])
  * Returns {used, capacity, live, releaseStatus, admitStatus...}: releaseStatus ok | fenced;
  * admitStatus ok | dam_full | user_sessions, or a single 'fenced' for every admit.
  */
-export const OPS_LUA = `
+const OPS_LUA = `
 local nrel = tonumber(ARGV[5])
 local relStatus = 'ok'
 if nrel > 0 then
@@ -96,7 +98,7 @@ return out
  * the same hash tag, so they live in this slot.
  * Returns {status, generation, used, capacity, live}; status ok | registered | fenced | need_users.
  */
-export const HEARTBEAT_LUA = `${NOW}
+const HEARTBEAT_LUA = `${NOW}
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64)
 for _, d in ipairs(dead) do
   redis.call('ZREM', KEYS[1], d)
@@ -142,7 +144,7 @@ return {status, gen, used, capacity, #live}
 `;
 
 /** Read-only view for /dam. ARGV: (unused), (unused), slotsPerInstance. Returns {used, capacity, live...ids}. */
-export const STATUS_LUA = `${NOW}
+const STATUS_LUA = `${NOW}
 ${GLOBAL}
 local out = {used, capacity}
 for _, id in ipairs(live) do out[#out + 1] = id end
@@ -150,7 +152,7 @@ return out
 `;
 
 /** Leave the budget on a clean shutdown. ARGV: instanceId. */
-export const DEREGISTER_LUA = `
+const DEREGISTER_LUA = `
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
@@ -162,3 +164,22 @@ end
 redis.call('DEL', KEYS[5])
 return 'ok'
 `;
+
+/** The seven keys of the budget, in the order the scripts read them (see the top of this file). */
+export type BudgetKeys = [instances: string, held: string, generations: string, users: string, instanceUsers: string, generation: string, admits: string];
+
+export const budgetOps = createScript<
+  BudgetKeys,
+  [instanceId: string, generation: string, slots: number, userMax: number, releases: number, ...userIds: string[]],
+  [used: number, capacity: number, live: number, released: string, ...admitStatuses: string[]]
+>(OPS_LUA);
+
+export const budgetHeartbeat = createScript<
+  BudgetKeys,
+  [instanceId: string, generation: string, slots: number, held: number, ttlMs: number, users: string, tracking: '0' | '1', userKeyPrefix: string, okReplies: number],
+  [status: string, generation: string, used: number, capacity: number, live: number]
+>(HEARTBEAT_LUA);
+
+export const budgetStatus = createScript<[instances: string, held: string], [unused: '', unused2: '', slots: number], Array<number | string>>(STATUS_LUA);
+
+export const budgetDeregister = createScript<BudgetKeys, [instanceId: string], string>(DEREGISTER_LUA);

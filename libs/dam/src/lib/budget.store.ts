@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
-import { DEREGISTER_LUA, HEARTBEAT_LUA, OPS_LUA, STATUS_LUA } from './budget.scripts';
+import { budgetDeregister, budgetHeartbeat, budgetOps, budgetStatus, type BudgetKeys } from './budget.scripts';
 
 export type AdmitStatus = 'ok' | 'fenced' | 'dam_full' | 'user_sessions';
 export type HeartbeatStatus = 'ok' | 'registered' | 'fenced' | 'need_users';
@@ -30,23 +30,15 @@ type QueuedOp =
   | { kind: 'admit'; generation: string; userId: string; userMax: number; resolve: (r: AdmitReply) => void; reject: (err: unknown) => void }
   | { kind: 'release'; generation: string; userId: string; resolve: (r: 'ok' | 'fenced') => void; reject: (err: unknown) => void };
 
-interface BudgetCommands {
-  tdDamOps(...args: Array<string | number>): Promise<[number, number, number, string, ...string[]]>;
-  tdDamHeartbeat(...args: Array<string | number>): Promise<[string, string, number, number, number]>;
-  tdDamStatus(...args: Array<string | number>): Promise<Array<number | string>>;
-  tdDamDeregister(...args: Array<string | number>): Promise<string>;
-}
-
-/** At most one Redis round trip per call, shared by the calls made in the same turn: the typed face of budget.scripts.ts. */
+/** At most one Redis round trip per call, shared by the calls made in the same turn (budget.scripts.ts has the Lua). */
 export class BudgetStore {
-  private readonly redis: (Redis | Cluster) & BudgetCommands;
-  private readonly keys: string[];
+  private readonly keys: BudgetKeys;
   readonly userKeyPrefix: string;
   private readonly queue: QueuedOp[] = [];
   private scheduled = false;
 
   constructor(
-    redis: Redis | Cluster,
+    private readonly redis: Redis | Cluster,
     private readonly instanceId: string,
     private readonly slots: number,
     keyPrefix: string,
@@ -63,12 +55,6 @@ export class BudgetStore {
       `${base}:generation`,
       `${base}:admits`,
     ];
-    // defineCommand is idempotent per name; EVALSHA with a fallback to EVAL on NOSCRIPT.
-    redis.defineCommand('tdDamOps', { numberOfKeys: 7, lua: OPS_LUA });
-    redis.defineCommand('tdDamHeartbeat', { numberOfKeys: 7, lua: HEARTBEAT_LUA });
-    redis.defineCommand('tdDamStatus', { numberOfKeys: 2, lua: STATUS_LUA });
-    redis.defineCommand('tdDamDeregister', { numberOfKeys: 7, lua: DEREGISTER_LUA });
-    this.redis = redis as (Redis | Cluster) & BudgetCommands;
   }
 
   /**
@@ -118,29 +104,26 @@ export class BudgetStore {
       n++;
     }
     this.queue.splice(0, n);
-    void this.redis
-      .tdDamOps(
-        ...this.keys,
-        this.instanceId,
-        first.generation,
-        this.slots,
-        userMax ?? 0,
-        releases.length,
-        ...releases.map((r) => r.userId),
-        ...admits.map((a) => a.userId),
-      )
-      .then(
-        ([used, capacity, live, released, ...statuses]) => {
-          for (const r of releases) r.resolve(released as 'ok' | 'fenced');
-          const whole = statuses.length === 1 && statuses[0] === 'fenced';
-          admits.forEach((a, i) => {
-            a.resolve({ status: (whole ? 'fenced' : statuses[i]) as AdmitStatus, used, capacity, live });
-          });
-        },
-        (err: unknown) => {
-          for (const op of [...releases, ...admits]) op.reject(err);
-        },
-      );
+    void budgetOps(this.redis, this.keys, [
+      this.instanceId,
+      first.generation,
+      this.slots,
+      userMax ?? 0,
+      releases.length,
+      ...releases.map((r) => r.userId),
+      ...admits.map((a) => a.userId),
+    ]).then(
+      ([used, capacity, live, released, ...statuses]) => {
+        for (const r of releases) r.resolve(released as 'ok' | 'fenced');
+        const whole = statuses.length === 1 && statuses[0] === 'fenced';
+        admits.forEach((a, i) => {
+          a.resolve({ status: (whole ? 'fenced' : statuses[i]) as AdmitStatus, used, capacity, live });
+        });
+      },
+      (err: unknown) => {
+        for (const op of [...releases, ...admits]) op.reject(err);
+      },
+    );
   }
 
   /**
@@ -160,8 +143,7 @@ export class BudgetStore {
     tracking: boolean,
   ): Promise<HeartbeatReply> {
     this.flushQueued();
-    const [status, gen, used, capacity, live] = await this.redis.tdDamHeartbeat(
-      ...this.keys,
+    const [status, gen, used, capacity, live] = await budgetHeartbeat(this.redis, this.keys, [
       this.instanceId,
       generation,
       this.slots,
@@ -171,16 +153,16 @@ export class BudgetStore {
       tracking ? '1' : '0',
       this.userKeyPrefix,
       okReplies,
-    );
+    ]);
     return { status: status as HeartbeatStatus, generation: gen, used, capacity, live };
   }
 
   async status(): Promise<StatusReply> {
-    const [used, capacity, ...instances] = await this.redis.tdDamStatus(...this.keys.slice(0, 2), '', '', this.slots);
+    const [used, capacity, ...instances] = await budgetStatus(this.redis, [this.keys[0], this.keys[1]], ['', '', this.slots]);
     return { used: Number(used), capacity: Number(capacity), live: instances.length, instances: instances.map(String) };
   }
 
   async deregister(): Promise<void> {
-    await this.redis.tdDamDeregister(...this.keys, this.instanceId);
+    await budgetDeregister(this.redis, this.keys, [this.instanceId]);
   }
 }

@@ -1,6 +1,6 @@
 import { HttpException } from '@nestjs/common';
 import { ERROR_STATUS, ERROR_TITLE, ErrorCode } from './error-code';
-import { GatewayException } from './gateway.exception';
+import { GatewayException, type RateLimitInfo } from './gateway.exception';
 
 /** RFC 9457 problem details plus our stable code. */
 export interface Problem {
@@ -25,19 +25,27 @@ interface BodyParserError {
   message?: string;
 }
 
-function fromCode(code: ErrorCode, detail: string, headers: Record<string, string> = {}): ProblemResponse {
+/** The RFC 9457 body of a code: the same for HTTP and Socket.IO. */
+export function problemBody(code: ErrorCode, detail: string): Problem {
   const status = ERROR_STATUS[code];
-  return {
-    status,
-    headers,
-    body: { type: `https://traffic-dam.dev/problems/${code}`, title: ERROR_TITLE[code], status, detail, code },
-  };
+  return { type: `https://traffic-dam.dev/problems/${code}`, title: ERROR_TITLE[code], status, detail, code };
 }
 
-/** The one place where an error becomes an HTTP status, headers and a problem body. */
+function fromCode(code: ErrorCode, detail: string, headers: Record<string, string> = {}): ProblemResponse {
+  return { status: ERROR_STATUS[code], headers, body: problemBody(code, detail) };
+}
+
+/** The IETF RateLimit-Policy and RateLimit headers of a limit. */
+export function rateLimitHeaders(r: RateLimitInfo): Record<string, string> {
+  const headers: Record<string, string> = { RateLimit: `"${r.policy}";r=${r.remaining};t=${r.resetSec}` };
+  if (r.limit !== undefined) headers['RateLimit-Policy'] = `"${r.policy}";q=${r.limit}${r.windowSec !== undefined ? `;w=${r.windowSec}` : ''}`;
+  return headers;
+}
+
+/** The HTTP edge: the one place where an error becomes an HTTP status, headers and a problem body. */
 export function toProblem(err: unknown): ProblemResponse {
   if (err instanceof GatewayException) {
-    const headers = { ...err.options.headers };
+    const headers = err.options.rateLimit ? rateLimitHeaders(err.options.rateLimit) : {};
     if (err.options.retryAfterSec !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.options.retryAfterSec)));
     if (err.code === ErrorCode.MissingToken) headers['WWW-Authenticate'] = 'Bearer';
     if (err.code === ErrorCode.InvalidToken || err.code === ErrorCode.InvalidCredentials) {

@@ -1,11 +1,17 @@
 import { Global, Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../config/config';
+import { AdaptiveDeadline } from './adaptive-deadline';
 
 export const REDIS_COMMANDS = Symbol('REDIS_COMMANDS');
 export const REDIS_SUBSCRIBER = Symbol('REDIS_SUBSCRIBER');
+/** The deadline of Redis calls on a request path (see adaptive-deadline.ts). */
+export const REQUEST_DEADLINE = Symbol('REQUEST_DEADLINE');
 
-function connect(url: string, name: string, commandTimeout: number | undefined, subscriber = false): Redis {
+/** Longest a request waits for one Redis call, however slow Redis has been lately, in ms. */
+const REQUEST_DEADLINE_CAP_MS = 1_000;
+
+export function connectRedis(url: string, name: string, commandTimeout: number | undefined, subscriber = false): Redis {
   const client = new Redis(url, {
     connectionName: name,
     // A request must not hang on a dead Redis: fail it and let the caller answer 503.
@@ -15,7 +21,8 @@ function connect(url: string, name: string, commandTimeout: number | undefined, 
     enableReadyCheck: !subscriber,
     maxRetriesPerRequest: 1,
     enableOfflineQueue: true,
-    retryStrategy: (times) => Math.min(times * 100, 1_000),
+    // Reconnect often: clean-up waiting for Redis goes out as soon as it is back.
+    retryStrategy: (times) => Math.min(times * 50, 250),
   });
   // Errors surface on the commands that fail; the event only needs a listener.
   client.on('error', () => undefined);
@@ -28,16 +35,21 @@ function connect(url: string, name: string, commandTimeout: number | undefined, 
     {
       provide: REDIS_COMMANDS,
       inject: [GATEWAY_CONFIG],
-      useFactory: (c: GatewayConfig) => connect(c.REDIS_URL, 'td-gateway-commands', 2_000),
+      useFactory: (c: GatewayConfig) => connectRedis(c.REDIS_URL, 'td-gateway-commands', 2_000),
     },
     {
       provide: REDIS_SUBSCRIBER,
       inject: [GATEWAY_CONFIG],
       // A subscriber runs no other commands; a timeout would only kill the subscription.
-      useFactory: (c: GatewayConfig) => connect(c.REDIS_URL, 'td-gateway-subscriber', undefined, true),
+      useFactory: (c: GatewayConfig) => connectRedis(c.REDIS_URL, 'td-gateway-subscriber', undefined, true),
+    },
+    {
+      provide: REQUEST_DEADLINE,
+      inject: [GATEWAY_CONFIG],
+      useFactory: (c: GatewayConfig) => new AdaptiveDeadline(c.REDIS_REQUEST_TIMEOUT_MS, Math.max(c.REDIS_REQUEST_TIMEOUT_MS, REQUEST_DEADLINE_CAP_MS)),
     },
   ],
-  exports: [REDIS_COMMANDS, REDIS_SUBSCRIBER],
+  exports: [REDIS_COMMANDS, REDIS_SUBSCRIBER, REQUEST_DEADLINE],
 })
 export class RedisModule implements OnApplicationShutdown {
   constructor(

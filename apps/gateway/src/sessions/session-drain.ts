@@ -2,20 +2,18 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { AiBridgeClient, DeadLetterQueue } from '@traffic-dam/ai-bridge';
+import { AiClient, DeadLetterQueue } from '@traffic-dam/ai-bridge';
 import { withDeadline } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { INSTANCE_ID } from '../common/instance';
 import { LifecycleService, type DrainMode } from '../common/lifecycle.service';
 import { REDIS_COMMANDS } from '../common/redis/redis.module';
-import { ChatService } from './chat.service';
+import { SessionCleanup } from './session-cleanup';
+import { SessionRegistry } from './session-registry';
 import { SessionRepository } from './session.repository';
-import type { StreamHub } from './stream-hub';
-
-const EXPIRED_DRAINING = { event: 'expired', data: { reason: 'draining' } } as const;
 /** How often the drain looks again at the sessions still busy. */
 const POLL_MS = 100;
-/** After the last stream ended, how long its close handler (slot, Redis clean-up) may take. */
+/** After the last session ended, how long its close handler (slot) and its Redis clean-up may take. */
 const CLOSE_WAIT_MS = 2_000;
 
 /**
@@ -26,7 +24,8 @@ const CLOSE_WAIT_MS = 2_000;
  *    one with an answer running ends right after its done or error;
  * 3. at DRAIN_INFLIGHT_MS: answers still running are cut: dead-lettered (reason draining),
  *    the client gets `error` code draining, then `expired: draining`.
- * Ending a stream releases its dam slot through the stream's close handler.
+ * Ending a session releases its dam slot through its connection's close handler, whatever the
+ * transport; its Redis clean-up is waited for (bounded) before the instance leaves.
  */
 @Injectable()
 export class SessionDrainer {
@@ -38,15 +37,17 @@ export class SessionDrainer {
     @Inject(REDIS_COMMANDS) redis: Redis,
     @InjectPinoLogger(SessionDrainer.name) private readonly logger: PinoLogger,
     private readonly sessions: SessionRepository,
-    private readonly bridge: AiBridgeClient,
-    chat: ChatService,
+    private readonly ai: AiClient,
+    private readonly hub: SessionRegistry,
+    private readonly cleanup: SessionCleanup,
     lifecycle: LifecycleService,
   ) {
     this.dlq = new DeadLetterQueue({ redis, questionStream: config.AI_QUESTION_STREAM });
-    lifecycle.onDrain((mode) => this.drain(chat.hub, mode));
+    lifecycle.onDrain((mode) => this.drain(mode));
   }
 
-  async drain(hub: StreamHub, mode: DrainMode): Promise<void> {
+  async drain(mode: DrainMode): Promise<void> {
+    const hub = this.hub;
     const started = Date.now();
     const graceful = mode === 'graceful';
     const graceUntil = graceful ? started + this.config.DRAIN_GRACE_MS : started;
@@ -63,7 +64,7 @@ export class SessionDrainer {
         if (now > graceUntil) inRedis = await this.mark(ids);
         for (const id of ids) {
           if (this.busy(hub, id, inRedis) === null) {
-            hub.end(id, 'draining', EXPIRED_DRAINING);
+            hub.end(id, 'draining', 'draining');
             expired++;
           }
         }
@@ -74,11 +75,12 @@ export class SessionDrainer {
     const cut = await this.cut(hub, inRedis, started);
     const until = Date.now() + CLOSE_WAIT_MS;
     while (hub.size > 0 && Date.now() < until) await sleep(20);
-    this.logger.info({ expired: expired + cut.sessions, cut: cut.answers, ms: Date.now() - started, left: hub.size }, 'drained');
+    const cleaned = await this.cleanup.settled(Math.max(0, until - Date.now()));
+    this.logger.info({ expired: expired + cut.sessions, cut: cut.answers, ms: Date.now() - started, left: hub.size, cleaned }, 'drained');
   }
 
   /** The question in flight on a session, as this instance or Redis knows it, or null. */
-  private busy(hub: StreamHub, id: string, inRedis: Map<string, string | null> | null): string | null {
+  private busy(hub: SessionRegistry, id: string, inRedis: Map<string, string | null> | null): string | null {
     return hub.get(id)?.inflight?.messageId ?? inRedis?.get(id) ?? null;
   }
 
@@ -94,7 +96,7 @@ export class SessionDrainer {
 
   /** The in-flight limit passed: the answers still running are dead-lettered, then every stream ends. */
   private async cut(
-    hub: StreamHub,
+    hub: SessionRegistry,
     inRedis: Map<string, string | null> | null,
     started: number,
   ): Promise<{ sessions: number; answers: number }> {
@@ -109,7 +111,7 @@ export class SessionDrainer {
       const message = 'the gateway shut down before the answer finished';
       let written: string[] = [];
       try {
-        await Promise.all([...answers.keys()].map((m) => this.bridge.cancel(m)));
+        await Promise.all([...answers.keys()].map((m) => this.ai.cancel(m)));
         const tokens = new Map([...answers].map(([m, a]) => [m, a.tokens]));
         // Questions live on the stream from when they were accepted: at most one deadline back.
         const since = started - this.config.QUESTION_DEADLINE_MS - 5_000;
@@ -121,15 +123,15 @@ export class SessionDrainer {
         const dlq = written.includes(messageId);
         this.logger.warn({ sessionId: a.sessionId, messageId, dlq, reason: 'draining' }, dlq ? 'dead-lettered' : 'answer cut, not dead-lettered');
         const detail = dlq ? 'it was dead-lettered and can be replayed' : 'it could not be dead-lettered';
-        hub.send(a.sessionId, 'error', { messageId, code: 'draining', message: `The instance shut down before the answer finished; ${detail}.` });
+        hub.emit(a.sessionId, 'error', { messageId, code: 'draining', message: `The instance shut down before the answer finished; ${detail}.` });
       }
     }
-    for (const id of ids) hub.end(id, 'draining', EXPIRED_DRAINING);
+    for (const id of ids) hub.end(id, 'draining', 'draining');
     return { sessions: ids.length, answers: answers.size };
   }
 }
 
-/** Streams not yet ended (an ended one is still in the hub until its close handler ran). */
-function open(hub: StreamHub): string[] {
-  return hub.ids().filter((id) => hub.get(id)?.closeReason === undefined);
+/** Sessions not yet ending (an ending one stays in the registry until its close handler ran). */
+function open(hub: SessionRegistry): string[] {
+  return hub.open().map((s) => s.record.sessionId);
 }

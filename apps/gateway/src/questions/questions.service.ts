@@ -1,0 +1,124 @@
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
+import { EnqueueUnknownError, protocolKeys, type Question } from '@traffic-dam/ai-bridge';
+import { AiCapacityService } from '../ai/ai-capacity.service';
+import { AnswerRelay } from '../answers/answer-relay.service';
+import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
+import { DamService } from '../dam/dam.service';
+import { MetricsService } from '../metrics/metrics.service';
+import type { ClaimResult } from '../sessions/session.repository';
+import { QuestionClaims } from './question-claims';
+
+/** How long after its deadline a question still holds the session's in-flight slot. */
+const INFLIGHT_SLACK_MS = 5_000;
+
+export interface AskInput {
+  sessionId: string;
+  token: string;
+  /** Already checked (question-body.ts). */
+  question: string;
+  traceId: string;
+}
+
+export interface Accepted {
+  messageId: string;
+  /** The per-user question limit, when one applies (HTTP sends it as RateLimit headers). */
+  rateLimit: RateLimitInfo | null;
+}
+
+/**
+ * Ask, for every transport: claim the session's in-flight slot, the per-user rate, the AI gate,
+ * the enqueue. What the client is told is what happened: accepted means queued exactly once, and
+ * a refused question never reaches the session's events (see AiClient's enqueue and AnswerRelay).
+ */
+@Injectable()
+export class QuestionsService {
+  constructor(
+    @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
+    @InjectPinoLogger(QuestionsService.name) private readonly logger: PinoLogger,
+    private readonly claims: QuestionClaims,
+    private readonly dam: DamService,
+    private readonly gate: AiCapacityService,
+    private readonly relay: AnswerRelay,
+    private readonly metrics: MetricsService,
+  ) {}
+
+  async ask(q: AskInput): Promise<Accepted> {
+    // Before any Redis round trip: under overload most questions end here, at no cost.
+    this.refuseIfKnownOverloaded();
+    const messageId = randomUUID();
+    const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
+    const claim = await this.claims.claim(q.sessionId, q.token, messageId, this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS).catch((err: unknown) => {
+      this.metrics.questions.inc({ outcome: ErrorCode.RedisUnavailable });
+      throw err;
+    });
+    this.assertClaimed(claim);
+    let rateLimit: RateLimitInfo | null;
+    try {
+      // The gate may have refused others while this claim waited in line for Redis.
+      this.refuseIfKnownOverloaded();
+      rateLimit = await this.dam.checkQuestionRate(claim.userId).catch((err: unknown) => {
+        this.metrics.questions.inc({ outcome: 'rate_limited' });
+        throw err;
+      });
+      // replyTo: the channel of the instance holding the session, wherever the question was posted.
+      const replyTo = protocolKeys.replyChannel(claim.ownerInstanceId);
+      await this.enqueue({ id: messageId, sessionId: q.sessionId, replyTo, question: q.question, deadline, attempt: 1, traceId: q.traceId });
+    } catch (err) {
+      this.claims.release(q.sessionId, messageId);
+      throw err;
+    }
+    this.metrics.questions.inc({ outcome: 'accepted' });
+    this.relay.accepted(claim.ownerInstanceId, q.sessionId, messageId, deadline);
+    this.logger.info({ sessionId: q.sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
+    return { messageId, rateLimit };
+  }
+
+  private async enqueue(question: Question): Promise<void> {
+    try {
+      await this.gate.enqueue(question);
+    } catch (err) {
+      if (err instanceof GatewayException) {
+        this.metrics.questions.inc({ outcome: err.code });
+        throw err;
+      }
+      // Not known to be queued: refused, and nothing of it may reach the session.
+      if (err instanceof EnqueueUnknownError) this.relay.refused(question.id);
+      this.metrics.questions.inc({ outcome: ErrorCode.RedisUnavailable });
+      throw new GatewayException(ErrorCode.RedisUnavailable, 'The question could not be queued.', { retryAfterSec: 1 });
+    }
+  }
+
+  private assertClaimed(claim: ClaimResult): void {
+    switch (claim.status) {
+      case 'ok':
+        return;
+      case 'not_found':
+        this.metrics.questions.inc({ outcome: 'session_not_found' });
+        throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
+      case 'forbidden':
+        this.metrics.questions.inc({ outcome: 'forbidden' });
+        throw new GatewayException(ErrorCode.InvalidToken, 'The token does not belong to this session.');
+      case 'busy':
+        this.metrics.questions.inc({ outcome: 'in_flight' });
+        throw new GatewayException(ErrorCode.QuestionInFlight, 'Wait for the current answer to finish (done or error).');
+      case 'draining':
+        // Its connection ends within the drain's grace period; a new one lands on another instance.
+        this.metrics.questions.inc({ outcome: 'draining' });
+        throw new GatewayException(ErrorCode.Draining, "This session's instance is shutting down; open a new stream and ask there.", {
+          retryAfterSec: 1,
+        });
+    }
+  }
+
+  private refuseIfKnownOverloaded(): void {
+    try {
+      this.gate.refuseIfKnownOverloaded();
+    } catch (err) {
+      this.metrics.questions.inc({ outcome: ErrorCode.AiOverloaded });
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,43 @@
+// The session core's side of a transport: what it emits, and the small interface a transport
+// (SSE, Socket.IO) implements to carry it. The core never sees an Express or Socket.IO object.
+
+export type Transport = 'sse' | 'socketio';
+export const TRANSPORTS: readonly Transport[] = ['sse', 'socketio'];
+
+export type ExpiredReason = 'idle' | 'lifetime' | 'draining';
+export type CloseReason = 'client' | 'deleted' | 'draining' | 'slow_client' | 'error' | 'idle' | 'lifetime';
+
+/** The payload of each event, the same on every transport. */
+export interface SessionEventData {
+  session: { sessionId: string; token: string; instanceId: string; expiresAt: number };
+  token: { messageId: string; seq: number; text: string };
+  done: { messageId: string; tokens: number };
+  error: { messageId: string; code: string; message: string };
+  expired: { reason: ExpiredReason };
+}
+
+export type SessionEventName = keyof SessionEventData;
+
+/** One event of a session. `id` counts up from 1 within the session (for resuming a stream later). */
+export type SessionEvent = { [N in SessionEventName]: { id: number; name: N; data: SessionEventData[N] } }[SessionEventName];
+
+/** One client connection that carries a session's events. */
+export interface SessionConnection {
+  readonly transport: Transport;
+  /** True once the client went away; the core looks after every wait while the session opens. */
+  readonly gone: boolean;
+  /** The session exists: start the stream (SSE sends its headers). Called once, before any event. */
+  open(): void;
+  /** Delivers one event; false when it could not (gone, or too far behind). */
+  send(event: SessionEvent): boolean;
+  /** Ends the connection from the server side. The close is reported through onClose. */
+  end(): void;
+  /** The one callback for when the connection has closed, for whatever reason; called at once if it already has. */
+  onClose(cb: (reason: CloseReason) => void): void;
+}
+
+/** How a transport reaches a connection it holds on another instance. */
+export interface TransportReach {
+  /** Asks the instance holding the session to end it (a DELETE that landed elsewhere). */
+  closeRemote(ownerInstanceId: string, sessionId: string): Promise<void>;
+}

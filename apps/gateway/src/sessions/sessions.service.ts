@@ -1,0 +1,143 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
+import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { ErrorCode, GatewayException } from '../common/errors';
+import { INSTANCE_ID } from '../common/instance';
+import type { AdaptiveDeadline } from '../common/redis/adaptive-deadline';
+import { REQUEST_DEADLINE } from '../common/redis/redis.module';
+import { DamService, type Admission } from '../dam/dam.service';
+import type { Credentials } from '../dam/identity';
+import { SessionCleanup } from './session-cleanup';
+import type { CloseReason, SessionConnection, Transport, TransportReach } from './session-events';
+import { SessionMetrics } from './session-metrics';
+import { SessionRegistry, type LocalSession } from './session-registry';
+import { SessionRepository, hashToken, type SessionRecord } from './session.repository';
+
+export function redisUnavailable(): GatewayException {
+  return new GatewayException(ErrorCode.RedisUnavailable, 'Shared state is unavailable; try again.', { retryAfterSec: 1 });
+}
+
+/**
+ * The session core: open (admit through the dam, store the session), close (from any instance)
+ * and the end of a session, for every transport. It emits events to a SessionConnection and
+ * never sees the transport under it.
+ */
+@Injectable()
+export class SessionsService {
+  private readonly reaches = new Map<Transport, TransportReach>();
+
+  constructor(
+    @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
+    @Inject(INSTANCE_ID) private readonly instanceId: string,
+    @Inject(REQUEST_DEADLINE) private readonly deadline: AdaptiveDeadline,
+    @InjectPinoLogger(SessionsService.name) private readonly logger: PinoLogger,
+    private readonly registry: SessionRegistry,
+    private readonly repository: SessionRepository,
+    private readonly cleanup: SessionCleanup,
+    private readonly dam: DamService,
+    private readonly metrics: SessionMetrics,
+  ) {}
+
+  /** A transport tells how it reaches its connections on other instances (for a DELETE landing elsewhere). */
+  registerReach(transport: Transport, reach: TransportReach): void {
+    this.reaches.set(transport, reach);
+  }
+
+  /** A slot in the dam for a new session, or the refusal (dam_full, user_session_limit, ...). */
+  admit(credentials: Credentials): Promise<Admission> {
+    return this.dam.admit(credentials);
+  }
+
+  /**
+   * Opens the session on an admitted connection: stores it, starts the connection, sends `session`.
+   * Returns null when the client went away meanwhile. The admission's slot is always either the
+   * session's or released here.
+   */
+  async start(admission: Admission, connection: SessionConnection): Promise<LocalSession | null> {
+    let session: LocalSession | undefined;
+    try {
+      if (connection.gone) return this.goneEarly(connection.transport);
+      const now = Date.now();
+      const record: SessionRecord = {
+        sessionId: randomUUID(),
+        token: randomBytes(32).toString('base64url'),
+        instanceId: this.instanceId,
+        transport: connection.transport,
+        userId: admission.userId,
+        createdAt: now,
+        expiresAt: now + this.config.DAM_SESSION_MAX_MS,
+      };
+      // Redis away must not hold the session up: it starts local and is written later.
+      const persisted = await this.deadline.run(this.repository.create(record)).then(
+        () => true,
+        () => false,
+      );
+      if (connection.gone) {
+        this.cleanup.close(record.sessionId, record.expiresAt);
+        return this.goneEarly(connection.transport);
+      }
+      connection.open();
+      session = this.registry.add(record, connection, admission.lease, persisted);
+      const opened = session;
+      connection.onClose((reason) => this.closed(opened, reason));
+      this.metrics.sessionOpened(record.transport);
+      const { sessionId, token, expiresAt } = record;
+      this.registry.emit(sessionId, 'session', { sessionId, token, instanceId: this.instanceId, expiresAt });
+      this.logger.info({ sessionId, transport: record.transport, userId: record.userId ?? undefined, persisted }, 'session opened');
+      return session;
+    } finally {
+      // A failure before the session exists, or a client already gone, must not keep the slot.
+      if (!session) admission.lease.release();
+    }
+  }
+
+  /** Ends a session this instance holds, from the server side. */
+  end(sessionId: string, reason: CloseReason): boolean {
+    return this.registry.end(sessionId, reason);
+  }
+
+  /** DELETE /chat/sessions/:id, from any instance. */
+  async close(sessionId: string, token: string): Promise<void> {
+    // The session is here: the token is checked locally and no Redis round trip is needed.
+    const local = this.registry.get(sessionId);
+    if (local) {
+      if (hashToken(token) !== hashToken(local.record.token)) throw invalidToken();
+      this.registry.end(sessionId, 'deleted');
+      return;
+    }
+    const auth = await this.deadline.run(this.repository.authorize(sessionId, token)).catch(() => Promise.reject(redisUnavailable()));
+    if (auth.status === 'not_found') throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
+    if (auth.status === 'forbidden') throw invalidToken();
+    // Removed first, so the session is closed for every instance even if its owner is gone. Not
+    // confirmed in time: the clean-up goes on, the client hears 503 and may ask again.
+    await this.deadline
+      .run(this.cleanup.closeConfirmed(sessionId, Date.now() + this.config.DAM_SESSION_MAX_MS))
+      .catch(() => Promise.reject(redisUnavailable()));
+    if (auth.ownerInstanceId === this.instanceId) return;
+    const reach = this.reaches.get(auth.transport);
+    if (reach) await this.deadline.run(reach.closeRemote(auth.ownerInstanceId, sessionId)).catch(() => Promise.reject(redisUnavailable()));
+  }
+
+  /** The connection closed (the client left, or the server ended it): frees everything, once. */
+  private closed(opened: LocalSession, reason: CloseReason): void {
+    const s = this.registry.remove(opened.record.sessionId);
+    if (!s) return;
+    s.lease.release();
+    // Unsubscribing cancels the question if it is still being answered here.
+    s.inflight?.answer?.unsubscribe();
+    const why = s.closeReason ?? reason;
+    this.metrics.sessionClosed(s.record.transport, why);
+    this.cleanup.close(s.record.sessionId, s.record.expiresAt);
+    this.logger.info({ sessionId: s.record.sessionId, transport: s.record.transport, reason: why }, 'session closed');
+  }
+
+  private goneEarly(transport: Transport): null {
+    this.metrics.sessionClosed(transport, 'client');
+    return null;
+  }
+}
+
+function invalidToken(): GatewayException {
+  return new GatewayException(ErrorCode.InvalidToken, 'The token does not belong to this session.');
+}

@@ -1,0 +1,70 @@
+import { Body, Controller, Delete, Get, HttpCode, Inject, Param, Post, Req, Res, UseGuards, UseInterceptors } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { BreakerGuard } from '../ai/breaker.guard';
+import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import { ErrorCode, GatewayException, rateLimitHeaders } from '../common/errors';
+import { parseBearer, parseQuestionBody } from '../questions/question-body';
+import { QuestionsService } from '../questions/questions.service';
+import { DrainingGuard } from '../sessions/draining.guard';
+import { SessionsService } from '../sessions/sessions.service';
+import { JsonBodyInterceptor } from './json-body.interceptor';
+import { SseConnection, SsePinger } from './sse-connection';
+
+// Session ids are UUIDs we minted; anything else cannot be a session.
+const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** The HTTP face of the session core: open an SSE stream, ask, close. Nothing here but HTTP. */
+@Controller('chat')
+export class ChatController {
+  constructor(
+    @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
+    private readonly sessions: SessionsService,
+    private readonly questions: QuestionsService,
+    private readonly pinger: SsePinger,
+  ) {}
+
+  @Get('stream')
+  @UseGuards(DrainingGuard)
+  async stream(@Req() req: Request, @Res() res: Response): Promise<void> {
+    const connection = new SseConnection(req, res, this.pinger);
+    const admission = await this.sessions.admit(req);
+    await this.sessions.start(admission, connection);
+  }
+
+  @Post('sessions/:sessionId/messages')
+  @HttpCode(202)
+  @UseGuards(BreakerGuard)
+  @UseInterceptors(JsonBodyInterceptor)
+  async ask(
+    @Param('sessionId') sessionId: string,
+    @Req() req: Request,
+    @Res({ passthrough: true }) res: Response,
+    @Body() body: unknown,
+  ): Promise<{ messageId: string }> {
+    const token = requireToken(req.headers.authorization);
+    if (!req.is('application/json')) {
+      throw new GatewayException(ErrorCode.UnsupportedMediaType, 'Send the question as application/json.');
+    }
+    if (!SESSION_ID.test(sessionId)) throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
+    const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
+    const { messageId, rateLimit } = await this.questions.ask({ sessionId, token, question, traceId: String(req.id ?? '') });
+    if (rateLimit) for (const [k, v] of Object.entries(rateLimitHeaders(rateLimit))) res.setHeader(k, v);
+    return { messageId };
+  }
+
+  @Delete('sessions/:sessionId')
+  @HttpCode(204)
+  async close(@Param('sessionId') sessionId: string, @Req() req: Request): Promise<void> {
+    const token = requireToken(req.headers.authorization);
+    if (!SESSION_ID.test(sessionId)) throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
+    await this.sessions.close(sessionId, token);
+  }
+}
+
+function requireToken(authorization: string | undefined): string {
+  const token = parseBearer(authorization);
+  if (token === null) {
+    throw new GatewayException(ErrorCode.MissingToken, 'Send the token from the session event as "Authorization: Bearer <token>".');
+  }
+  return token;
+}

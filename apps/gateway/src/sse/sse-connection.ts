@@ -1,0 +1,93 @@
+import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
+import type { CloseReason, SessionConnection, SessionEvent } from '../sessions/session-events';
+import { SSE_HEADERS, SSE_PING, sseEvent } from './sse';
+
+/** Bytes a client may leave unread before it counts as stuck and is cut off. */
+const MAX_UNREAD_BYTES = 512 * 1024;
+
+/** One SSE stream (GET /chat/stream) as the session core sees it. */
+export class SseConnection implements SessionConnection {
+  readonly transport = 'sse' as const;
+  gone = false;
+  private reason: CloseReason = 'client';
+  private closed: ((reason: CloseReason) => void) | null = null;
+
+  /** Listens for the close at once: a client that gives up while the dam answers must still free its slot. */
+  constructor(
+    private readonly req: Request,
+    private readonly res: Response,
+    private readonly pinger: SsePinger,
+  ) {
+    res.once('close', () => {
+      this.gone = true;
+      pinger.remove(this);
+      this.closed?.(this.reason);
+    });
+  }
+
+  open(): void {
+    this.res.status(200);
+    for (const [k, v] of Object.entries(SSE_HEADERS)) this.res.setHeader(k, v);
+    this.res.flushHeaders();
+    this.req.socket.setKeepAlive(true, 10_000);
+    this.pinger.add(this);
+  }
+
+  send(event: SessionEvent): boolean {
+    return this.write(sseEvent(event.name, event.data));
+  }
+
+  ping(): void {
+    this.write(SSE_PING);
+  }
+
+  end(): void {
+    if (!this.res.writableEnded) this.res.end();
+  }
+
+  onClose(cb: (reason: CloseReason) => void): void {
+    if (this.gone) queueMicrotask(() => cb(this.reason));
+    else this.closed = cb;
+  }
+
+  private write(chunk: string): boolean {
+    if (this.res.writableEnded || this.res.destroyed) return false;
+    if (this.res.writableLength > MAX_UNREAD_BYTES) {
+      this.reason = 'slow_client';
+      this.res.destroy();
+      return false;
+    }
+    this.res.write(chunk);
+    return true;
+  }
+}
+
+/** Pings every open SSE stream from one timer: 1,000 idle streams cost one wake-up per interval. */
+@Injectable()
+export class SsePinger implements OnModuleInit, OnModuleDestroy {
+  private readonly streams = new Set<SseConnection>();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(@Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig) {}
+
+  onModuleInit(): void {
+    this.timer = setInterval(() => {
+      for (const s of this.streams) s.ping();
+    }, this.config.SSE_PING_MS);
+    this.timer.unref();
+  }
+
+  onModuleDestroy(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  add(s: SseConnection): void {
+    this.streams.add(s);
+  }
+
+  remove(s: SseConnection): void {
+    this.streams.delete(s);
+  }
+}

@@ -1,0 +1,31 @@
+import { Module, type OnModuleInit } from '@nestjs/common';
+import { AiModule } from '../ai/ai.module';
+import { QuestionsModule } from '../questions/questions.module';
+import { ControlChannel } from '../sessions/control-channel';
+import { SessionsModule } from '../sessions/sessions.module';
+import { SessionsService } from '../sessions/sessions.service';
+import { ChatController } from './chat.controller';
+import { JsonBodyInterceptor } from './json-body.interceptor';
+import { SsePinger } from './sse-connection';
+
+/** The SSE transport: the HTTP routes of the chat contract over the session core. */
+@Module({
+  imports: [AiModule, SessionsModule, QuestionsModule],
+  controllers: [ChatController],
+  providers: [SsePinger, JsonBodyInterceptor],
+})
+export class SseModule implements OnModuleInit {
+  constructor(
+    private readonly sessions: SessionsService,
+    private readonly control: ControlChannel,
+  ) {}
+
+  /** A DELETE that landed elsewhere reaches an SSE stream through the holding instance's control channel. */
+  onModuleInit(): void {
+    this.sessions.registerReach('sse', {
+      closeRemote: async (owner, sessionId) => {
+        await this.control.send(owner, { type: 'close', sessionId });
+      },
+    });
+  }
+}

@@ -1,0 +1,66 @@
+import type { Redis } from 'ioredis';
+import { parseHeartbeat, parseReply, protocolKeys, type Reply, type WorkerHeartbeat } from './protocol';
+
+export type ReplyHandler = (reply: Reply) => void;
+
+/** This instance's reply channel: the workers publish a question's replies on the channel it names in replyTo. */
+export class ReplyChannel {
+  readonly name: string;
+  private readonly handlers = new Set<ReplyHandler>();
+  private invalid = 0;
+  private started = false;
+
+  constructor(
+    private readonly subscriber: Redis,
+    instanceId: string,
+  ) {
+    this.name = protocolKeys.replyChannel(instanceId);
+  }
+
+  /** Replies that failed to parse since start; a worker speaking another protocol shows here. */
+  get invalidReplyCount(): number {
+    return this.invalid;
+  }
+
+  /** Subscribes. Resolves once Redis confirmed the subscription. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    this.subscriber.on('message', (channel: string, payload: string) => {
+      if (channel !== this.name) return;
+      const reply = parseReply(payload);
+      if (reply === null) {
+        this.invalid++;
+        return;
+      }
+      for (const h of this.handlers) h(reply);
+    });
+    await this.subscriber.subscribe(this.name);
+  }
+
+  onReply(handler: ReplyHandler): () => void {
+    this.handlers.add(handler);
+    return () => this.handlers.delete(handler);
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    this.handlers.clear();
+    await this.subscriber.unsubscribe(this.name);
+  }
+}
+
+/** Heartbeats of the workers alive now. */
+export async function liveWorkers(redis: Redis): Promise<WorkerHeartbeat[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', protocolKeys.workerHeartbeatPattern, 'COUNT', 100);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  if (keys.length === 0) return [];
+  const values = await redis.mget(...keys);
+  return values.map(parseHeartbeat).filter((h): h is WorkerHeartbeat => h !== null);
+}

@@ -1,0 +1,2 @@
+export { createScript } from './lib/create-script';
+export type { RedisScript, ScriptClient, ScriptPipeline } from './lib/create-script';
