@@ -119,7 +119,6 @@ async function openSse() {
   on('token', onToken);
   on('done', onDone);
   on('failed', onFailed);
-  on('error', onFailed);
   on('expired', onExpired);
   on('refused', (p) => {
     es.close();
@@ -176,7 +175,6 @@ async function openSocketIo() {
   on('token', onToken);
   on('done', onDone);
   on('failed', onFailed);
-  on('error', onFailed);
   on('expired', onExpired);
   socket.on('connect_error', (err) => {
     showRefusal({ code: err.data?.code ?? 'connect_error', detail: err.data?.detail ?? err.message, ...err.data });

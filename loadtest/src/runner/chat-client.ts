@@ -161,7 +161,7 @@ export class ChatClient {
             case 'done':
               doneAt = performance.now();
               break;
-            case 'error':
+            case 'failed':
               try {
                 errorCode = (JSON.parse(e.data) as Problem).code ?? 'no_code';
               } catch {

@@ -57,7 +57,7 @@ const WHEN: Record<ErrorCode, string> = {
   [ErrorCode.InvalidToken]: 'the bearer token is not the token of this session',
   [ErrorCode.SessionNotFound]: 'no open session with this id (never existed, closed, or expired)',
   [ErrorCode.NotFound]: 'no route matches the path',
-  [ErrorCode.QuestionInFlight]: 'a question on this session has not ended yet (done or error)',
+  [ErrorCode.QuestionInFlight]: 'a question on this session has not ended yet (done or failed)',
   [ErrorCode.QuestionTooLarge]: 'the question is over QUESTION_MAX_CHARS characters',
   [ErrorCode.BodyTooLarge]: 'the body is over BODY_MAX_BYTES',
   [ErrorCode.UnsupportedMediaType]: 'the body is not application/json',
@@ -77,7 +77,7 @@ const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Record<stri
       summary: 'Open a session: a Server-Sent Events stream',
       description:
         'Admitted through the dam, or refused at once. The first event is `session` with the token that POST and ' +
-        'DELETE need. Then, per question: `token` events (seq from 0) and one `done` or `error`. `expired` ends the ' +
+        'DELETE need. Then, per question: `token` events (seq from 0) and one `done` or `failed`. `expired` ends the ' +
         'stream (idle, lifetime, draining). A `: ping` comment line comes at least every SSE_PING_MS (15 s). Each ' +
         'event is `event: <name>` and one `data: <JSON>` line; see the schema SseEvent.',
       security: [{}, { jwt: [] }],
@@ -94,7 +94,7 @@ const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Record<stri
     op: {
       tags: ['chat'],
       summary: 'Ask a question on a session',
-      description: 'Any instance takes it; the answer arrives on the session\'s stream as `token` events, then `done` or `error` with this messageId.',
+      description: 'Any instance takes it; the answer arrives on the session\'s stream as `token` events, then `done` or `failed` with this messageId.',
       security: [{ sessionToken: [] }],
       requestBody: { required: true, content: { 'application/json': { schema: ref('QuestionBody') } } },
     },
@@ -151,7 +151,7 @@ const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Record<stri
   },
 };
 
-const SSE_EVENTS = ['session', 'token', 'done', 'error', 'expired'] as const;
+const SSE_EVENTS = ['session', 'token', 'done', 'failed', 'expired'] as const;
 /** `done` -> `DoneEvent` (and its data: `DoneEventData`). */
 const eventSchema = (e: string): string => `${e.charAt(0).toUpperCase()}${e.slice(1)}Event`;
 
@@ -203,7 +203,7 @@ const SCHEMAS: Record<string, Schema> = {
     required: ['messageId', 'tokens'],
     properties: { messageId: { type: 'string', format: 'uuid' }, tokens: { type: 'integer', minimum: 0 } },
   },
-  ErrorEventData: {
+  FailedEventData: {
     type: 'object',
     required: ['messageId', 'code', 'message'],
     properties: {
