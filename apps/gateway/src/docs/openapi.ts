@@ -32,6 +32,7 @@ const HEADERS: Partial<Record<ErrorCode, string[]>> = {
   [ErrorCode.MissingToken]: ['WWW-Authenticate'],
   [ErrorCode.InvalidToken]: ['WWW-Authenticate'],
   [ErrorCode.InvalidCredentials]: ['WWW-Authenticate'],
+  [ErrorCode.InvalidTicket]: ['WWW-Authenticate'],
   [ErrorCode.Draining]: ['Retry-After'],
   [ErrorCode.RedisUnavailable]: ['Retry-After'],
   [ErrorCode.AiOverloaded]: ['Retry-After'],
@@ -50,7 +51,9 @@ const WHEN: Record<ErrorCode, string> = {
   [ErrorCode.BadJson]: 'the body is not valid JSON',
   [ErrorCode.BadRequest]: 'the body is not {"question": "<text>"} (missing, empty, not a string, unknown fields)',
   [ErrorCode.MissingToken]: 'no `Authorization: Bearer` header (the session token; on GET /chat/stream a JWT when AUTH_JWT_REQUIRED)',
-  [ErrorCode.InvalidCredentials]: 'the JWT on GET /chat/stream is malformed, expired, or fails issuer/audience/signature checks',
+  [ErrorCode.InvalidCredentials]: 'the JWT (GET /chat/stream, POST /chat/tickets) is malformed, expired, or fails issuer/audience/signature checks',
+  [ErrorCode.InvalidTicket]: 'the stream ticket (?ticket=) is unknown, already used, or past STREAM_TICKET_TTL_MS',
+  [ErrorCode.TicketsDisabled]: 'POST /chat/tickets on a gateway without AUTH_JWT_SECRET (streams need no ticket then)',
   [ErrorCode.DamFull]: 'the global session budget (slots per instance x live instances) is spent',
   [ErrorCode.UserSessionLimit]: 'this user already holds DAM_USER_MAX_SESSIONS open sessions',
   [ErrorCode.UserRateLimited]: 'this user asked DAM_USER_QUESTIONS questions within DAM_USER_QUESTION_WINDOW_SEC',
@@ -81,6 +84,24 @@ const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Record<stri
         'stream (idle, lifetime, draining). A `: ping` comment line comes at least every SSE_PING_MS (15 s). Each ' +
         'event is `event: <name>` and one `data: <JSON>` line; see the schema SseEvent.',
       security: [{}, { jwt: [] }],
+      parameters: [
+        {
+          name: 'ticket',
+          in: 'query',
+          required: false,
+          schema: { type: 'string' },
+          description: 'A stream ticket from POST /chat/tickets, instead of the JWT header (EventSource sends no headers). Single use; never logged.',
+        },
+        {
+          name: 'refusal',
+          in: 'query',
+          required: false,
+          schema: { type: 'string', enum: ['event'] },
+          description:
+            '`event`: a refusal (401, 429, 503 but draining) comes as 200 with one `refused` event (the problem and retryAfterMs) and the end, ' +
+            'with `retry:` = the Retry-After, so an EventSource can read it. Without it refusals are plain HTTP statuses.',
+        },
+      ],
     },
     ok: {
       200: {
@@ -88,7 +109,19 @@ const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Record<stri
         content: { 'text/event-stream': { schema: ref('SseEvent') } },
       },
     },
-    problems: [ErrorCode.MissingToken, ErrorCode.InvalidCredentials, ErrorCode.DamFull, ErrorCode.UserSessionLimit, ErrorCode.RedisUnavailable, ErrorCode.Draining],
+    problems: [ErrorCode.MissingToken, ErrorCode.InvalidCredentials, ErrorCode.InvalidTicket, ErrorCode.DamFull, ErrorCode.UserSessionLimit, ErrorCode.RedisUnavailable, ErrorCode.Draining],
+  },
+  'post /chat/tickets': {
+    op: {
+      tags: ['chat'],
+      summary: 'Trade a JWT for a stream ticket (for EventSource, which cannot send headers)',
+      description:
+        'Send `Authorization: Bearer <jwt>`; the ticket carries its verified identity for one GET /chat/stream?ticket=<ticket> ' +
+        'within STREAM_TICKET_TTL_MS (30 s). Only its SHA-256 is stored; taking it deletes it, so a second use is invalid_ticket.',
+      security: [{ jwt: [] }],
+    },
+    ok: { 201: { description: 'The ticket.', content: { 'application/json': { schema: ref('StreamTicket') } } } },
+    problems: [ErrorCode.MissingToken, ErrorCode.InvalidCredentials, ErrorCode.TicketsDisabled, ErrorCode.RedisUnavailable],
   },
   'post /chat/sessions/{sessionId}/messages': {
     op: {
@@ -151,7 +184,7 @@ const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Record<stri
   },
 };
 
-const SSE_EVENTS = ['session', 'token', 'done', 'failed', 'expired'] as const;
+const SSE_EVENTS = ['session', 'token', 'done', 'failed', 'expired', 'refused'] as const;
 /** `done` -> `DoneEvent` (and its data: `DoneEventData`). */
 const eventSchema = (e: string): string => `${e.charAt(0).toUpperCase()}${e.slice(1)}Event`;
 
@@ -181,6 +214,21 @@ const SCHEMAS: Record<string, Schema> = {
     additionalProperties: false,
     required: ['question'],
     properties: { question: { type: 'string', minLength: 1, description: 'At most QUESTION_MAX_CHARS characters (code points).' } },
+  },
+  StreamTicket: {
+    type: 'object',
+    required: ['ticket', 'expiresAt'],
+    properties: {
+      ticket: { type: 'string', description: 'Put it in GET /chat/stream?ticket=; good once.' },
+      expiresAt: { type: 'integer', description: 'Epoch ms after which it is refused.' },
+    },
+  },
+  RefusedEventData: {
+    description: 'Only with ?refusal=event: the problem of the refused stream, then the stream ends.',
+    allOf: [
+      ref('Problem'),
+      { type: 'object', properties: { retryAfterMs: { type: 'integer', description: 'The Retry-After in ms (also the stream\'s `retry:`), where waiting helps.' } } },
+    ],
   },
   MessageAccepted: { type: 'object', required: ['messageId'], properties: { messageId: { type: 'string', format: 'uuid' } } },
   SessionEventData: {
@@ -329,7 +377,7 @@ export function buildOpenApi(app: INestApplication, config: GatewayConfig): Open
       item[method] = {
         ...op,
         ...spec.op,
-        parameters: params,
+        parameters: [...params, ...(spec.op.parameters ?? [])],
         responses: { ...spec.ok, ...problemResponses([...spec.problems, ...ALWAYS]) },
       };
     }
