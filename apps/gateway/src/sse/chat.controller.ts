@@ -8,6 +8,8 @@ import { QuestionsService } from '../questions/questions.service';
 import { DrainingGuard } from '../sessions/draining.guard';
 import { SessionsService } from '../sessions/sessions.service';
 import type { Credentials } from '../dam/identity';
+import { parseEventId } from '../resume/resume-id';
+import { ResumeService } from '../resume/resume.service';
 import { TicketsService } from '../tickets/tickets.service';
 import { FINAL_EVENT_ID, REFUSAL_AS_EVENT, sendRefusalEvent } from './refusal-event';
 import { JsonBodyInterceptor } from './json-body.interceptor';
@@ -25,6 +27,7 @@ export class ChatController {
     private readonly questions: QuestionsService,
     private readonly pinger: SsePinger,
     private readonly tickets: TicketsService,
+    private readonly resume: ResumeService,
   ) {}
 
   @Get('stream')
@@ -36,7 +39,20 @@ export class ChatController {
     }
     const connection = new SseConnection(req, res, this.pinger);
     try {
-      const admission = await this.sessions.admit(await this.credentials(req));
+      let credentials: Credentials | null = null;
+      // EventSource's reconnect: the same URL (its ticket spent) and the id of the last event it has.
+      const point = parseEventId(req.header('last-event-id'));
+      if (point) {
+        const r = await this.resume.resume(point, connection);
+        if (r.kind === 'resumed') return;
+        if (r.kind === 'ended') {
+          if (!res.headersSent) res.status(204).end();
+          return;
+        }
+        // Drained: a new session for whom the old one was (a JWT or ticket proved it then).
+        credentials = r.userId ? { headers: {}, ip: req.ip, verified: { userId: r.userId, claims: {} } } : { headers: req.headers, ip: req.ip };
+      }
+      const admission = await this.sessions.admit(credentials ?? (await this.credentials(req)));
       await this.sessions.start(admission, connection);
     } catch (err) {
       // Asked for (?refusal=event): the refusal comes as an event a browser can read.

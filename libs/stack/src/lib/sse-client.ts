@@ -3,6 +3,8 @@ import { createParser } from 'eventsource-parser';
 export interface SseEvent {
   event: string;
   data: unknown;
+  /** The event's `id:` (`<resume handle>.<n>` from the gateway), if it had one. */
+  id?: string;
   /** ms since the stream was requested. */
   at: number;
 }
@@ -27,6 +29,8 @@ export class SseClient {
   closed = false;
   /** `: ping` comment lines seen. */
   pings = 0;
+  /** The last `retry:` the server sent (ms), or null. */
+  retry: number | null = null;
   private readonly abort = new AbortController();
   private readonly started = Date.now();
   private waiters: Array<() => void> = [];
@@ -67,8 +71,11 @@ export class SseClient {
         } catch {
           // keep the raw text
         }
-        this.events.push({ event: e.event ?? 'message', data, at: Date.now() - this.started });
+        this.events.push({ event: e.event ?? 'message', data, id: e.id, at: Date.now() - this.started });
         this.wake();
+      },
+      onRetry: (ms) => {
+        this.retry = ms;
       },
       onComment: (c) => {
         if (c.trim() === 'ping') this.pings++;
@@ -108,6 +115,12 @@ export class SseClient {
         });
       });
     }
+  }
+
+  /** The id of the last event that had one: what an EventSource sends back as Last-Event-ID. */
+  get lastEventId(): string | undefined {
+    for (let i = this.events.length - 1; i >= 0; i--) if (this.events[i]?.id !== undefined) return this.events[i]?.id;
+    return undefined;
   }
 
   async session(timeoutMs = 10_000): Promise<ChatSession> {
