@@ -307,7 +307,7 @@ const SCHEMAS: Record<string, Schema> = {
   },
   DamStatus: {
     type: 'object',
-    description: 'held: sessions this instance holds; ceiling and share: its local limits; global: used/capacity/live instances from Redis (stale when Redis is away); fallback: whether the Redis fallback is active; limits: the per-user limits in force.',
+    description: 'held: sessions this instance holds; ceiling and share: its local limits; global: used/capacity/live instances from Redis (stale when Redis is away); fallback: whether the Redis fallback is active; limits: the per-user limits in force; ai: the AI path.',
     properties: {
       instanceId: { type: 'string' },
       mode: { type: 'string', enum: ['enforce', 'shadow', 'off'] },
@@ -317,6 +317,19 @@ const SCHEMAS: Record<string, Schema> = {
       global: { type: ['object', 'null'], properties: { used: { type: 'integer' }, capacity: { type: 'integer' }, live: { type: 'integer' } } },
       fallback: { type: 'object' },
       limits: { type: 'object' },
+      ai: {
+        type: 'object',
+        description: 'The AI path: the estimated wait of a question asked now (ms; -1 unknown, null when Redis did not answer) and its limit, the line, the live workers, the rate the gate counts on, the breaker.',
+        properties: {
+          estimatedWaitMs: { type: ['integer', 'null'] },
+          maxWaitMs: { type: 'integer' },
+          queueDepth: { type: ['integer', 'null'] },
+          liveWorkers: { type: 'integer' },
+          ratePerSec: { type: 'number' },
+          answering: { type: 'integer' },
+          breaker: { type: 'string', enum: ['closed', 'half_open', 'open'] },
+        },
+      },
     },
   },
 };
