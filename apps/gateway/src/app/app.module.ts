@@ -16,6 +16,7 @@ import { HealthModule } from '../health/health.module';
 import { MetricsModule } from '../metrics/metrics.module';
 import { QuestionsModule } from '../questions/questions.module';
 import { SessionsModule } from '../sessions/sessions.module';
+import { SocketIoModule } from '../socketio/socketio.module';
 import { SseModule } from '../sse/sse.module';
 import { TicketsModule } from '../tickets/tickets.module';
 import { redactUrl } from '../common/redact-url';
@@ -74,6 +75,7 @@ export class AppModule {
         QuestionsModule,
         TicketsModule,
         SseModule,
+        SocketIoModule,
       ],
       providers: [
         { provide: GATEWAY_CONFIG, useValue: config },

@@ -85,7 +85,7 @@ export class ChatController {
     }
     if (!SESSION_ID.test(sessionId)) throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
-    const { messageId, rateLimit } = await this.questions.ask({ sessionId, token, question, traceId: String(req.id ?? '') });
+    const { messageId, rateLimit } = await this.questions.ask({ via: 'http', sessionId, token, question, traceId: String(req.id ?? '') });
     if (rateLimit) for (const [k, v] of Object.entries(rateLimitHeaders(rateLimit))) res.setHeader(k, v);
     return { messageId };
   }
