@@ -71,6 +71,25 @@ describe('the demo page in a real browser (Debian Chromium)', () => {
     });
   });
 
+  it('answers a question over Socket.IO (the client script served by the gateway through nginx), switched on the page', async () => {
+    await onPage(stack.url, async (page) => {
+      await openSession(page, 'Socket.IO');
+      await page.waitForSelector('body[data-status="open"]');
+      expect(await page.evaluate(() => typeof (globalThis as unknown as { io?: unknown }).io)).toBe('function');
+      await askQuestion(page, 'And over a socket?');
+      await page.waitForSelector('body[data-answer="done"]', { timeout: 30_000 });
+      const demo = await demoState(page);
+      expect(demo.answers[0]?.seqs).toEqual(Array.from({ length: TOKENS }, (_, i) => i));
+      expect(demo.events.filter((e) => e.event === 'token')).toHaveLength(TOKENS);
+      await page.waitForSelector('body[data-dam="live"]');
+      expect(await page.locator('#dam-global').textContent()).toMatch(/^1 \/ 4$/);
+      await screenshot(page, 'socketio-answer');
+      // Closing the socket ends the session at once (no resume window on Socket.IO).
+      await page.getByRole('button', { name: 'Close session' }).click();
+      await eventually('socket session closed', async () => (await used()) === 0, 5_000);
+    });
+  });
+
   it('resumes the same session when the network drops mid-answer: every seq once, and the dam does not grow', async () => {
     const proxy = await CutProxy.start('127.0.0.1', Number(new URL(stack.url).port));
     // The dam's count, sampled all along: a resume takes no new slot.
