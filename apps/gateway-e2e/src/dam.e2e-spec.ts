@@ -56,8 +56,8 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
     await Promise.all(ok.map((s) => s.session(20_000)));
     const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
     expect(views.map((v) => v.held).sort()).toEqual([1_000, 1_000]);
-    // An instance's global view is as of its last word from Redis (an admit or a beat): the other
-    // instance's last admits show in it at the next heartbeat at the latest (either one answers here).
+    // An instance's global view is as of its last word from Redis (an admit, or a beat that writes
+    // a count decided on the local share when an admission missed its deadline): the next beat at the latest.
     await waitFor('the global view counts both instances', async () => {
       const g = (await dam(stack.url)).global;
       return g?.used === 2_000 && g.capacity === 2_000 && g.live === 2;
