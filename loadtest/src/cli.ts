@@ -1,4 +1,4 @@
-// npm run loadtest -- <scenario> [--base-url http://127.0.0.1:8080] [--scale 1] [--vus-scale 1] [--out file.json]
+// npm run loadtest -- <scenario> [--base-url http://127.0.0.1:8080] [--transport sse|socketio] [--scale 1] [--vus-scale 1] [--out file.json]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -10,6 +10,7 @@ const HELP = `npm run loadtest -- <scenario> [options]
 
   <scenario>         s0 | s1 | s2 | baseline (loadtest/scenarios/<name>.json) or a path to such a file
   --base-url URL     the load balancer (default http://127.0.0.1:8080, what "npm start" prints); loopback only
+  --transport T      sse (GET /chat/stream + POST, the default) or socketio (namespace /chat: connect, ask, answer)
   --scale F          time scale: every duration times F (default 1; 0.1 runs S1 in 30 s)
   --vus-scale F      closed-model VU counts times F (default 1)
   --jwt-secret S     give each VU its own HS256 JWT (the gateway's AUTH_JWT_SECRET) so per-user limits apply
@@ -34,6 +35,7 @@ async function main(): Promise<void> {
     allowPositionals: true,
     options: {
       'base-url': { type: 'string', default: 'http://127.0.0.1:8080' },
+      transport: { type: 'string', default: 'sse' },
       scale: { type: 'string' },
       'vus-scale': { type: 'string' },
       'jwt-secret': { type: 'string' },
@@ -48,12 +50,18 @@ async function main(): Promise<void> {
     process.exit(values.help ? 0 : 2);
   }
   const name = positionals[0] as string;
+  const transport = values.transport;
+  if (transport !== 'sse' && transport !== 'socketio') {
+    process.stderr.write(`--transport must be sse or socketio, got ${JSON.stringify(transport)}\n`);
+    process.exit(2);
+  }
   const scale = { time: num('--scale', values.scale, 1, 0.001, 100), vus: num('--vus-scale', values['vus-scale'], 1, 0.001, 100) };
   const file = scaledScenarioFile(loadScenarioFile(name), scale);
   const stop = new AbortController();
   const runner = new Runner({
     stop: stop.signal,
     baseUrl: values['base-url'] as string,
+    transport,
     file,
     jwtSecret: values['jwt-secret'] ?? process.env['LOADTEST_JWT_SECRET'],
     retryAfterMaxMs: num('--retry-after-max-ms', values['retry-after-max-ms'], 60_000, 0, 600_000),
@@ -68,7 +76,7 @@ async function main(): Promise<void> {
   });
   const result = await runner.run();
   process.stdout.write(formatSummary(result));
-  const out = resolve(values.out ?? `loadtest/results/${file.name}-${result.startedAt.replace(/[:.]/g, '-')}.json`);
+  const out = resolve(values.out ?? `loadtest/results/${file.name}${transport === 'sse' ? '' : `-${transport}`}-${result.startedAt.replace(/[:.]/g, '-')}.json`);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ ...result, scale }, null, 1));
   process.stdout.write(`  results: ${out}\n`);

@@ -9,6 +9,8 @@ export { pingRedis, startLocalRedis, startTestRedis } from './lib/redis';
 export type { LocalRedisOptions, RedisHandle } from './lib/redis';
 export { Stack, repoRoot } from './lib/stack';
 export type { GatewayHandle, StackOptions, WorkerHandle } from './lib/stack';
+export { SocketChatClient } from './lib/socket-client';
+export type { AskAck, SocketProblem } from './lib/socket-client';
 export { SseClient, ask } from './lib/sse-client';
 export type { AskResult, ChatSession, SseEvent } from './lib/sse-client';
 export { startLocalRedisCluster } from './lib/redis-cluster';

@@ -2,7 +2,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CONFIGURATIONS, SCENARIOS, runExperiment, type ExperimentResult } from './experiment';
+import { CONFIGURATIONS, OPTIONAL_CONFIGURATIONS, SCENARIOS, runExperiment, type ExperimentResult } from './experiment';
 import { acceptance } from './figures';
 import { renderMarkdown } from './markdown';
 import { renderReport } from './report';
@@ -15,7 +15,8 @@ self-contained HTML report (charts, the seed's table before beside after, accept
 
   --quick            durations x0.07 and a quarter of the users and slots (about 4 minutes)
   --out DIR          where to write report.html and results.json (default loadtest/reports/<time>)
-  --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')}
+  --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')} (the default: all four),
+                     or ${OPTIONAL_CONFIGURATIONS.map((c) => c.id).join(', ')} (the same over Socket.IO)
   --scenarios LIST   only these of: ${SCENARIOS.join(', ')} (the baseline always runs)
   --env KEY=VALUE    override a gateway/worker setting (repeatable), e.g. --env DAM_SLOTS_PER_INSTANCE=200
   --no-progress      no progress bars
@@ -62,7 +63,7 @@ async function main(): Promise<void> {
     }
     return items;
   };
-  const configs = list(values.configs, CONFIGURATIONS.map((c) => c.id), '--configs');
+  const configs = list(values.configs, [...CONFIGURATIONS, ...OPTIONAL_CONFIGURATIONS].map((c) => c.id), '--configs');
   const scenarios = list(values.scenarios, SCENARIOS, '--scenarios');
   const env: Record<string, string> = {};
   for (const kv of values.env ?? []) {

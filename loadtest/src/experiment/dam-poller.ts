@@ -36,13 +36,13 @@ export class DamPoller {
           }
         }),
       );
-      // Open SSE streams from each gateway's metrics: counted with the dam off too.
+      // Open sessions (SSE streams and sockets) from each gateway's metrics: counted with the dam off too.
       const open = await Promise.all(
         this.gatewayUrls.map(async (u) => {
           try {
             const text = await (await fetch(`${u}/metrics`, { signal: AbortSignal.timeout(900) })).text();
-            const line = text.split('\n').find((l) => l.startsWith('td_sse_sessions_open'));
-            return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : null;
+            const lines = text.split('\n').filter((l) => l.startsWith('td_sessions_open{'));
+            return lines.length ? lines.reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0) : null;
           } catch {
             return null;
           }

@@ -3,7 +3,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Stack } from '@traffic-dam/stack';
 import type { Scale } from '../scenario-scale';
-import { Runner, type RunResult } from '../runner/runner';
+import { Runner, type RunResult, type Transport } from '../runner/runner';
 import { formatSummary } from '../runner/summary';
 import { loadScenarioFile, scaledScenarioFile } from '../scenarios';
 import { DamPoller } from './dam-poller';
@@ -14,6 +14,8 @@ export interface Configuration {
   label: string;
   damMode: 'off' | 'enforce';
   gateways: number;
+  /** How the users talk to the gateways; default sse. */
+  transport?: Transport;
 }
 
 export const CONFIGURATIONS: readonly Configuration[] = [
@@ -21,6 +23,11 @@ export const CONFIGURATIONS: readonly Configuration[] = [
   { id: 'after-1gw', label: 'after (dam on), 1 gateway', damMode: 'enforce', gateways: 1 },
   { id: 'before-2gw', label: 'before (dam off), 2 gateways', damMode: 'off', gateways: 2 },
   { id: 'after-2gw', label: 'after (dam on), 2 gateways', damMode: 'enforce', gateways: 2 },
+];
+
+/** Run only when asked for (--configs): the same scenarios over Socket.IO instead of SSE. */
+export const OPTIONAL_CONFIGURATIONS: readonly Configuration[] = [
+  { id: 'after-2gw-socketio', label: 'after (dam on), 2 gateways, Socket.IO', damMode: 'enforce', gateways: 2, transport: 'socketio' },
 ];
 
 /** The loaded scenarios, in the order they run after the unloaded baseline. */
@@ -142,7 +149,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
   if (Number.isFinite(capacity) && capacity > 0) settings.aiCapacityPerSec = capacity;
   const slots = Number(settings.env['DAM_SLOTS_PER_INSTANCE']);
   if (Number.isFinite(slots) && slots > 0) settings.slotsPerInstance = slots;
-  const configs = CONFIGURATIONS.filter((c) => !o.configs || o.configs.includes(c.id));
+  const configs = o.configs ? [...CONFIGURATIONS, ...OPTIONAL_CONFIGURATIONS].filter((c) => o.configs?.includes(c.id)) : [...CONFIGURATIONS];
   const scenarios = SCENARIOS.filter((s) => !o.scenarios || o.scenarios.includes(s));
   const seed: ExperimentResult['seed'] = {};
   for (const s of scenarios) {
@@ -185,7 +192,15 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
         const file = scaledScenarioFile(loadScenarioFile(name), scale);
         log(`-- ${config.id} ${name}: ${file.title}`);
         const poller = cur.poller;
-        const run = await new Runner({ baseUrl: cur.stack.url, file, jwtSecret: JWT_SECRET, progress: o.progress, sample: () => poller.sample(), stop: o.stop }).run();
+        const run = await new Runner({
+          baseUrl: cur.stack.url,
+          transport: config.transport,
+          file,
+          jwtSecret: JWT_SECRET,
+          progress: o.progress,
+          sample: () => poller.sample(),
+          stop: o.stop,
+        }).run();
         result.runs[name] = run;
         log(formatSummary(run));
         // Sessions are released as clients close; give the gateways a moment before the next run.

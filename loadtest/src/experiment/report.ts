@@ -107,7 +107,8 @@ export function renderReport(x: ExperimentResult): string {
   const uplotCss = readFileSync(join(root, 'node_modules/uplot/dist/uPlot.min.css'), 'utf8');
   const byId = Object.fromEntries(x.results.map((c) => [c.config.id, c]));
   const figs = Object.fromEntries(x.results.map((c) => [c.config.id, configFigures(c)]));
-  const order = ['before-1gw', 'after-1gw', 'before-2gw', 'after-2gw'].filter((id) => byId[id]);
+  const known = ['before-1gw', 'after-1gw', 'before-2gw', 'after-2gw'];
+  const order = [...known.filter((id) => byId[id]), ...Object.keys(byId).filter((id) => !known.includes(id))];
   const scenarios = Object.keys(x.seed);
   const gwCounts = [...new Set(x.results.map((c) => c.config.gateways))];
   const checks = acceptance(x);

@@ -1,7 +1,6 @@
-import { createSecretKey, type KeyObject } from 'node:crypto';
 import { createParser } from 'eventsource-parser';
-import jwt from 'jsonwebtoken';
 import { errors as undiciErrors, type Dispatcher, type Pool } from 'undici';
+import { JwtSigner } from './jwt-signer';
 import type { Metrics } from './metrics';
 
 /** Every wait of an iteration has one; past it the request counts as status 0 (no answer). */
@@ -64,28 +63,26 @@ function failureKind(err: unknown): string {
   return typeof code === 'string' ? code.toLowerCase() : 'request_error';
 }
 
+/** What the runner drives: one user's whole chat lifecycle, over one transport. */
+export interface LifecycleClient {
+  /** `retry`: ask again after a refused question (a user); false for an abuser's one-shot. */
+  lifecycle(role: string, user: string, stop: AbortSignal, retry?: boolean): Promise<IterationResult>;
+}
+
 /**
  * One user's chat lifecycle through the load balancer: open the SSE stream, wait for `session`,
  * POST a question with the session's token, read the streamed answer to `done`, close.
  */
-export class ChatClient {
-  private readonly tokens = new Map<string, string>();
-  // Made once: given a string, jsonwebtoken first tries it as a private key and builds a key object
-  // per sign, which took most of a core when a scenario starts 1,100 users at once.
-  private readonly jwtKey: KeyObject | undefined;
+export class ChatClient implements LifecycleClient {
+  private readonly jwt: JwtSigner;
 
   constructor(private readonly o: ChatClientOptions) {
-    this.jwtKey = o.jwtSecret ? createSecretKey(Buffer.from(o.jwtSecret, 'utf8')) : undefined;
+    this.jwt = new JwtSigner(o.jwtSecret);
   }
 
   private authFor(user: string): Record<string, string> {
-    if (!this.jwtKey) return {};
-    let t = this.tokens.get(user);
-    if (!t) {
-      t = jwt.sign({ sub: user }, this.jwtKey, { algorithm: 'HS256', expiresIn: '6h' });
-      this.tokens.set(user, t);
-    }
-    return { authorization: `Bearer ${t}` };
+    const t = this.jwt.tokenFor(user);
+    return t ? { authorization: `Bearer ${t}` } : {};
   }
 
   /** `retry`: ask again after a refused question (a user); false for an abuser's one-shot. */

@@ -12,15 +12,21 @@ import {
   type Scenario,
   type ScenarioFile,
 } from '../scenario-scale';
-import { ChatClient, DEFAULT_DEADLINES, type Deadlines, type IterationResult } from './chat-client';
+import { ChatClient, DEFAULT_DEADLINES, type Deadlines, type IterationResult, type LifecycleClient } from './chat-client';
 import { Metrics, type RoleSummary, type Second } from './metrics';
 import { SelfMonitor, type SelfReport } from './self-monitor';
+import { SocketChatClient } from './socket-chat-client';
+
+/** How the virtual users talk to the gateway: SSE + HTTP, or Socket.IO (namespace /chat). */
+export type Transport = 'sse' | 'socketio';
 
 export interface RunnerOptions {
   /** The load balancer, e.g. http://127.0.0.1:8080. Only loopback addresses are accepted. */
   baseUrl: string;
   /** Scenarios as they will run (already scaled). */
   file: ScenarioFile;
+  /** Default sse. */
+  transport?: Transport;
   jwtSecret?: string;
   deadlines?: Partial<Deadlines>;
   /** Longest wait a refused VU honours from Retry-After. */
@@ -37,6 +43,8 @@ export interface RunResult {
   scenario: string;
   title: string;
   baseUrl: string;
+  /** Absent in results written before Socket.IO (they are SSE). */
+  transport?: Transport;
   startedAt: string;
   durationMs: number;
   scenarios: Record<string, Scenario>;
@@ -85,7 +93,7 @@ class Vu {
 /** Runs one scenario file: every scenario in it at once, as k6 would. */
 export class Runner {
   private readonly metrics: Metrics;
-  private readonly client: ChatClient;
+  private readonly client: LifecycleClient;
   private readonly pool: Pool;
   private readonly deadlines: Deadlines;
   private readonly retryAfterMaxMs: number;
@@ -101,14 +109,14 @@ export class Runner {
     this.metrics = new Metrics(this.startedAt);
     this.deadlines = { ...DEFAULT_DEADLINES, ...o.deadlines };
     this.retryAfterMaxMs = o.retryAfterMaxMs ?? 60_000;
-    this.client = new ChatClient({
-      pool: this.pool,
+    const common = {
       metrics: this.metrics,
       deadlines: this.deadlines,
       question: o.question ?? 'How does a dam keep a river from flooding?',
       jwtSecret: o.jwtSecret,
       retryAfterMaxMs: this.retryAfterMaxMs,
-    });
+    };
+    this.client = o.transport === 'socketio' ? new SocketChatClient({ ...common, origin: u.origin }) : new ChatClient({ ...common, pool: this.pool });
   }
 
   private stopSignals(): AbortSignal[] {
@@ -310,6 +318,7 @@ export class Runner {
       scenario: this.o.file.name,
       title: this.o.file.title,
       baseUrl: this.o.baseUrl,
+      transport: this.o.transport ?? 'sse',
       startedAt: new Date(this.startedAt).toISOString(),
       durationMs,
       scenarios: this.o.file.scenarios,

@@ -27,7 +27,7 @@ function latencyLine(label: string, l: LatencySummary): string {
 export function formatSummary(r: RunResult): string {
   const out: string[] = [];
   const secs = r.durationMs / 1_000;
-  out.push('', `  scenario: ${r.scenario} — ${r.title}`, `  target:   ${r.baseUrl}   started ${r.startedAt}   ran ${secs.toFixed(1)}s   peak VUs ${r.peakVus}`);
+  out.push('', `  scenario: ${r.scenario} — ${r.title}`, `  target:   ${r.baseUrl} over ${r.transport === 'socketio' ? 'Socket.IO (stream = connect, post = ask)' : 'SSE + HTTP'}   started ${r.startedAt}   ran ${secs.toFixed(1)}s   peak VUs ${r.peakVus}`);
   for (const [name, s] of Object.entries(r.scenarios)) out.push(`     * ${name}: ${s.executor} ${JSON.stringify({ ...s, executor: undefined })}`);
   for (const [role, s] of Object.entries(r.roles)) {
     out.push('', `  role ${role}`);

@@ -16,6 +16,7 @@ import { HealthModule } from '../health/health.module';
 import { MetricsModule } from '../metrics/metrics.module';
 import { QuestionsModule } from '../questions/questions.module';
 import { SessionsModule } from '../sessions/sessions.module';
+import { SocketIoModule } from '../socketio/socketio.module';
 import { SseModule } from '../sse/sse.module';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -70,6 +71,7 @@ export class AppModule {
         AnswersModule,
         QuestionsModule,
         SseModule,
+        SocketIoModule,
       ],
       providers: [
         { provide: GATEWAY_CONFIG, useValue: config },

@@ -6,6 +6,7 @@ import { Logger } from 'nestjs-pino';
 import type { GatewayConfig } from '../common/config/config';
 import { LifecycleService } from '../common/lifecycle.service';
 import { setupOpenApi } from '../docs/openapi';
+import { RedisIoAdapter } from '../socketio/redis-io.adapter';
 import { AppModule } from './app.module';
 
 /** Builds the Nest app for one instance; main.ts and the integration tests share it. */
@@ -37,6 +38,7 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
     if (lifecycle.draining) res.setHeader('Connection', 'close');
     next();
   });
+  app.useWebSocketAdapter(new RedisIoAdapter(app, config));
   setupOpenApi(app, config);
   // Signals are handled in main.ts (drain first, then close); tests call app.close().
   return app;

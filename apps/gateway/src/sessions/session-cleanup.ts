@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
 import { AiClient } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
@@ -20,7 +20,7 @@ const RETRY_MAX_MS = 250;
  * record has expired by its TTL anyway.
  */
 @Injectable()
-export class SessionCleanup implements OnModuleDestroy {
+export class SessionCleanup implements OnApplicationShutdown {
   /** sessionId -> until when it is worth removing (the record's expiry). */
   private readonly removals = new Map<string, number>();
   /** messageId -> until when it is worth cancelling. */
@@ -76,7 +76,8 @@ export class SessionCleanup implements OnModuleDestroy {
     return true;
   }
 
-  onModuleDestroy(): void {
+  /** After the drain (which waits for this clean-up): what is left goes to the records' TTL. */
+  onApplicationShutdown(): void {
     this.stopped = true;
     this.cancelScheduled?.();
     if (this.pending > 0) this.logger.warn({ pending: this.pending }, 'session clean-up left to the records\' TTL at shutdown');
