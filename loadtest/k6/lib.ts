@@ -125,7 +125,7 @@ export function lifecycle(user: string, retry: boolean): number {
           outcome = 'completed';
           client.close();
           break;
-        case 'error':
+        case 'failed':
         case 'expired':
           outcome = 'error';
           client.close();

@@ -32,7 +32,7 @@ describe('chat through nginx with 2 gateways, Redis and the Python worker', () =
         const res = await ask(base, s, `question number ${i}: what is flow control?`);
         expect(res.status).toBe(202);
         const { messageId } = res.body as { messageId: string };
-        const done = await sse.waitFor((e) => e.event === 'done' || e.event === 'error', 30_000);
+        const done = await sse.waitFor((e) => e.event === 'done' || e.event === 'failed', 30_000);
         expect(done.event).toBe('done');
         const mine = (e: { data: unknown }) => (e.data as { messageId?: string }).messageId === messageId;
         const tokenEvents = sse.events.filter((e) => e.event === 'token');

@@ -46,7 +46,7 @@ describe('rolling restart of 2 gateways under load', () => {
     const loadUntil = Date.now() + LOAD_LIMIT_MS;
 
     const isEnd = (messageId: string) => (e: SseEvent) =>
-      e.event === 'expired' || ((e.event === 'done' || e.event === 'error') && (e.data as { messageId?: string }).messageId === messageId);
+      e.event === 'expired' || ((e.event === 'done' || e.event === 'failed') && (e.data as { messageId?: string }).messageId === messageId);
 
     async function client(k: number): Promise<void> {
       let asked = 0;
@@ -71,7 +71,7 @@ describe('rolling restart of 2 gateways under load', () => {
               rec.endedAt = Date.now();
               if (end instanceof Error) rec.outcome = `lost:${end.message}`;
               else if (end.event === 'done') rec.outcome = 'done';
-              else if (end.event === 'error') rec.outcome = `error:${(end.data as { code: string }).code}`;
+              else if (end.event === 'failed') rec.outcome = `error:${(end.data as { code: string }).code}`;
               else rec.outcome = `lost:expired before its answer (${JSON.stringify(end.data)})`;
             } else {
               const problem = (r.headers.get('content-type') ?? '').includes('application/problem+json');

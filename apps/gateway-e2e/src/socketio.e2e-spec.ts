@@ -187,7 +187,7 @@ describe('Socket.IO answers across 2 gateways, Redis and the Python worker', () 
       }
       // Each accepted question ends on its socket: done, or an error (lost tokens, or no done by the deadline).
       const ends = await Promise.all(
-        accepted.map((q) => q.socket.waitFor((e) => (e.event === 'done' || e.event === 'error') && messageIdOf(e) === q.messageId, 30_000)),
+        accepted.map((q) => q.socket.waitFor((e) => (e.event === 'done' || e.event === 'failed') && messageIdOf(e) === q.messageId, 30_000)),
       );
       const byEnd: Record<string, number> = {};
       for (const e of ends) {
@@ -209,7 +209,7 @@ describe('Socket.IO answers across 2 gateways, Redis and the Python worker', () 
       try {
         await after.session();
         const a = (await after.ask({ question: 'still there?' })) as { messageId: string };
-        expect((await after.waitFor((e) => (e.event === 'done' || e.event === 'error') && messageIdOf(e) === a.messageId, 20_000)).event).toBe('done');
+        expect((await after.waitFor((e) => (e.event === 'done' || e.event === 'failed') && messageIdOf(e) === a.messageId, 20_000)).event).toBe('done');
       } finally {
         after.close();
       }

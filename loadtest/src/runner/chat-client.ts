@@ -158,7 +158,7 @@ export class ChatClient implements LifecycleClient {
             case 'done':
               doneAt = performance.now();
               break;
-            case 'error':
+            case 'failed':
               try {
                 errorCode = (JSON.parse(e.data) as Problem).code ?? 'no_code';
               } catch {

@@ -34,7 +34,7 @@ describe('an answer that never comes (real Redis)', () => {
       const r = await ask(b.url, s, 'hello?');
       expect(r.status).toBe(202);
       const { messageId } = r.body as { messageId: string };
-      const e = await sse.waitFor((x) => x.event === 'error', 5_000);
+      const e = await sse.waitFor((x) => x.event === 'failed', 5_000);
       expect(e.data).toEqual({ messageId, code: 'deadline_exceeded', message: 'No answer arrived before the deadline.' });
       const waited = Date.now() - posted;
       expect(waited).toBeGreaterThanOrEqual(600);

@@ -8,7 +8,7 @@ import { DamModePolicy } from '../common/dam-mode.policy';
 import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
 import { DamFullRetryAfter } from './dam-full-retry';
-import { resolveIdentity, type Credentials, type IdentityOptions } from './identity';
+import { resolveIdentity, verifyBearerJwt, type Credentials, type IdentityOptions, type VerifiedIdentity } from './identity';
 
 export const DAM = Symbol('DAM');
 export const USER_RATE = Symbol('USER_RATE');
@@ -84,6 +84,19 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     return s.global && !s.fallback ? s.global.used : s.held;
   }
 
+  /** Whether users are verified by JWT (AUTH_JWT_SECRET); stream tickets exist only then. */
+  get verifiesJwt(): boolean {
+    return this.identity.jwtSecret !== undefined;
+  }
+
+  /** The identity of `Authorization: Bearer <jwt>`; throws missing_token / invalid_credentials. */
+  verifyJwt(authorization: string | undefined): VerifiedIdentity {
+    const secret = this.identity.jwtSecret;
+    if (secret === undefined) throw new Error('no JWT secret configured');
+    if (authorization === undefined) throw new GatewayException(ErrorCode.MissingToken, 'Send a JWT as "Authorization: Bearer <jwt>".');
+    return verifyBearerJwt(authorization, { ...this.identity, jwtSecret: secret });
+  }
+
   /** Admits a new session (any transport) or throws the refusal (dam_full, user_session_limit, redis_unavailable). */
   async admit(credentials: Credentials): Promise<Admission> {
     const userId = resolveIdentity(credentials, this.identity);
@@ -103,6 +116,7 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
       }
       return { lease: r.lease, userId };
     }
+    if (r.reason === 'queued') throw new Error('queued without asking to wait');
     this.metrics.damRefused.inc({ reason: r.reason });
     throw this.refusal(r.reason, r.global?.capacity);
   }
@@ -142,7 +156,9 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
   private refusal(reason: RefusalReason, capacity: number | undefined): GatewayException {
     switch (reason) {
       case 'dam_full':
-      case 'instance_full': {
+      case 'instance_full':
+      case 'line_full':
+      case 'wait_too_long': {
         // Grows with the clients waiting for a slot (see dam-full-retry.ts).
         const retryAfterSec = this.damFullRetry.refused();
         return new GatewayException(ErrorCode.DamFull, 'No session slot is free; retry after the given delay.', {

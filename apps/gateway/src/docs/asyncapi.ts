@@ -27,11 +27,14 @@ const CONNECT_PROBLEMS: ErrorCode[] = [
   ErrorCode.Draining,
 ];
 
-const WHAT: Record<(typeof SSE_EVENTS)[number], string> = {
+/** The session's events on a socket: those of the SSE stream but `refused` (a refused connect is a connect_error). */
+const SOCKET_EVENTS = SSE_EVENTS.filter((e): e is Exclude<(typeof SSE_EVENTS)[number], 'refused'> => e !== 'refused');
+
+const WHAT: Record<(typeof SOCKET_EVENTS)[number], string> = {
   session: 'Right after connect: the session (its id and the token that POST and DELETE over HTTP take too).',
   token: 'One token of the answer, seq from 0, in order, once each.',
   done: 'The answer ended; `tokens` is how many came.',
-  error: 'The answer ended without done, with why (see ErrorEventData).',
+  failed: 'The answer ended without done, with why (see FailedEventData).',
   expired: 'The session ends (idle, lifetime, draining); the server disconnects right after. Do not reconnect on `draining` to the same URL at once: reconnect after a second, through the load balancer.',
 };
 
@@ -46,7 +49,7 @@ export function buildAsyncApi(config: GatewayConfig): Record<string, unknown> {
     description: codes.map((c) => `\`${c}\` (${ERROR_STATUS[c]})`).join(', '),
   });
   const eventMessages = Object.fromEntries(
-    SSE_EVENTS.map((e) => [e, { name: e, summary: WHAT[e], payload: ref(`${eventSchema(e)}Data`) }]),
+    SOCKET_EVENTS.map((e) => [e, { name: e, summary: WHAT[e], payload: ref(`${eventSchema(e)}Data`) }]),
   );
   return {
     asyncapi: '3.0.0',
@@ -60,7 +63,7 @@ export function buildAsyncApi(config: GatewayConfig): Record<string, unknown> {
         '`retryAfterMs`): do not reconnect before `retryAfterMs`. With AUTH_JWT_SECRET set, send the JWT as the ' +
         'handshake\'s `auth.token`. After `session`, emit `ask` {question} with an acknowledgement: it is {messageId} ' +
         'or a problem with the codes of POST /chat/sessions/{id}/messages; the answer follows as `token` events and one ' +
-        '`done` or `error`. `expired` ends the session; a DELETE /chat/sessions/{id} from any instance disconnects the ' +
+        '`done` or `failed`. `expired` ends the session; a DELETE /chat/sessions/{id} from any instance disconnects the ' +
         'socket. An `ask` without an acknowledgement that is refused gets a `problem` event instead.',
     },
     servers: {
@@ -98,7 +101,7 @@ export function buildAsyncApi(config: GatewayConfig): Record<string, unknown> {
       refuseConnect: { action: 'send', channel: { $ref: '#/channels/chat' }, messages: [{ $ref: '#/channels/chat/messages/connectError' }] },
       sendProblem: { action: 'send', channel: { $ref: '#/channels/chat' }, messages: [{ $ref: '#/channels/chat/messages/problem' }] },
       ...Object.fromEntries(
-        SSE_EVENTS.map((e) => [`send${eventSchema(e).replace('Event', '')}`, { action: 'send', channel: { $ref: '#/channels/chat' }, messages: [{ $ref: `#/channels/chat/messages/${e}` }] }]),
+        SOCKET_EVENTS.map((e) => [`send${eventSchema(e).replace('Event', '')}`, { action: 'send', channel: { $ref: '#/channels/chat' }, messages: [{ $ref: `#/channels/chat/messages/${e}` }] }]),
       ),
     },
     components: {

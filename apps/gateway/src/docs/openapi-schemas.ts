@@ -4,7 +4,7 @@ import { WHEN, ref, type Schema } from './openapi-routes';
 // The JSON Schemas of the contract: problems, bodies, and the session events, shared by the
 // OpenAPI document (SSE) and the AsyncAPI document (Socket.IO), whose payloads are the same.
 
-export const SSE_EVENTS = ['session', 'token', 'done', 'error', 'expired'] as const;
+export const SSE_EVENTS = ['session', 'token', 'done', 'failed', 'expired', 'refused'] as const;
 /** `done` -> `DoneEvent` (and its data: `DoneEventData`). */
 export const eventSchema = (e: string): string => `${e.charAt(0).toUpperCase()}${e.slice(1)}Event`;
 
@@ -35,6 +35,21 @@ export const SCHEMAS: Record<string, Schema> = {
     required: ['question'],
     properties: { question: { type: 'string', minLength: 1, description: 'At most QUESTION_MAX_CHARS characters (code points).' } },
   },
+  StreamTicket: {
+    type: 'object',
+    required: ['ticket', 'expiresAt'],
+    properties: {
+      ticket: { type: 'string', description: 'Put it in GET /chat/stream?ticket=; good once.' },
+      expiresAt: { type: 'integer', description: 'Epoch ms after which it is refused.' },
+    },
+  },
+  RefusedEventData: {
+    description: 'Only with ?refusal=event: the problem of the refused stream, then the stream ends.',
+    allOf: [
+      ref('Problem'),
+      { type: 'object', properties: { retryAfterMs: { type: 'integer', description: 'The Retry-After in ms (also the stream\'s `retry:`), where waiting helps.' } } },
+    ],
+  },
   MessageAccepted: { type: 'object', required: ['messageId'], properties: { messageId: { type: 'string', format: 'uuid' } } },
   SessionEventData: {
     type: 'object',
@@ -56,7 +71,7 @@ export const SCHEMAS: Record<string, Schema> = {
     required: ['messageId', 'tokens'],
     properties: { messageId: { type: 'string', format: 'uuid' }, tokens: { type: 'integer', minimum: 0 } },
   },
-  ErrorEventData: {
+  FailedEventData: {
     type: 'object',
     required: ['messageId', 'code', 'message'],
     properties: {

@@ -129,7 +129,7 @@ describe('graceful drain (real Redis)', () => {
       const waited = Date.now() - started;
       expect(waited).toBeGreaterThanOrEqual(700);
       expect(waited).toBeLessThan(700 + 2_500);
-      const err = await sse.waitFor((e) => e.event === 'error', 1_000);
+      const err = await sse.waitFor((e) => e.event === 'failed', 1_000);
       expect(err.data).toMatchObject({ messageId, code: 'draining' });
       const expired = await sse.waitFor((e) => e.event === 'expired', 1_000);
       expect(expired.data).toEqual({ reason: 'draining' });

@@ -12,7 +12,8 @@ export interface SessionEventData {
   session: { sessionId: string; token: string; instanceId: string; expiresAt: number };
   token: { messageId: string; seq: number; text: string };
   done: { messageId: string; tokens: number };
-  error: { messageId: string; code: string; message: string };
+  /** An answer that ended without done (the SSE event is not called `error`: EventSource fires its own `error`). */
+  failed: { messageId: string; code: string; message: string };
   expired: { reason: ExpiredReason };
 }
 

@@ -4,13 +4,14 @@ import { QuestionsModule } from '../questions/questions.module';
 import { ControlChannel } from '../sessions/control-channel';
 import { SessionsModule } from '../sessions/sessions.module';
 import { SessionsService } from '../sessions/sessions.service';
+import { TicketsModule } from '../tickets/tickets.module';
 import { ChatController } from './chat.controller';
 import { JsonBodyInterceptor } from './json-body.interceptor';
 import { SsePinger } from './sse-connection';
 
 /** The SSE transport: the HTTP routes of the chat contract over the session core. */
 @Module({
-  imports: [AiModule, SessionsModule, QuestionsModule],
+  imports: [AiModule, SessionsModule, QuestionsModule, TicketsModule],
   controllers: [ChatController],
   providers: [SsePinger, JsonBodyInterceptor],
 })

@@ -14,6 +14,8 @@ export interface NginxOptions {
   upstreams: string[];
   /** Per-client-IP limits answered by nginx itself; default off. */
   edge?: EdgeLimits;
+  /** Folder of the demo page's static files (infra/web). */
+  webRoot: string;
   /** Health URL path to wait for through nginx. Default /health/live. */
   readyPath?: string;
   echo?: boolean;
@@ -45,6 +47,7 @@ export async function startNginx(opts: NginxOptions): Promise<NginxHandle> {
     LISTEN: listen,
     UPSTREAM_SERVERS: opts.upstreams.map((u) => `    server ${u} max_fails=1 fail_timeout=2s;`).join('\n'),
     WORKER_CONNECTIONS: '16384',
+    WEB_ROOT: opts.webRoot,
     ...renderEdgeLimits(opts.edge),
   });
   const configFile = join(opts.prefix, 'nginx.conf');

@@ -22,6 +22,8 @@ const fields = z.object({
     .pipe(z.array(z.string().regex(/^(\*|https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?)$/, 'origins like https://app.example.com[:port], or *')).min(1))
     .optional(),
   SSE_PING_MS: int(15_000, 100, 15_000),
+  // A stream ticket (POST /chat/tickets) is good for one GET /chat/stream within this long.
+  STREAM_TICKET_TTL_MS: int(30_000, 100, 600_000),
   QUESTION_MAX_CHARS: int(4_000, 1, 100_000),
   BODY_MAX_BYTES: int(16_384, 256, 1_048_576),
   QUESTION_DEADLINE_MS: int(30_000, 100, 600_000),
