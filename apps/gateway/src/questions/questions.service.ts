@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { EnqueueUnknownError, protocolKeys, type Question } from '@traffic-dam/ai-bridge';
+import { EnqueueUnknownError, protocolKeys, type AskResult, type Question } from '@traffic-dam/ai-bridge';
 import { AiCapacityService } from '../ai/ai-capacity.service';
 import { AnswerRelay } from '../answers/answer-relay.service';
+import type { QueuePlace } from '../answers/queued-questions';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
 import { DamService } from '../dam/dam.service';
@@ -20,6 +21,8 @@ export interface AskInput {
   /** Already checked (question-body.ts). */
   question: string;
   traceId: string;
+  /** The wait this request offers in the AI queue, in ms (Prefer: wait=N); absent: the session's own (its stream's ?wait). */
+  waitMs?: number;
 }
 
 export interface Accepted {
@@ -46,8 +49,9 @@ export class QuestionsService {
   ) {}
 
   async ask(q: AskInput): Promise<Accepted> {
-    // Before any Redis round trip: under overload most questions end here, at no cost.
-    this.refuseIfKnownOverloaded();
+    // Before any Redis round trip: under overload most questions end here, at no cost. The tier is
+    // not known yet: judged at the longest limit this request could have.
+    this.refuseIfKnownOverloaded(this.limitMs(q.waitMs ?? this.config.AI_QUEUE_MAX_WAIT_MS, null));
     const messageId = randomUUID();
     const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
     const claim = await this.claims.claim(q.sessionId, q.token, messageId, this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS).catch((err: unknown) => {
@@ -56,29 +60,46 @@ export class QuestionsService {
     });
     this.assertClaimed(claim);
     let rateLimit: RateLimitInfo | null;
+    const waitMs = q.waitMs ?? claim.waitMs;
+    const limitMs = this.limitMs(waitMs, claim.tier);
+    let place: QueuePlace | undefined;
     try {
       // The gate may have refused others while this claim waited in line for Redis.
-      this.refuseIfKnownOverloaded();
+      this.refuseIfKnownOverloaded(limitMs);
       rateLimit = await this.dam.checkQuestionRate(claim.userId).catch((err: unknown) => {
         this.metrics.questions.inc({ outcome: 'rate_limited' });
         throw err;
       });
       // replyTo: the channel of the instance holding the session, wherever the question was posted.
       const replyTo = protocolKeys.replyChannel(claim.ownerInstanceId);
-      await this.enqueue({ id: messageId, sessionId: q.sessionId, replyTo, question: q.question, deadline, attempt: 1, traceId: q.traceId });
+      const r = await this.enqueue({ id: messageId, sessionId: q.sessionId, replyTo, question: q.question, deadline, attempt: 1, traceId: q.traceId }, limitMs);
+      // Behind others, for a client that offered to wait: it hears its place (queued events).
+      if (waitMs > 0 && r.status === 'queued' && r.depth > 0 && (r.dequeued ?? -1) >= 0) place = { position: r.depth + 1, dequeued: r.dequeued as number };
     } catch (err) {
       this.claims.release(q.sessionId, messageId);
       throw err;
     }
     this.metrics.questions.inc({ outcome: 'accepted' });
-    this.relay.accepted(claim.ownerInstanceId, q.sessionId, messageId, deadline);
+    this.relay.accepted(claim.ownerInstanceId, q.sessionId, messageId, deadline, place);
     this.logger.info({ sessionId: q.sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
     return { messageId, rateLimit };
   }
 
-  private async enqueue(question: Question): Promise<void> {
+  /**
+   * The AI gate's limit for a question: DAM_MAX_QUEUE_WAIT_MS, or for a client that offered to
+   * wait, up to AI_QUEUE_MAX_WAIT_MS (the longest wait offered); less the room kept for the tiers
+   * above its own. 0: no gate.
+   */
+  private limitMs(waitMs: number, tier: string | null): number {
+    const base = this.config.DAM_MAX_QUEUE_WAIT_MS;
+    if (base === 0) return 0;
+    const offered = Math.max(base, Math.min(waitMs, this.config.AI_QUEUE_MAX_WAIT_MS));
+    return Math.max(1, Math.floor(offered * this.dam.tiers.aiRoom(tier)));
+  }
+
+  private async enqueue(question: Question, limitMs: number): Promise<AskResult> {
     try {
-      await this.gate.enqueue(question);
+      return await this.gate.enqueue(question, limitMs);
     } catch (err) {
       if (err instanceof GatewayException) {
         this.metrics.questions.inc({ outcome: err.code });
@@ -113,9 +134,9 @@ export class QuestionsService {
     }
   }
 
-  private refuseIfKnownOverloaded(): void {
+  private refuseIfKnownOverloaded(limitMs: number): void {
     try {
-      this.gate.refuseIfKnownOverloaded();
+      this.gate.refuseIfKnownOverloaded(limitMs);
     } catch (err) {
       this.metrics.questions.inc({ outcome: ErrorCode.AiOverloaded });
       throw err;

@@ -8,7 +8,8 @@ import { REDIS_COMMANDS, REDIS_SUBSCRIBER } from '../common/redis/redis.module';
 /** What one instance tells the instance that holds a session. */
 export type ControlMessage =
   | { type: 'close'; sessionId: string }
-  | { type: 'asked'; sessionId: string; messageId: string; deadline: number };
+  /** queue: where it stood in the AI queue, when it waits behind others and its client offered to wait. */
+  | { type: 'asked'; sessionId: string; messageId: string; deadline: number; queue?: { position: number; dequeued: number } };
 
 const channelOf = (instanceId: string) => `td:control:${instanceId}`;
 
@@ -65,7 +66,9 @@ export class ControlChannel implements OnApplicationBootstrap {
     if (typeof m.sessionId !== 'string') return;
     if (m.type === 'close') this.handlers.close?.({ type: 'close', sessionId: m.sessionId });
     if (m.type === 'asked' && typeof m.messageId === 'string' && typeof m.deadline === 'number') {
-      this.handlers.asked?.({ type: 'asked', sessionId: m.sessionId, messageId: m.messageId, deadline: m.deadline });
+      const q = m.queue as { position?: unknown; dequeued?: unknown } | undefined;
+      const queue = q && typeof q.position === 'number' && typeof q.dequeued === 'number' ? { position: q.position, dequeued: q.dequeued } : undefined;
+      this.handlers.asked?.({ type: 'asked', sessionId: m.sessionId, messageId: m.messageId, deadline: m.deadline, ...(queue ? { queue } : {}) });
     }
   }
 }

@@ -15,6 +15,13 @@ export interface SessionEventData {
   /** An answer that ended without done (the SSE event is not called `error`: EventSource fires its own `error`). */
   failed: { messageId: string; code: string; message: string };
   expired: { reason: ExpiredReason };
+  /** A question accepted behind others in the AI queue: its place (1 = next) and estimated wait, until its first token. */
+  queued: { messageId: string; position: number; etaMs: number | null };
+}
+
+/** Events of a connection waiting in the line, before its session exists: no id (nothing to resume). */
+export interface LineEventData {
+  queued: { position: number; etaMs: number | null };
 }
 
 export type SessionEventName = keyof SessionEventData;
@@ -27,10 +34,15 @@ export interface SessionConnection {
   readonly transport: Transport;
   /** True once the client went away; the core looks after every wait while the session opens. */
   readonly gone: boolean;
-  /** The session exists: start the stream (SSE sends its headers). Called once, before any event. */
+  /** The session exists: start the stream (SSE sends its headers, unless it waited in the line). Called once, before any session event. */
   open(): void;
   /** Delivers one event; false when it could not (gone, or too far behind). */
   send(event: SessionEvent): boolean;
+  /**
+   * Waiting in the line, before any session: the client hears at once (SSE sends its headers,
+   * Socket.IO connects the namespace) and gets the line's event. False when it could not.
+   */
+  notify<N extends keyof LineEventData>(name: N, data: LineEventData[N]): boolean;
   /** Ends the connection from the server side. The close is reported through onClose. */
   end(): void;
   /** The one callback for when the connection has closed, for whatever reason; called at once if it already has. */

@@ -13,6 +13,10 @@ export interface ClaimResult {
   ownerInstanceId: string;
   /** The identity per-user limits apply to, or null. */
   userId: string | null;
+  /** The session's priority tier, or null without tiers. */
+  tier: string | null;
+  /** The wait its connection offered, in ms (0: none): its questions may wait as long in the AI queue. */
+  waitMs: number;
 }
 
 export interface AuthorizeResult {
@@ -28,6 +32,8 @@ export interface SessionRecord {
   instanceId: string;
   transport: Transport;
   userId: string | null;
+  tier: string | null;
+  waitMs: number;
   createdAt: number;
   expiresAt: number;
 }
@@ -57,6 +63,8 @@ export class SessionRepository {
         instanceId: s.instanceId,
         transport: s.transport,
         userId: s.userId ?? '',
+        tier: s.tier ?? '',
+        waitMs: String(s.waitMs),
         createdAt: String(s.createdAt),
         expiresAt: String(s.expiresAt),
       })
@@ -65,8 +73,14 @@ export class SessionRepository {
   }
 
   async claim(sessionId: string, token: string, messageId: string, ttlMs: number): Promise<ClaimResult> {
-    const [status, owner, userId] = await claimInflight(this.redis, both(sessionId), [hashToken(token), messageId, ttlMs]);
-    return { status: status as ClaimStatus, ownerInstanceId: owner, userId: userId === '' ? null : userId };
+    const [status, owner, userId, tier, waitMs] = await claimInflight(this.redis, both(sessionId), [hashToken(token), messageId, ttlMs]);
+    return {
+      status: status as ClaimStatus,
+      ownerInstanceId: owner,
+      userId: userId === '' ? null : userId,
+      tier: tier ? tier : null,
+      waitMs: Number(waitMs) || 0,
+    };
   }
 
   async authorize(sessionId: string, token: string): Promise<AuthorizeResult> {

@@ -6,13 +6,14 @@ import { ErrorCode, GatewayException } from '../common/errors';
 import { INSTANCE_ID } from '../common/instance';
 import type { AdaptiveDeadline } from '../common/redis/adaptive-deadline';
 import { REQUEST_DEADLINE } from '../common/redis/redis.module';
-import { DamService, type Admission } from '../dam/dam.service';
+import type { Admission } from '../dam/dam.service';
 import type { Credentials } from '../dam/identity';
 import { SessionCleanup } from './session-cleanup';
 import type { CloseReason, SessionConnection, Transport, TransportReach } from './session-events';
 import { SessionMetrics } from './session-metrics';
 import { SessionRegistry, type LocalSession } from './session-registry';
 import { SessionRepository, hashToken, type SessionRecord } from './session.repository';
+import { WaitingRoom } from './waiting-room';
 
 export function redisUnavailable(): GatewayException {
   return new GatewayException(ErrorCode.RedisUnavailable, 'Shared state is unavailable; try again.', { retryAfterSec: 1 });
@@ -35,7 +36,7 @@ export class SessionsService {
     private readonly registry: SessionRegistry,
     private readonly repository: SessionRepository,
     private readonly cleanup: SessionCleanup,
-    private readonly dam: DamService,
+    private readonly waitingRoom: WaitingRoom,
     private readonly metrics: SessionMetrics,
   ) {}
 
@@ -44,9 +45,14 @@ export class SessionsService {
     this.reaches.set(transport, reach);
   }
 
-  /** A slot in the dam for a new session, or the refusal (dam_full, user_session_limit, ...). */
-  admit(credentials: Credentials): Promise<Admission> {
-    return this.dam.admit(credentials);
+  /**
+   * A slot in the dam for a new session, or the refusal (dam_full, user_session_limit, ...). With
+   * waitMs > 0 a full budget puts the connection in the line (see WaitingRoom); null: the client
+   * left while it waited.
+   */
+  async admit(credentials: Credentials, connection: SessionConnection, waitMs = 0): Promise<Admission | null> {
+    const admission = await this.waitingRoom.admit(credentials, connection, waitMs);
+    return admission && { ...admission, waitMs };
   }
 
   /**
@@ -65,6 +71,8 @@ export class SessionsService {
         instanceId: this.instanceId,
         transport: connection.transport,
         userId: admission.userId,
+        tier: admission.tier,
+        waitMs: admission.waitMs ?? 0,
         createdAt: now,
         expiresAt: now + this.config.DAM_SESSION_MAX_MS,
       };

@@ -38,21 +38,24 @@ export class ChatGateway implements OnGatewayInit<Namespace>, OnGatewayConnectio
 
   handleConnection(socket: Socket): void {
     const connection = SocketConnection.of(socket);
-    const admission = connection?.take();
-    if (!connection || !admission) {
+    if (!connection) {
       socket.disconnect(true);
       return;
     }
-    connection.started = this.sessions.start(admission, connection).then(
-      (session) => {
-        if (session) void socket.join(roomOf(session.record.sessionId));
-        return session;
-      },
-      () => {
-        socket.disconnect(true);
-        return null;
-      },
-    );
+    connection.connected();
+    // At once, or once the waiting line hands this connection a slot.
+    connection.whenAdmitted((admission) => {
+      connection.started = this.sessions.start(admission, connection).then(
+        (session) => {
+          if (session) void socket.join(roomOf(session.record.sessionId));
+          return session;
+        },
+        () => {
+          socket.disconnect(true);
+          return null;
+        },
+      );
+    });
   }
 
   @SubscribeMessage('ask')

@@ -7,9 +7,10 @@ import { parseBearer, parseQuestionBody } from '../questions/question-body';
 import { QuestionsService } from '../questions/questions.service';
 import { DrainingGuard } from '../sessions/draining.guard';
 import { SessionsService } from '../sessions/sessions.service';
+import { requestedWaitMs } from '../sessions/waiting-room';
 import type { Credentials } from '../dam/identity';
 import { TicketsService } from '../tickets/tickets.service';
-import { FINAL_EVENT_ID, REFUSAL_AS_EVENT, sendRefusalEvent } from './refusal-event';
+import { FINAL_EVENT_ID, REFUSAL_AS_EVENT, endWithRefusalEvent, sendRefusalEvent } from './refusal-event';
 import { JsonBodyInterceptor } from './json-body.interceptor';
 import { SseConnection, SsePinger } from './sse-connection';
 
@@ -36,11 +37,15 @@ export class ChatController {
     }
     const connection = new SseConnection(req, res, this.pinger);
     try {
-      const admission = await this.sessions.admit(await this.credentials(req));
-      await this.sessions.start(admission, connection);
+      // ?wait=N or Prefer: wait=N: a full budget opens the stream at once, in the line.
+      const waitMs = requestedWaitMs(req.query['wait'], req.headers.prefer);
+      const admission = await this.sessions.admit(await this.credentials(req), connection, waitMs);
+      if (admission) await this.sessions.start(admission, connection);
     } catch (err) {
+      // A stream that waited in the line is open: its refusal can only be an event.
+      if (res.headersSent) return endWithRefusalEvent(res, err);
       // Asked for (?refusal=event): the refusal comes as an event a browser can read.
-      if (req.query['refusal'] !== REFUSAL_AS_EVENT || res.headersSent) throw err;
+      if (req.query['refusal'] !== REFUSAL_AS_EVENT) throw err;
       sendRefusalEvent(res, err);
     }
   }
@@ -69,7 +74,9 @@ export class ChatController {
     }
     if (!SESSION_ID.test(sessionId)) throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
-    const { messageId, rateLimit } = await this.questions.ask({ sessionId, token, question, traceId: String(req.id ?? '') });
+    // Prefer: wait=N (or ?wait=N) on the question; without it, what the session's stream offered.
+    const waitMs = requestedWaitMs(req.query['wait'], req.headers.prefer) || undefined;
+    const { messageId, rateLimit } = await this.questions.ask({ sessionId, token, question, traceId: String(req.id ?? ''), waitMs });
     if (rateLimit) for (const [k, v] of Object.entries(rateLimitHeaders(rateLimit))) res.setHeader(k, v);
     return { messageId };
   }

@@ -1,7 +1,7 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
-import type { CloseReason, SessionConnection, SessionEvent } from '../sessions/session-events';
+import type { CloseReason, LineEventData, SessionConnection, SessionEvent } from '../sessions/session-events';
 import { SSE_HEADERS, SSE_PING, sseEvent } from './sse';
 
 /** Bytes a client may leave unread before it counts as stuck and is cut off. */
@@ -28,6 +28,8 @@ export class SseConnection implements SessionConnection {
   }
 
   open(): void {
+    // A stream that waited in the line is open already.
+    if (this.res.headersSent) return;
     this.res.status(200);
     for (const [k, v] of Object.entries(SSE_HEADERS)) this.res.setHeader(k, v);
     this.res.flushHeaders();
@@ -37,6 +39,11 @@ export class SseConnection implements SessionConnection {
 
   send(event: SessionEvent): boolean {
     return this.write(sseEvent(event.name, event.data));
+  }
+
+  notify<N extends keyof LineEventData>(name: N, data: LineEventData[N]): boolean {
+    this.open();
+    return this.write(sseEvent(name, data));
   }
 
   ping(): void {

@@ -274,6 +274,11 @@ export class Dam {
     return this.refuse('dam_full', userId, tier);
   }
 
+  /** Every wait on this instance ends without a slot (reason 'stopped'), out of the line: it is about to stop. */
+  endWaits(): void {
+    this.line?.endAll('stopped');
+  }
+
   /** What this instance knows without asking Redis: for metrics, read on every scrape. */
   snapshot(): {
     held: number;

@@ -213,6 +213,11 @@ export class WaitingLine<L extends LineLease> {
     }
   }
 
+  /** Ends every wait here without a slot (the instance drains), leaving the line in Redis. */
+  endAll(reason: WaitEndReason): void {
+    for (const w of [...this.waiters.values()]) if (w.state === 'waiting') this.end(w, reason);
+  }
+
   /** Ends the waits whose time is up; run on every heartbeat tick, whether Redis answers or not. */
   expire(now: number): void {
     for (const w of this.waiters.values()) if (w.state === 'waiting' && now >= w.deadline) this.end(w, 'timeout');

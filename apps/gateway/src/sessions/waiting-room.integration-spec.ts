@@ -1,0 +1,158 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { SocketChatClient, SseClient, ask, startTestRedis, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
+import { startInstance, waitUntil, type TestInstance } from '../testing/instance';
+
+interface DamView {
+  held: number;
+  line: { length: number; waitingHere: number; maxWaiters: number };
+}
+const damOf = async (i: TestInstance): Promise<DamView> => (await (await fetch(`${i.url}/dam`)).json()) as DamView;
+const queuedEvents = (c: { events: SseEvent[] }) => c.events.filter((e) => e.event === 'queued').map((e) => e.data as { position: number; etaMs: number | null; messageId?: string });
+
+describe('opt-in waiting for a slot, two instances (real Redis)', () => {
+  let redis: RedisHandle;
+  let a: TestInstance;
+  let b: TestInstance;
+  const open: Array<{ close(): void }> = [];
+
+  async function stream(on: TestInstance, opts: { query?: string; prefer?: string } = {}): Promise<SseClient> {
+    const c = new SseClient(`${on.url}/chat/stream${opts.query ?? ''}`, { headers: opts.prefer ? { Prefer: opts.prefer } : {} });
+    open.push(c);
+    return c.open();
+  }
+
+  beforeAll(async () => {
+    redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-waiting-')));
+    const env = { DAM_SLOTS_PER_INSTANCE: '1', DAM_HEARTBEAT_MS: '200', DAM_HEARTBEAT_TTL_MS: '1000' };
+    [a, b] = await Promise.all([startInstance(redis.url, 'wait-a', env), startInstance(redis.url, 'wait-b', env)]);
+  });
+
+  afterEach(async () => {
+    for (const c of open.splice(0)) c.close();
+    await waitUntil(async () => {
+      const [x, y] = await Promise.all([damOf(a), damOf(b)]);
+      return x.held + y.held === 0 && x.line.length === 0;
+    });
+  });
+
+  afterAll(async () => {
+    await Promise.all([a?.app.close(), b?.app.close()]);
+    await redis?.stop();
+  });
+
+  it('a full budget opens a waiting stream at once with queued {position, etaMs}; it gets its session when a slot frees, on either instance, in arrival order', async () => {
+    const holders = [await stream(a), await stream(b)];
+    await Promise.all(holders.map((h) => h.session()));
+    // Without the option, today's 429.
+    expect((await stream(a)).status).toBe(429);
+    const w1 = await stream(a, { query: '?wait=30' });
+    expect(w1.status).toBe(200);
+    expect((await w1.waitFor((e) => e.event === 'queued')).data).toEqual({ position: 1, etaMs: null });
+    const w2 = await stream(b, { prefer: 'wait=30' });
+    expect((await w2.waitFor((e) => e.event === 'queued')).data).toMatchObject({ position: 2 });
+    expect((await damOf(a)).line.length).toBe(2);
+    // The session on b ends: its slot goes to the head of the line, which waits on a.
+    holders[1]?.close();
+    const s1 = await w1.session();
+    expect(s1.instanceId).toBe(a.id);
+    // w2 moves up (told on the next heartbeat), then gets the next slot.
+    await w2.waitFor((e) => e.event === 'queued' && (e.data as { position: number }).position === 1, 5_000);
+    holders[0]?.close();
+    const s2 = await w2.session();
+    expect(s2.instanceId).toBe(b.id);
+    // A session that waited is a session like any other.
+    const r = await ask(a.url, s1, 'hello?');
+    expect([202, 503]).toContain(r.status);
+  });
+
+  it('a waiter that disconnects frees its place at once; the one behind it moves up', async () => {
+    const holders = [await stream(a), await stream(b)];
+    await Promise.all(holders.map((h) => h.session()));
+    const w1 = await stream(a, { query: '?wait=30' });
+    await w1.waitFor((e) => e.event === 'queued');
+    const w2 = await stream(b, { query: '?wait=30' });
+    await w2.waitFor((e) => e.event === 'queued');
+    w1.close();
+    await waitUntil(async () => (await damOf(a)).line.length === 1);
+    await w2.waitFor((e) => e.event === 'queued' && (e.data as { position: number }).position === 1, 5_000);
+    holders[0]?.close();
+    expect((await w2.session()).instanceId).toBe(b.id);
+  });
+
+  it('a wait that runs out ends the stream with a readable refused event (dam_full, retryAfterMs)', async () => {
+    const holders = [await stream(a), await stream(b)];
+    await Promise.all(holders.map((h) => h.session()));
+    const w = await stream(a, { query: '?wait=1' });
+    await w.waitFor((e) => e.event === 'queued');
+    const refused = await w.waitFor((e) => e.event === 'refused', 10_000);
+    expect(refused.data).toMatchObject({ code: 'dam_full', status: 429 });
+    expect((refused.data as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(0);
+    expect(await w.ended(5_000)).toBe(true);
+    expect((await damOf(a)).line.length).toBe(0);
+  });
+
+  it('Socket.IO: the handshake offers to wait (auth.wait); the socket connects, hears queued, then session', async () => {
+    const holders = [await stream(a), await stream(b)];
+    await Promise.all(holders.map((h) => h.session()));
+    const refused = await new SocketChatClient(a.url).connect();
+    open.push(refused);
+    expect(refused.refusal).toMatchObject({ code: 'dam_full' });
+    const s = await new SocketChatClient(b.url, { wait: 30 }).connect();
+    open.push(s);
+    expect(s.connected).toBe(true);
+    expect((await s.waitFor((e) => e.event === 'queued')).data).toMatchObject({ position: 1 });
+    holders[0]?.close();
+    const session = (await s.waitFor((e) => e.event === 'session')).data as { instanceId: string };
+    expect(session.instanceId).toBe(b.id);
+  });
+});
+
+describe('a question that waits behind others in the AI queue hears its place (real Redis)', () => {
+  let redis: RedisHandle;
+  let gw: TestInstance;
+  let raw: Redis;
+  const open: SseClient[] = [];
+
+  beforeAll(async () => {
+    redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-queued-q-')));
+    raw = new Redis(redis.url);
+    // A live worker that reads nothing by itself: the test starts answers one by one.
+    await raw.xgroup('CREATE', 'td:questions', 'workers', '$', 'MKSTREAM');
+    await raw.set('td:workers:slow', JSON.stringify({ workerId: 'slow', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, answering: 0, ts: Date.now() }), 'PX', 600_000);
+    gw = await startInstance(redis.url, 'queued-q', { DAM_SLOTS_PER_INSTANCE: '10' });
+  });
+
+  afterAll(async () => {
+    for (const c of open) c.close();
+    await gw?.app.close();
+    raw?.disconnect();
+    await redis?.stop();
+  });
+
+  it('queued {messageId, position, etaMs} after acceptance, moving up as answers start, before any token; a client that did not offer to wait hears nothing of it', async () => {
+    const clients = await Promise.all(Array.from({ length: 4 }, (_, i) => new SseClient(`${gw.url}/chat/stream${i < 3 ? '?wait=20' : ''}`).open()));
+    open.push(...clients);
+    const sessions = await Promise.all(clients.map((c) => c.session()));
+    const ids: string[] = [];
+    for (const [i, s] of sessions.entries()) {
+      const r = await ask(gw.url, s, `question ${i}`);
+      expect(r.status).toBe(202);
+      ids.push((r.body as { messageId: string }).messageId);
+    }
+    // The first had nobody ahead; the second and third waited behind 1 and 2.
+    const second = await clients[1]?.waitFor((e) => e.event === 'queued');
+    expect(second?.data).toEqual({ messageId: ids[1], position: 2, etaMs: null });
+    expect((await clients[2]?.waitFor((e) => e.event === 'queued'))?.data).toMatchObject({ messageId: ids[2], position: 3 });
+    expect(queuedEvents(clients[0] as SseClient)).toEqual([]);
+    // The fourth did not offer to wait: no queued event, though it waits behind three.
+    // Two answers start (a worker takes them and is answering): the third moves up to 1.
+    await raw.xreadgroup('GROUP', 'workers', 'w1', 'COUNT', 2, 'STREAMS', 'td:questions', '>');
+    await raw.set('td:workers:slow', JSON.stringify({ workerId: 'slow', capacityPerSec: 100, throughputPerSec: 0, inFlight: 2, answering: 2, ts: Date.now() }), 'PX', 600_000);
+    await clients[2]?.waitFor((e) => e.event === 'queued' && (e.data as { position: number }).position === 1, 5_000);
+    expect(queuedEvents(clients[3] as SseClient)).toEqual([]);
+    expect(clients.flatMap((c) => c.events.filter((e) => e.event === 'token'))).toEqual([]);
+  });
+});
