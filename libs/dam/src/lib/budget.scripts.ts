@@ -189,7 +189,8 @@ end
  * too, if it was presumed dead): their held counts, user and tier counts and tickets go. Slots
  * freed are handed to the head of the line.
  * Returns {status, generation, used, capacity, live, freed, line length, now, outcomes waiting
- * to be collected, {ticket, position | outcome, ...}}; status ok | registered | fenced | need_users.
+ * to be collected, {ticket, position | outcome, ...}, the next heartbeat expiry of another
+ * instance (ms, 0: none)}; status ok | registered | fenced | need_users.
  */
 const HEARTBEAT_LUA = `${PRELUDE}
 local userMax = 0
@@ -217,7 +218,7 @@ end
 local status = 'ok'
 local gen = ARGV[2]
 if (not redis.call('ZSCORE', KEYS[1], ARGV[1])) or redis.call('HGET', KEYS[3], ARGV[1]) ~= gen then
-  if (ARGV[7] == '1' and ARGV[6] == '') or (tiered and ARGV[11] == '') then return {'need_users', '', 0, 0, 0, 0, 0, 0, 0, {}} end
+  if (ARGV[7] == '1' and ARGV[6] == '') or (tiered and ARGV[11] == '') then return {'need_users', '', 0, 0, 0, 0, 0, 0, 0, {}, 0} end
   if gen == '' then status = 'registered' else status = 'fenced' end
   dropInstance(ARGV[1])
   gen = tostring(redis.call('INCR', KEYS[6]))
@@ -251,7 +252,15 @@ if lineLen > 0 then
 end
 local r = {}
 if ARGV[12] == '1' then r = ranks() end
-return {status, gen, used, capacity, #live, tonumber(redis.call('GET', KEYS[15]) or '0'), lineLen, now, redis.call('HLEN', KEYS[11]), r}
+local nextExpiry = 0
+local soonest = redis.call('ZRANGE', KEYS[1], 0, 1, 'WITHSCORES')
+for i = 1, #soonest, 2 do
+  if soonest[i] ~= ARGV[1] then
+    nextExpiry = tonumber(soonest[i + 1])
+    break
+  end
+end
+return {status, gen, used, capacity, #live, tonumber(redis.call('GET', KEYS[15]) or '0'), lineLen, now, redis.call('HLEN', KEYS[11]), r, nextExpiry}
 `;
 
 /**
@@ -355,6 +364,7 @@ export const budgetHeartbeat = createScript<
     now: number,
     outcomes: number,
     ranks: Array<string | number>,
+    nextExpiry: number,
   ]
 >(HEARTBEAT_LUA);
 

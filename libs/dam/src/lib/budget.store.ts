@@ -37,6 +37,8 @@ export interface HeartbeatReply extends GlobalView {
   outcomes: number;
   /** This instance's tickets that Redis knows (when asked for). */
   tickets: Map<string, TicketState>;
+  /** When the next other instance's heartbeat expires (Redis clock, ms; 0: no other instance). */
+  nextExpiry: number;
 }
 
 export interface StatusReply extends GlobalView {
@@ -236,7 +238,7 @@ export class BudgetStore {
     ranks: boolean,
   ): Promise<HeartbeatReply> {
     this.flushQueued();
-    const [status, gen, used, capacity, live, freed, lineLength, now, outcomes, raw] = await budgetHeartbeat(this.redis, this.keys, [
+    const [status, gen, used, capacity, live, freed, lineLength, now, outcomes, raw, nextExpiry] = await budgetHeartbeat(this.redis, this.keys, [
       this.instanceId,
       generation,
       this.params.slots,
@@ -255,7 +257,7 @@ export class BudgetStore {
       const v = raw[i + 1];
       tickets.set(String(raw[i]), typeof v === 'number' ? v : (v as 'g' | 'x'));
     }
-    return { status: status as HeartbeatStatus, generation: gen, used, capacity, live, freed, lineLength, now, outcomes, tickets };
+    return { status: status as HeartbeatStatus, generation: gen, used, capacity, live, freed, lineLength, now, outcomes, tickets, nextExpiry };
   }
 
   async status(): Promise<StatusReply> {

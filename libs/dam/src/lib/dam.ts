@@ -113,6 +113,8 @@ export class Dam {
   private fallbackSince: number | null = null;
   private lastGlobal: (GlobalView & { at: number }) | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** An extra beat at another instance's heartbeat expiry, so a dead one is reaped within its TTL. */
+  private reapTimer: NodeJS.Timeout | null = null;
   private beating: Promise<void> | null = null;
 
   constructor(options: DamOptions) {
@@ -195,6 +197,8 @@ export class Dam {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    if (this.reapTimer) clearTimeout(this.reapTimer);
+    this.reapTimer = null;
     this.line?.stop();
     if (this.o.mode === 'off' || !this.registered) return;
     await withDeadline(this.store.deregister(), 500).catch(() => undefined);
@@ -398,6 +402,7 @@ export class Dam {
         if (sendCounts) this.usersDirty = false;
         this.lastGlobal = { used: reply.used, capacity: reply.capacity, live: reply.live, at: Date.now() };
         this.line?.onHeartbeat({ ...reply, tickets: ranked ? reply.tickets : null });
+        this.beatAtExpiry(reply.nextExpiry, reply.now);
         if (reply.status === 'registered') this.o.onEvent({ type: 'registered', generation: reply.generation });
         if (reply.status === 'fenced') this.o.onEvent({ type: 'fenced', generation: reply.generation, held: this.held });
         this.generation = reply.generation;
@@ -412,6 +417,22 @@ export class Dam {
       this.o.onEvent({ type: 'heartbeat_failed', reason: err instanceof Error ? err.message : String(err) });
       this.enterFallback(err);
     }
+  }
+
+  /**
+   * Another instance's heartbeat expires before this one's next beat: beat then too, so an
+   * instance that died is reaped (its slots back, its waiters out of the line) within its TTL,
+   * not up to a heartbeat later. A live instance beats long before its expiry, so this rarely fires.
+   */
+  private beatAtExpiry(nextExpiry: number, now: number): void {
+    if (nextExpiry <= 0 || this.reapTimer || this.timer === null) return;
+    const inMs = nextExpiry - now + 1;
+    if (inMs <= 0 || inMs >= this.o.heartbeatMs) return;
+    this.reapTimer = setTimeout(() => {
+      this.reapTimer = null;
+      void this.heartbeat();
+    }, inMs);
+    this.reapTimer.unref();
   }
 
   private enterFallback(err: unknown): void {
