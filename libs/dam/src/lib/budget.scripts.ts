@@ -45,13 +45,12 @@ const FMT = `local function fmt(x) return string.format('%.0f', x) end`;
  * ARGV: 1 instanceId, 2 generation, 3 slotsPerInstance, 4 userMax (0 = off), 5 key base,
  * 6 reserved shares per tier, 7 most waiters, 8 nReleases, 9 nLeaves, 10 collect (1/0), then per
  * release (user, tier), per leave a ticket, per admit (user, tier, ticket ('' = no wait), most
- * waiters ahead it accepts (-1: any), at its instance's ceiling (1/0): then it may only queue, and
- * is refused instance_full while the budget has room elsewhere). User '' = not tracked.
+ * waiters ahead it accepts (-1: any)). User '' = not tracked.
  * Releases never take a count below zero; a fenced instance's releases are dropped (its
  * re-registration writes the true count instead).
  * Returns {used, capacity, live, releaseStatus, {leave statuses}, {collected ticket, outcome...},
  * {admit statuses}, line length}; used/capacity are 0 when not computed (no admit, empty line).
- * Admit status: ok | dam_full | user_sessions | instance_full | q:<position> | full:<line length> |
+ * Admit status: ok | dam_full | user_sessions | q:<position> | full:<line length> |
  * long:<position it would have> | a single fenced for every admit.
  */
 const OPS_LUA = `${PRELUDE}
@@ -105,7 +104,7 @@ if first <= #ARGV then
     out = {'fenced'}
   else
     local granted = 0
-    for i = first, #ARGV, 5 do
+    for i = first, #ARGV, 4 do
       local u, tier, ticket, maxAhead = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
       local status
       if u ~= '' and userMax > 0 and tonumber(redis.call('HGET', KEYS[4], u) or '0') >= userMax then
@@ -113,9 +112,7 @@ if first <= #ARGV then
       else
         local ahead = 0
         if lineLen > 0 then ahead = redis.call('ZCOUNT', KEYS[8], '-inf', '(' .. fmt((tier + 1) * SPAN)) end
-        if ahead == 0 and admissible(tier) and ARGV[i + 4] == '1' then
-          status = 'instance_full'
-        elseif ahead == 0 and admissible(tier) then
+        if ahead == 0 and admissible(tier) then
           userInc(KEYS[5], u)
           tierAdd(KEYS[14], tier, 1)
           used = used + 1

@@ -1,7 +1,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import { budgetDeregister, budgetHeartbeat, budgetOps, budgetStatus, type BudgetKeys } from './budget.scripts';
 
-export type AdmitStatus = 'ok' | 'fenced' | 'dam_full' | 'user_sessions' | 'instance_full';
+export type AdmitStatus = 'ok' | 'fenced' | 'dam_full' | 'user_sessions';
 export type HeartbeatStatus = 'ok' | 'registered' | 'fenced' | 'need_users';
 /** What became of a ticket that left the line (see LEAVE in line.lua.ts). */
 export type LeaveStatus = 'left' | 'released' | 'shed' | 'gone' | 'fenced';
@@ -67,8 +67,6 @@ export interface AdmitRequest {
   ticket: string;
   /** Most waiters ahead it accepts (-1: any). */
   maxAhead: number;
-  /** The instance is at its ceiling: a waiting admit may only queue (when the whole budget is full). */
-  atCeiling: boolean;
 }
 
 /** Most ops in one script call. */
@@ -191,7 +189,7 @@ export class BudgetStore {
     const args: Array<string | number> = [];
     for (const r of releases) args.push(r.userId, r.tier);
     for (const l of leaves) args.push(l.ticket);
-    for (const a of admits) args.push(a.userId, a.tier, a.ticket, a.maxAhead, a.atCeiling ? '1' : '0');
+    for (const a of admits) args.push(a.userId, a.tier, a.ticket, a.maxAhead);
     void budgetOps(this.redis, this.keys, [
       this.instanceId,
       first.generation,

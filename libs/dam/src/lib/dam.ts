@@ -213,11 +213,12 @@ export class Dam {
     const tier = this.tierIndex(opts.tier);
     if (this.o.mode === 'off') return { admitted: true, lease: this.unbudgetedLease(userId, tier), fallback: false };
     const waitMs = this.line && this.fallbackSince === null ? Math.min(opts.waitMs ?? 0, this.o.line.maxWaitMs) : 0;
-    // At its ceiling an instance still queues a request that waits, when the whole budget is full
-    // (the script refuses it instance_full while there is room elsewhere). A slot handed to a
-    // waiter may take an instance above its ceiling: it turns a connection it already holds into a session.
-    const atCeiling = this.held + this.pending >= this.o.instanceCeiling;
-    if (atCeiling && waitMs === 0) return this.refuse('instance_full', userId, tier);
+    // The ceiling bounds the sessions an instance takes on at once. A request that offered to wait
+    // is decided by the global budget and the line instead, as a slot handed to a waiter is: it
+    // turns a connection the instance already holds into a session, so either may take an
+    // instance above its ceiling (never the cluster above its capacity). Refused here, a client
+    // that asked to wait would meet a 429 while the cluster had room.
+    if (waitMs === 0 && this.held + this.pending >= this.o.instanceCeiling) return this.refuse('instance_full', userId, tier);
     if (this.fallbackSince !== null) return this.decideLocally(userId, tier);
     const tracked = this.o.userMaxSessions > 0 && userId !== null;
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -230,7 +231,6 @@ export class Dam {
         tier,
         ticket: waiter?.ticket ?? '',
         maxAhead: waiter && this.line ? this.line.reachable(waitMs) : -1,
-        atCeiling,
       });
       raw.then(
         (r) => {
@@ -264,7 +264,6 @@ export class Dam {
           return this.refuse('wait_too_long', userId, tier, this.line?.etaMs(reply.position) ?? null);
         case 'dam_full':
         case 'user_sessions':
-        case 'instance_full':
           return this.refuse(reply.status, userId, tier);
         case 'fenced':
           // Presumed dead while paused or partitioned: re-register with the true count, then retry once.

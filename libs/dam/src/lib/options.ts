@@ -20,9 +20,11 @@ export interface DamOptions {
   /** Sessions each live instance adds to the global budget. Default 1,000. */
   slotsPerInstance?: number;
   /**
-   * Most sessions this instance holds, checked locally and exactly. Default: slotsPerInstance.
+   * Most sessions this instance admits, checked locally and exactly. Default: slotsPerInstance.
    * Above the share it pools idle capacity of other instances, at the price of exactness while
-   * Redis is unreachable (each instance then only knows its own count).
+   * Redis is unreachable (each instance then only knows its own count). A request that waits in
+   * the line, and a slot handed to a waiter, are bounded by the global budget only: they turn a
+   * connection the instance already holds into a session.
    */
   instanceCeiling?: number;
   /** Heartbeat period in ms. Default 1,000. */

@@ -28,7 +28,8 @@ export class SseClient {
   /** `: ping` comment lines seen. */
   pings = 0;
   private readonly abort = new AbortController();
-  private readonly started = Date.now();
+  /** When the stream was requested (epoch ms): an event's `at` is counted from here. */
+  readonly startedAt = Date.now();
   private waiters: Array<() => void> = [];
   private done: Promise<void> = Promise.resolve();
 
@@ -67,7 +68,7 @@ export class SseClient {
         } catch {
           // keep the raw text
         }
-        this.events.push({ event: e.event ?? 'message', data, at: Date.now() - this.started });
+        this.events.push({ event: e.event ?? 'message', data, at: Date.now() - this.startedAt });
         this.wake();
       },
       onComment: (c) => {
