@@ -449,13 +449,23 @@ export class Dam {
       case 'admit':
         break;
       case 'local':
-        if (this.held + this.pending >= this.o.slotsPerInstance) return this.refuse('dam_full', userId, tier);
+        if (!this.fitsLocally(tier, this.o.slotsPerInstance)) return this.refuse('dam_full', userId, tier);
         break;
     }
     if (this.o.userMaxSessions > 0 && userId !== null && (this.users.get(userId) ?? 0) >= this.o.userMaxSessions) {
       return this.refuse('user_sessions', userId, tier);
     }
     return { admitted: true, lease: this.take(userId, tier, true), fallback: true };
+  }
+
+  /**
+   * Whether a session of this tier fits a local budget: as in Redis, the unused part of every
+   * higher tier's reserved share of it stays free (exact, since the instance knows its own counts).
+   */
+  private fitsLocally(tier: number, budget: number): boolean {
+    let keep = 0;
+    for (let h = 0; h < tier; h++) keep += Math.max(0, Math.floor((this.o.tiers[h]?.reservedShare ?? 0) * budget) - (this.tierCounts.get(h) ?? 0));
+    return this.held + this.pending + 1 + keep <= budget;
   }
 
   /** A slot for this instance; countUser false for a waiter handed a slot (it was counted when it joined). */

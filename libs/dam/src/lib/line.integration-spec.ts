@@ -326,6 +326,23 @@ describe('the waiting line against real Redis', () => {
       expect(f2.outcome).toBeNull();
     });
 
+    it('without Redis the local share keeps the same reserve: free sessions take 8 of 10, pro the last 2', async () => {
+      const a = await dam('tier-fb', { slotsPerInstance: 10, tiers, redisTimeoutMs: 20 });
+      redis.child?.signal('SIGSTOP');
+      try {
+        const free = [];
+        for (let i = 0; i < 10; i++) free.push(await a.admit(null, { tier: 'free' }));
+        expect(a.inFallback).toBe(true);
+        expect(free.filter((r) => r.admitted)).toHaveLength(8);
+        const pro = [];
+        for (let i = 0; i < 3; i++) pro.push(await a.admit(null, { tier: 'pro' }));
+        expect(pro.map((r) => r.admitted)).toEqual([true, true, false]);
+      } finally {
+        redis.child?.signal('SIGCONT');
+      }
+      await eventually('back from the fallback, counts reconciled', async () => !a.inFallback && (await a.status()).tiers[1]?.sessions === 8, 3_000);
+    });
+
     it('a full line sheds its last lower-tier waiter for a higher-tier arrival; anonymous is the lowest', async () => {
       const a = await dam('tier-c', { slotsPerInstance: 1, tiers, line: { maxWaiters: 3, maxWaitMs: 60_000, turnoverWindowMs: 2_000 } });
       lease(await a.admit(null, { tier: 'free' }));
