@@ -10,6 +10,14 @@ import { SessionRegistry, type Inflight, type LocalSession } from '../sessions/s
 import { SessionRepository } from '../sessions/session.repository';
 import { QueuedQuestions, type QueuePlace } from './queued-questions';
 
+/** An accepted question as the instance holding its session watches it. */
+export interface AcceptedQuestion {
+  deadline: number;
+  acceptedAt?: number;
+  /** Where it stood in the AI queue, when it waits behind others and its client offered to wait. */
+  queue?: QueuePlace;
+}
+
 /** How long past its deadline the gateway waits for the worker's own deadline_exceeded. */
 const ANSWER_GRACE_MS = 1_000;
 
@@ -37,20 +45,21 @@ export class AnswerRelay implements OnApplicationBootstrap {
 
   onApplicationBootstrap(): void {
     this.ai.handleUnclaimed((r) => this.unclaimed(r));
-    this.control.on('asked', (m) => this.track(m.sessionId, m.messageId, m.deadline, m.queue));
+    this.control.on('asked', (m) => this.track(m.sessionId, m.messageId, { deadline: m.deadline, acceptedAt: m.acceptedAt, queue: m.queue }));
   }
 
   /**
    * A question was accepted for a session held by `owner`: this instance watches its answer, or
    * tells the owner, which then does. Told until it got the word (or the deadline passed).
    */
-  accepted(owner: string, sessionId: string, messageId: string, deadline: number, queue?: QueuePlace): void {
+  accepted(owner: string, sessionId: string, messageId: string, q: AcceptedQuestion): void {
     this.registry.touch(sessionId);
     if (owner === this.instanceId) {
-      this.track(sessionId, messageId, deadline, queue);
+      this.track(sessionId, messageId, q);
       return;
     }
-    void this.control.deliver(owner, { type: 'asked', sessionId, messageId, deadline, ...(queue ? { queue } : {}) }, deadline).then((told) => {
+    const { deadline, acceptedAt, queue } = q;
+    void this.control.deliver(owner, { type: 'asked', sessionId, messageId, deadline, acceptedAt, ...(queue ? { queue } : {}) }, deadline).then((told) => {
       if (!told) this.logger.warn({ sessionId, messageId, owner }, 'the instance holding the session could not be told of its question');
     });
   }
@@ -61,7 +70,7 @@ export class AnswerRelay implements OnApplicationBootstrap {
   }
 
   /** Watches the answer of an accepted question on a session held here, until done, error or its deadline. */
-  private track(sessionId: string, messageId: string, deadline: number, queue?: QueuePlace): void {
+  private track(sessionId: string, messageId: string, { deadline, acceptedAt, queue }: AcceptedQuestion): void {
     const s = this.registry.get(sessionId);
     if (!s) return;
     // Before the answer is watched: kept replies may be delivered as it subscribes, and `queued` comes first.
@@ -73,8 +82,8 @@ export class AnswerRelay implements OnApplicationBootstrap {
     }
     if (s.lastEnded === messageId) return;
     s.inflight?.answer?.unsubscribe();
-    // Every instance has the same deadline setting, so the deadline tells when it was accepted.
-    const inflight: Inflight = { messageId, deadline, acceptedAt: deadline - this.config.QUESTION_DEADLINE_MS, lastSeq: -1 };
+    // From an instance that did not say, the deadline tells when it was accepted (every instance has the same setting).
+    const inflight: Inflight = { messageId, deadline, acceptedAt: acceptedAt ?? deadline - this.config.QUESTION_DEADLINE_MS, lastSeq: -1 };
     s.inflight = inflight;
     inflight.answer = this.ai.answer({ messageId, timeoutMs: deadline + ANSWER_GRACE_MS - Date.now() }).subscribe({
       next: (r) => this.onReply(s, inflight, r),

@@ -21,8 +21,6 @@ export interface Admission {
   userId: string | null;
   /** The session's priority tier (DAM_TIERS), or null without tiers. */
   tier: string | null;
-  /** The wait the connection offered, in ms (its questions may wait in the AI queue up to it too). */
-  waitMs?: number;
 }
 
 export type { QueuedAdmission } from './queued-admission';
@@ -183,7 +181,8 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     const s = await this.dam.status();
     return {
       ...s,
-      line: { ...s.line, questionMaxWaitMs: this.config.AI_QUEUE_MAX_WAIT_MS, aiMaxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS },
+      // The AI gate's limit for a question that does not wait (one that waits: up to line.maxWaitMs).
+      line: { ...s.line, aiGateMs: this.config.DAM_MAX_QUEUE_WAIT_MS },
       // Each tier's reserved shares (sessions, AI) and the sessions it holds.
       tiers: this.tiers.enabled
         ? s.tiers.map((t) => ({ name: t.name, sessions: t.sessions, reserved: { sessions: t.reservedShare, ai: this.tiers.list.find((c) => c.name === t.name)?.ai ?? 0 } }))

@@ -21,7 +21,7 @@ export interface AskInput {
   /** Already checked (question-body.ts). */
   question: string;
   traceId: string;
-  /** The wait this request offers in the AI queue, in ms (Prefer: wait=N); absent: the session's own (its stream's ?wait). */
+  /** The wait this request offers in the AI queue, in ms (Prefer: wait=N on the POST, the handshake's wait on a socket); 0: none. */
   waitMs?: number;
 }
 
@@ -50,18 +50,22 @@ export class QuestionsService {
 
   async ask(q: AskInput): Promise<Accepted> {
     // Before any Redis round trip: under overload most questions end here, at no cost. The tier is
-    // not known yet: judged at the longest limit this request could have.
-    this.refuseIfKnownOverloaded(this.limitMs(q.waitMs ?? this.config.AI_QUEUE_MAX_WAIT_MS, null));
+    // not known yet: judged at the top tier's limit for this request's wait.
+    const waitMs = q.waitMs ?? 0;
+    this.refuseIfKnownOverloaded(this.limitMs(waitMs, null));
     const messageId = randomUUID();
-    const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
-    const claim = await this.claims.claim(q.sessionId, q.token, messageId, this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS).catch((err: unknown) => {
+    const acceptedAt = Date.now();
+    // The claim outlives the longest deadline a question can get (one that waits, below).
+    const claimTtlMs = this.config.QUESTION_DEADLINE_MS + this.config.DAM_QUEUE_MAX_WAIT_MS + INFLIGHT_SLACK_MS;
+    const claim = await this.claims.claim(q.sessionId, q.token, messageId, claimTtlMs).catch((err: unknown) => {
       this.metrics.questions.inc({ outcome: ErrorCode.RedisUnavailable });
       throw err;
     });
     this.assertClaimed(claim);
     let rateLimit: RateLimitInfo | null;
-    const waitMs = q.waitMs ?? claim.waitMs;
     const limitMs = this.limitMs(waitMs, claim.tier);
+    // A question that may wait gets that long on top of its deadline: the wait does not eat its answer's time.
+    const deadline = acceptedAt + this.config.QUESTION_DEADLINE_MS + (waitMs > 0 ? limitMs : 0);
     let place: QueuePlace | undefined;
     try {
       // The gate may have refused others while this claim waited in line for Redis.
@@ -80,20 +84,20 @@ export class QuestionsService {
       throw err;
     }
     this.metrics.questions.inc({ outcome: 'accepted' });
-    this.relay.accepted(claim.ownerInstanceId, q.sessionId, messageId, deadline, place);
+    this.relay.accepted(claim.ownerInstanceId, q.sessionId, messageId, { deadline, acceptedAt, queue: place });
     this.logger.info({ sessionId: q.sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
     return { messageId, rateLimit };
   }
 
   /**
    * The AI gate's limit for a question: DAM_MAX_QUEUE_WAIT_MS, or for a client that offered to
-   * wait, up to AI_QUEUE_MAX_WAIT_MS (the longest wait offered); less the room kept for the tiers
-   * above its own. 0: no gate.
+   * wait, up to that wait within DAM_QUEUE_MAX_WAIT_MS (the longest wait offered); less the room
+   * kept for the tiers above its own. 0: no gate.
    */
   private limitMs(waitMs: number, tier: string | null): number {
     const base = this.config.DAM_MAX_QUEUE_WAIT_MS;
     if (base === 0) return 0;
-    const offered = Math.max(base, Math.min(waitMs, this.config.AI_QUEUE_MAX_WAIT_MS));
+    const offered = Math.max(base, Math.min(waitMs, this.config.DAM_QUEUE_MAX_WAIT_MS));
     return Math.max(1, Math.floor(offered * this.dam.tiers.aiRoom(tier)));
   }
 

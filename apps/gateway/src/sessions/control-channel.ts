@@ -9,7 +9,7 @@ import { REDIS_COMMANDS, REDIS_SUBSCRIBER } from '../common/redis/redis.module';
 export type ControlMessage =
   | { type: 'close'; sessionId: string }
   /** queue: where it stood in the AI queue, when it waits behind others and its client offered to wait. */
-  | { type: 'asked'; sessionId: string; messageId: string; deadline: number; queue?: { position: number; dequeued: number } };
+  | { type: 'asked'; sessionId: string; messageId: string; deadline: number; acceptedAt?: number; queue?: { position: number; dequeued: number } };
 
 const channelOf = (instanceId: string) => `td:control:${instanceId}`;
 
@@ -68,7 +68,8 @@ export class ControlChannel implements OnApplicationBootstrap {
     if (m.type === 'asked' && typeof m.messageId === 'string' && typeof m.deadline === 'number') {
       const q = m.queue as { position?: unknown; dequeued?: unknown } | undefined;
       const queue = q && typeof q.position === 'number' && typeof q.dequeued === 'number' ? { position: q.position, dequeued: q.dequeued } : undefined;
-      this.handlers.asked?.({ type: 'asked', sessionId: m.sessionId, messageId: m.messageId, deadline: m.deadline, ...(queue ? { queue } : {}) });
+      const acceptedAt = typeof m.acceptedAt === 'number' ? m.acceptedAt : undefined;
+      this.handlers.asked?.({ type: 'asked', sessionId: m.sessionId, messageId: m.messageId, deadline: m.deadline, acceptedAt, ...(queue ? { queue } : {}) });
     }
   }
 }

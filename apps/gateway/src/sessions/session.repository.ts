@@ -15,8 +15,6 @@ export interface ClaimResult {
   userId: string | null;
   /** The session's priority tier, or null without tiers. */
   tier: string | null;
-  /** The wait its connection offered, in ms (0: none): its questions may wait as long in the AI queue. */
-  waitMs: number;
 }
 
 export interface AuthorizeResult {
@@ -33,7 +31,6 @@ export interface SessionRecord {
   transport: Transport;
   userId: string | null;
   tier: string | null;
-  waitMs: number;
   createdAt: number;
   expiresAt: number;
 }
@@ -64,7 +61,6 @@ export class SessionRepository {
         transport: s.transport,
         userId: s.userId ?? '',
         tier: s.tier ?? '',
-        waitMs: String(s.waitMs),
         createdAt: String(s.createdAt),
         expiresAt: String(s.expiresAt),
       })
@@ -73,14 +69,8 @@ export class SessionRepository {
   }
 
   async claim(sessionId: string, token: string, messageId: string, ttlMs: number): Promise<ClaimResult> {
-    const [status, owner, userId, tier, waitMs] = await claimInflight(this.redis, both(sessionId), [hashToken(token), messageId, ttlMs]);
-    return {
-      status: status as ClaimStatus,
-      ownerInstanceId: owner,
-      userId: userId === '' ? null : userId,
-      tier: tier ? tier : null,
-      waitMs: Number(waitMs) || 0,
-    };
+    const [status, owner, userId, tier] = await claimInflight(this.redis, both(sessionId), [hashToken(token), messageId, ttlMs]);
+    return { status: status as ClaimStatus, ownerInstanceId: owner, userId: userId === '' ? null : userId, tier: tier ? tier : null };
   }
 
   async authorize(sessionId: string, token: string): Promise<AuthorizeResult> {

@@ -51,8 +51,7 @@ export class SessionsService {
    * left while it waited.
    */
   async admit(credentials: Credentials, connection: SessionConnection, waitMs = 0): Promise<Admission | null> {
-    const admission = await this.waitingRoom.admit(credentials, connection, waitMs);
-    return admission && { ...admission, waitMs };
+    return this.waitingRoom.admit(credentials, connection, waitMs);
   }
 
   /**
@@ -72,7 +71,6 @@ export class SessionsService {
         transport: connection.transport,
         userId: admission.userId,
         tier: admission.tier,
-        waitMs: admission.waitMs ?? 0,
         createdAt: now,
         expiresAt: now + this.config.DAM_SESSION_MAX_MS,
       };

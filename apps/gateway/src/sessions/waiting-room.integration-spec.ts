@@ -122,7 +122,8 @@ describe('a question that waits behind others in the AI queue hears its place (r
     // A live worker that reads nothing by itself: the test starts answers one by one.
     await raw.xgroup('CREATE', 'td:questions', 'workers', '$', 'MKSTREAM');
     await raw.set('td:workers:slow', JSON.stringify({ workerId: 'slow', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, answering: 0, ts: Date.now() }), 'PX', 600_000);
-    gw = await startInstance(redis.url, 'queued-q', { DAM_SLOTS_PER_INSTANCE: '10' });
+    // 20 ms of line at 100 answers/s: two questions ahead, for a question that does not wait.
+    gw = await startInstance(redis.url, 'queued-q', { DAM_SLOTS_PER_INSTANCE: '10', DAM_MAX_QUEUE_WAIT_MS: '20' });
   });
 
   afterAll(async () => {
@@ -132,27 +133,39 @@ describe('a question that waits behind others in the AI queue hears its place (r
     await redis?.stop();
   });
 
-  it('queued {messageId, position, etaMs} after acceptance, moving up as answers start, before any token; a client that did not offer to wait hears nothing of it', async () => {
-    const clients = await Promise.all(Array.from({ length: 4 }, (_, i) => new SseClient(`${gw.url}/chat/stream${i < 3 ? '?wait=20' : ''}`).open()));
+  it('queued {messageId, position, etaMs} after acceptance, moving up as answers start, before any token; the gate holds a question that waits to the longest wait offered, one that does not to its own limit', async () => {
+    const clients = await Promise.all(Array.from({ length: 4 }, () => new SseClient(`${gw.url}/chat/stream`).open()));
     open.push(...clients);
     const sessions = await Promise.all(clients.map((c) => c.session()));
     const ids: string[] = [];
-    for (const [i, s] of sessions.entries()) {
-      const r = await ask(gw.url, s, `question ${i}`);
+    for (const [i, s] of sessions.slice(0, 3).entries()) {
+      const r = await ask(gw.url, s, `question ${i}`, 10_000, { Prefer: 'wait=20' });
       expect(r.status).toBe(202);
       ids.push((r.body as { messageId: string }).messageId);
     }
+    // Three ahead is 30 ms: over the gate's 20 ms for a question that does not wait.
+    const plain = await ask(gw.url, sessions[3] as { sessionId: string; token: string }, 'no wait');
+    expect(plain.status).toBe(503);
+    expect((plain.body as { code: string }).code).toBe('ai_overloaded');
+    const patient = await ask(gw.url, sessions[3] as { sessionId: string; token: string }, 'I can wait', 10_000, { Prefer: 'wait=20' });
+    expect(patient.status).toBe(202);
+    ids.push((patient.body as { messageId: string }).messageId);
+    expect((await clients[3]?.waitFor((e) => e.event === 'queued'))?.data).toMatchObject({ messageId: ids[3], position: 4 });
     // The first had nobody ahead; the second and third waited behind 1 and 2.
     const second = await clients[1]?.waitFor((e) => e.event === 'queued');
     expect(second?.data).toEqual({ messageId: ids[1], position: 2, etaMs: null });
     expect((await clients[2]?.waitFor((e) => e.event === 'queued'))?.data).toMatchObject({ messageId: ids[2], position: 3 });
     expect(queuedEvents(clients[0] as SseClient)).toEqual([]);
-    // The fourth did not offer to wait: no queued event, though it waits behind three.
     // Two answers start (a worker takes them and is answering): the third moves up to 1.
     await raw.xreadgroup('GROUP', 'workers', 'w1', 'COUNT', 2, 'STREAMS', 'td:questions', '>');
     await raw.set('td:workers:slow', JSON.stringify({ workerId: 'slow', capacityPerSec: 100, throughputPerSec: 0, inFlight: 2, answering: 2, ts: Date.now() }), 'PX', 600_000);
     await clients[2]?.waitFor((e) => e.event === 'queued' && (e.data as { position: number }).position === 1, 5_000);
-    expect(queuedEvents(clients[3] as SseClient)).toEqual([]);
+    await clients[3]?.waitFor((e) => e.event === 'queued' && (e.data as { position: number }).position === 2, 5_000);
     expect(clients.flatMap((c) => c.events.filter((e) => e.event === 'token'))).toEqual([]);
+    // Its wait does not eat its answer's time: the deadline is QUESTION_DEADLINE_MS (30 s) past the 20 s it may wait.
+    const entries = (await raw.xrange('td:questions', '-', '+')) as Array<[string, string[]]>;
+    const fields = entries.map(([, f]) => Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i], f[2 * i + 1]])));
+    const patientQ = fields.find((f) => f['id'] === ids[3]);
+    expect(Number(patientQ?.['deadline']) - Date.now()).toBeGreaterThan(40_000);
   });
 });

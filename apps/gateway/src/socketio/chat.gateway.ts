@@ -61,11 +61,13 @@ export class ChatGateway implements OnGatewayInit<Namespace>, OnGatewayConnectio
   @SubscribeMessage('ask')
   @UseGuards(BreakerGuard)
   async ask(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<{ messageId: string }> {
-    const session = await SocketConnection.of(socket)?.started;
+    const connection = SocketConnection.of(socket);
+    const session = await connection?.started;
     if (!session) throw new GatewayException(ErrorCode.SessionNotFound, 'This connection has no open session.');
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
     const { sessionId, token } = session.record;
-    const { messageId } = await this.questions.ask({ sessionId, token, question, traceId: socket.id });
+    // The handshake's wait holds for the socket's questions too.
+    const { messageId } = await this.questions.ask({ sessionId, token, question, traceId: socket.id, waitMs: connection?.waitMs });
     return { messageId };
   }
 }

@@ -38,7 +38,8 @@ export class SocketAdmission {
       connection.refuse(err);
       return;
     }
-    this.sessions.admit(this.credentials(socket), connection, this.waitMs(socket)).then(
+    connection.waitMs = this.waitMs(socket);
+    this.sessions.admit(this.credentials(socket), connection, connection.waitMs).then(
       // null: the client left while it waited in the line.
       (admission) => admission && connection.hold(admission),
       (err: unknown) => connection.refuse(err),

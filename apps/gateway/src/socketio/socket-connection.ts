@@ -21,6 +21,8 @@ export class SocketConnection implements SessionConnection {
   gone = false;
   /** The session, once it started (null: it could not). */
   started: Promise<LocalSession | null> = Promise.resolve(null);
+  /** The wait the handshake offered, in ms: the socket's questions may wait as long in the AI queue. */
+  waitMs = 0;
   private admission: Admission | null = null;
   private admitted: ((a: Admission) => void) | null = null;
   /** The namespace middleware's next(), until the connection is let in or refused. */

@@ -74,8 +74,8 @@ export class ChatController {
     }
     if (!SESSION_ID.test(sessionId)) throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
-    // Prefer: wait=N (or ?wait=N) on the question; without it, what the session's stream offered.
-    const waitMs = requestedWaitMs(req.query['wait'], req.headers.prefer) || undefined;
+    // Prefer: wait=N (or ?wait=N): the question may wait that long in the AI queue, hearing its place.
+    const waitMs = requestedWaitMs(req.query['wait'], req.headers.prefer);
     const { messageId, rateLimit } = await this.questions.ask({ sessionId, token, question, traceId: String(req.id ?? ''), waitMs });
     if (rateLimit) for (const [k, v] of Object.entries(rateLimitHeaders(rateLimit))) res.setHeader(k, v);
     return { messageId };

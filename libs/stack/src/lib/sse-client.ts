@@ -138,11 +138,17 @@ export interface AskResult {
   headers: Headers;
 }
 
-/** POST a question with the session's token. */
-export async function ask(baseUrl: string, s: Pick<ChatSession, 'sessionId' | 'token'>, question: string, timeoutMs = 10_000): Promise<AskResult> {
+/** POST a question with the session's token (and any other headers, e.g. Prefer: wait=N). */
+export async function ask(
+  baseUrl: string,
+  s: Pick<ChatSession, 'sessionId' | 'token'>,
+  question: string,
+  timeoutMs = 10_000,
+  headers: Record<string, string> = {},
+): Promise<AskResult> {
   const res = await fetch(`${baseUrl}/chat/sessions/${s.sessionId}/messages`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.token}` },
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.token}`, ...headers },
     body: JSON.stringify({ question }),
     signal: AbortSignal.timeout(timeoutMs),
   });
