@@ -28,9 +28,10 @@ function connected(session) {
   setStatus('open');
 }
 
-function disconnected(text) {
+/** No session on the page any more. `keepStream`: its EventSource lives on (after `expired` it reconnects once, by itself). */
+function disconnected(text, keepStream = false) {
   state.session = null;
-  state.conn = null;
+  if (!keepStream) state.conn = null;
   ui.ask.disabled = true;
   ui.close.disabled = true;
   ui.open.disabled = false;
@@ -45,14 +46,16 @@ function showRefusal(problem) {
   ui.refusalCode.textContent = problem.code ?? 'refused';
   ui.refusalStatus.textContent = String(problem.status ?? '');
   ui.refusalDetail.textContent = problem.detail ?? problem.title ?? '';
-  let left = Math.ceil((problem.retryAfterMs ?? 0) / 1000);
-  ui.refusalCountdown.textContent = String(left);
-  clearInterval(countdownTimer);
-  countdownTimer = setInterval(() => {
-    left = Math.max(0, left - 1);
+  // Counted down from a deadline, not by ticks: a throttled background tab stays right.
+  const until = Date.now() + (problem.retryAfterMs ?? 0);
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
     ui.refusalCountdown.textContent = String(left);
     if (left === 0) clearInterval(countdownTimer);
-  }, 1000);
+  };
+  clearInterval(countdownTimer);
+  tick();
+  countdownTimer = setInterval(tick, 250);
   document.body.dataset.refused = problem.code ?? 'refused';
 }
 
@@ -95,8 +98,10 @@ function onFailed(f) {
   document.body.dataset.answer = 'failed';
 }
 
+// EventSource reconnects by itself: after idle or lifetime the server answers 204 (it stops for
+// good); after draining it gets a new session on another instance (the `session` event again).
 function onExpired(e) {
-  disconnected(`ended (${e.reason})`);
+  disconnected(`ended (${e.reason})`, true);
 }
 
 // ---- SSE ----
@@ -106,15 +111,27 @@ async function streamTicket(jwt) {
   return (await res.json()).ticket;
 }
 
+// A dropped stream comes back by itself: EventSource reconnects (after the server's `retry:`, 1 s)
+// with the id of the last event it has (Last-Event-ID), and the server resumes the same session
+// with the events it missed. The URL's ticket is spent by then; the event id is what proves it.
 async function openSse() {
+  state.conn?.close();
   const url = new URL('/chat/stream', location.origin);
   // Refusals arrive as one `refused` event the page can read, instead of an opaque error.
   url.searchParams.set('refusal', 'event');
   const jwt = ui.jwt.value.trim();
   if (jwt) url.searchParams.set('ticket', await streamTicket(jwt));
   const es = new EventSource(url);
-  state.conn = { close: () => es.close() };
-  const on = (name, fn) => es.addEventListener(name, (e) => { window.tdDemo.events.push({ event: name, id: e.lastEventId }); fn(JSON.parse(e.data)); });
+  state.conn = { close: () => es.close(), es };
+  // Events of an EventSource the page has since replaced are not this page's any more.
+  const mine = () => state.conn?.es === es;
+  const on = (name, fn) =>
+    es.addEventListener(name, (e) => {
+      if (!mine()) return;
+      const data = JSON.parse(e.data);
+      window.tdDemo.events.push({ event: name, id: e.lastEventId, data });
+      fn(data);
+    });
   on('session', connected);
   on('token', onToken);
   on('done', onDone);
@@ -125,11 +142,20 @@ async function openSse() {
     showRefusal(p);
     disconnected('refused');
   });
-  es.onopen = () => { if (state.session) setStatus('open (resumed)'); };
+  let opens = 0;
+  es.onopen = () => {
+    if (!mine()) return;
+    opens++;
+    window.tdDemo.opens++;
+    if (opens > 1 && state.session) setStatus('open (resumed)');
+  };
   es.onerror = () => {
+    if (!mine()) return;
     if (es.readyState === EventSource.CLOSED) {
+      // Refused, or the server said the session is over (204): EventSource stops for good.
       if (state.session || ui.status.textContent.startsWith('connecting')) disconnected('closed');
-    } else {
+      else state.conn = null;
+    } else if (state.session) {
       setStatus('reconnecting');
     }
   };
@@ -149,6 +175,7 @@ async function askSse(question) {
 async function closeSse() {
   const s = state.session;
   state.conn?.close();
+  state.conn = null;
   if (s) await fetch(`/chat/sessions/${s.sessionId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.token}` } });
   disconnected('closed');
 }
@@ -170,7 +197,7 @@ async function openSocketIo() {
   const jwt = ui.jwt.value.trim();
   const socket = io('/chat', { transports: ['websocket'], reconnection: false, auth: jwt ? { token: jwt } : {} });
   state.conn = { close: () => socket.disconnect(), socket };
-  const on = (name, fn) => socket.on(name, (d) => { window.tdDemo.events.push({ event: name }); fn(d); });
+  const on = (name, fn) => socket.on(name, (d) => { window.tdDemo.events.push({ event: name, data: d }); fn(d); });
   on('session', connected);
   on('token', onToken);
   on('done', onDone);
@@ -244,7 +271,8 @@ async function pollDam() {
     ui.damInstance.textContent = d.instanceId;
     if (d.ai) {
       const wait = d.ai.estimatedWaitMs;
-      ui.damWait.textContent = wait < 0 ? 'unknown' : `${(wait / 1000).toFixed(1)} s (limit ${(d.ai.maxWaitMs / 1000).toFixed(1)} s)`;
+      const limit = d.ai.maxWaitMs > 0 ? ` (limit ${(d.ai.maxWaitMs / 1000).toFixed(1)} s)` : ' (no limit)';
+      ui.damWait.textContent = wait === null || wait < 0 ? `unknown${limit}` : `${(wait / 1000).toFixed(1)} s${limit}`;
       ui.damAi.textContent = `${d.ai.liveWorkers} / ${d.ai.ratePerSec.toFixed(1)}`;
       ui.damBreaker.textContent = d.ai.breaker;
     }
@@ -266,6 +294,6 @@ async function pollDam() {
 }
 
 // What the browser test reads; harmless for a person.
-window.tdDemo = { events: [], answers: [], state };
+window.tdDemo = { events: [], answers: [], opens: 0, state };
 setInterval(pollDam, 1000);
 void pollDam();

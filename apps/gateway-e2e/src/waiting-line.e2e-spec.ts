@@ -55,7 +55,7 @@ describe('the waiting line through nginx: 2 gateways x 1,000 slots, 1,000 waiter
   });
 
   afterEach(async () => {
-    for (const c of clients) c.close();
+    await Promise.all(clients.map((c) => c.end()));
     clients = [];
     await eventually('budget and line empty', async () => {
       const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
@@ -97,7 +97,7 @@ describe('the waiting line through nginx: 2 gateways x 1,000 slots, 1,000 waiter
     // Sessions end, ten at a time, on both instances: each round admits the next ten in line.
     const ending = [...admitted];
     for (let round = 1; round <= 50; round++) {
-      for (const c of ending.splice(0, 10)) c.close();
+      await Promise.all(ending.splice(0, 10).map((c) => c.end()));
       await eventually(`round ${round}: ${round * 10} admitted from the line`, () => waiting.filter((c) => admittedAt(c) !== null).length === round * 10, 20_000);
     }
     // The first 500 in arrival order are the ones admitted (the leaver aside), in order.

@@ -5,11 +5,13 @@ import { Dam, UserRateLimiter } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
 import { INSTANCE_ID } from '../common/instance';
+import { AiModule } from '../ai/ai.module';
 import { DamController } from './dam.controller';
 import { ADMISSION_REDIS, DAM, DamService, USER_RATE } from './dam.service';
 
 @Global()
 @Module({
+  imports: [AiModule],
   controllers: [DamController],
   providers: [
     {

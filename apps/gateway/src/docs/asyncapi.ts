@@ -27,10 +27,7 @@ const CONNECT_PROBLEMS: ErrorCode[] = [
   ErrorCode.Draining,
 ];
 
-/** The session's events on a socket: those of the SSE stream but `refused` (a refused connect is a connect_error). */
-const SOCKET_EVENTS = SSE_EVENTS.filter((e): e is Exclude<(typeof SSE_EVENTS)[number], 'refused'> => e !== 'refused');
-
-const WHAT: Record<(typeof SOCKET_EVENTS)[number], string> = {
+const WHAT: Record<(typeof SSE_EVENTS)[number], string> = {
   session: 'Right after connect: the session (its id and the token that POST and DELETE over HTTP take too).',
   token: 'One token of the answer, seq from 0, in order, once each.',
   done: 'The answer ended; `tokens` is how many came.',
@@ -49,7 +46,7 @@ export function buildAsyncApi(config: GatewayConfig): Record<string, unknown> {
     description: codes.map((c) => `\`${c}\` (${ERROR_STATUS[c]})`).join(', '),
   });
   const eventMessages = Object.fromEntries(
-    SOCKET_EVENTS.map((e) => [e, { name: e, summary: WHAT[e], payload: ref(`${eventSchema(e)}Data`) }]),
+    SSE_EVENTS.map((e) => [e, { name: e, summary: WHAT[e], payload: ref(`${eventSchema(e)}Data`) }]),
   );
   return {
     asyncapi: '3.0.0',
@@ -101,7 +98,7 @@ export function buildAsyncApi(config: GatewayConfig): Record<string, unknown> {
       refuseConnect: { action: 'send', channel: { $ref: '#/channels/chat' }, messages: [{ $ref: '#/channels/chat/messages/connectError' }] },
       sendProblem: { action: 'send', channel: { $ref: '#/channels/chat' }, messages: [{ $ref: '#/channels/chat/messages/problem' }] },
       ...Object.fromEntries(
-        SOCKET_EVENTS.map((e) => [`send${eventSchema(e).replace('Event', '')}`, { action: 'send', channel: { $ref: '#/channels/chat' }, messages: [{ $ref: `#/channels/chat/messages/${e}` }] }]),
+        SSE_EVENTS.map((e) => [`send${eventSchema(e).replace('Event', '')}`, { action: 'send', channel: { $ref: '#/channels/chat' }, messages: [{ $ref: `#/channels/chat/messages/${e}` }] }]),
       ),
     },
     components: {

@@ -77,7 +77,9 @@ export const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Reco
       description:
         'Admitted through the dam, or refused at once. The first event is `session` with the token that POST and ' +
         'DELETE need. Then, per question: `token` events (seq from 0) and one `done` or `failed`. `expired` ends the ' +
-        'stream (idle, lifetime, draining). A `: ping` comment line comes at least every SSE_PING_MS (15 s). Each ' +
+        'stream (idle, lifetime, draining); a reconnect after it is 204 (after draining: a new session). Every event has an ' +
+        '`id: <resume handle>.<n>`: a reconnect with `Last-Event-ID` within SSE_RESUME_MS gets the same session and the events ' +
+        'after n, on any instance, with no new slot (204 when the session is over). A `: ping` comment line comes at least every SSE_PING_MS (15 s). Each ' +
         'event is `event: <name>` and one `data: <JSON>` line; see the schema SseEvent.',
       security: [{}, { jwt: [] }],
       parameters: [
@@ -95,11 +97,19 @@ export const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Reco
           schema: { type: 'string', enum: ['event'] },
           description:
             '`event`: a refusal (401, 429, 503 but draining) comes as 200 with one `refused` event (the problem and retryAfterMs) and the end, ' +
-            'with `retry:` = the Retry-After, so an EventSource can read it. Without it refusals are plain HTTP statuses.',
+            'with `retry:` = the Retry-After (or `id: end` when waiting does not help), so an EventSource can read it. Without it refusals are plain HTTP statuses.',
+        },
+        {
+          name: 'Last-Event-ID',
+          in: 'header',
+          required: false,
+          schema: { type: 'string' },
+          description: 'What EventSource sends when it reconnects: the id of the last event it has (`<resume handle>.<n>`, or `end`).',
         },
       ],
     },
     ok: {
+      204: { description: 'A reconnect (Last-Event-ID) for a session that is over: expired, deleted, unknown, its instance gone, or its missed events no longer kept. EventSource stops.' },
       200: {
         description: 'The stream. Events as in SseEvent (the `event` field is the SSE event name, `data` the JSON data line).',
         content: { 'text/event-stream': { schema: ref('SseEvent') } },

@@ -29,7 +29,7 @@ export class MetricsService {
   readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
   readonly sseOpened: Counter;
   readonly sseClosed: Counter<'reason'>;
-  readonly questions: Counter<'outcome'>;
+  readonly questions: Counter<'outcome' | 'via'>;
   readonly replies: Counter<'type'>;
   readonly orphanReplies: Counter;
   readonly answersLost: Counter;
@@ -88,8 +88,8 @@ export class MetricsService {
     });
     this.questions = new Counter({
       name: 'td_questions_total',
-      help: 'Questions posted to this instance, by outcome',
-      labelNames: ['outcome'],
+      help: 'Questions asked on this instance, by outcome and by the transport that asked (via: http or socketio)',
+      labelNames: ['outcome', 'via'],
       registers,
     });
     this.replies = new Counter({

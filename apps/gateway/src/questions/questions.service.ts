@@ -16,6 +16,8 @@ import { QuestionClaims } from './question-claims';
 const INFLIGHT_SLACK_MS = 5_000;
 
 export interface AskInput {
+  /** The transport that asks: a POST, or a socket's `ask`. */
+  via: 'http' | 'socketio';
   sessionId: string;
   token: string;
   /** Already checked (question-body.ts). */
@@ -52,16 +54,16 @@ export class QuestionsService {
     // Before any Redis round trip: under overload most questions end here, at no cost. The tier is
     // not known yet: judged at the top tier's limit for this request's wait.
     const waitMs = q.waitMs ?? 0;
-    this.refuseIfKnownOverloaded(this.limitMs(waitMs, null));
+    this.refuseIfKnownOverloaded(q, this.limitMs(waitMs, null));
     const messageId = randomUUID();
     const acceptedAt = Date.now();
     // The claim outlives the longest deadline a question can get (one that waits, below).
     const claimTtlMs = this.config.QUESTION_DEADLINE_MS + this.config.DAM_QUEUE_MAX_WAIT_MS + INFLIGHT_SLACK_MS;
     const claim = await this.claims.claim(q.sessionId, q.token, messageId, claimTtlMs).catch((err: unknown) => {
-      this.metrics.questions.inc({ outcome: ErrorCode.RedisUnavailable });
+      this.count(q, ErrorCode.RedisUnavailable);
       throw err;
     });
-    this.assertClaimed(claim);
+    this.assertClaimed(q, claim);
     let rateLimit: RateLimitInfo | null;
     const limitMs = this.limitMs(waitMs, claim.tier);
     // A question that may wait gets that long on top of its deadline: the wait does not eat its answer's time.
@@ -69,23 +71,23 @@ export class QuestionsService {
     let place: QueuePlace | undefined;
     try {
       // The gate may have refused others while this claim waited in line for Redis.
-      this.refuseIfKnownOverloaded(limitMs);
+      this.refuseIfKnownOverloaded(q, limitMs);
       rateLimit = await this.dam.checkQuestionRate(claim.userId).catch((err: unknown) => {
-        this.metrics.questions.inc({ outcome: 'rate_limited' });
+        this.count(q, 'rate_limited');
         throw err;
       });
       // replyTo: the channel of the instance holding the session, wherever the question was posted.
       const replyTo = protocolKeys.replyChannel(claim.ownerInstanceId);
-      const r = await this.enqueue({ id: messageId, sessionId: q.sessionId, replyTo, question: q.question, deadline, attempt: 1, traceId: q.traceId }, limitMs);
+      const r = await this.enqueue(q, { id: messageId, sessionId: q.sessionId, replyTo, question: q.question, deadline, attempt: 1, traceId: q.traceId }, limitMs);
       // Behind others, for a client that offered to wait: it hears its place (queued events).
       if (waitMs > 0 && r.status === 'queued' && r.depth > 0 && (r.dequeued ?? -1) >= 0) place = { position: r.depth + 1, dequeued: r.dequeued as number };
     } catch (err) {
       this.claims.release(q.sessionId, messageId);
       throw err;
     }
-    this.metrics.questions.inc({ outcome: 'accepted' });
+    this.count(q, 'accepted');
     this.relay.accepted(claim.ownerInstanceId, q.sessionId, messageId, { deadline, acceptedAt, queue: place });
-    this.logger.info({ sessionId: q.sessionId, messageId, owner: claim.ownerInstanceId }, 'question accepted');
+    this.logger.info({ sessionId: q.sessionId, messageId, owner: claim.ownerInstanceId, via: q.via }, 'question accepted');
     return { messageId, rateLimit };
   }
 
@@ -101,49 +103,53 @@ export class QuestionsService {
     return Math.max(1, Math.floor(offered * this.dam.tiers.aiRoom(tier)));
   }
 
-  private async enqueue(question: Question, limitMs: number): Promise<AskResult> {
+  private async enqueue(q: AskInput, question: Question, limitMs: number): Promise<AskResult> {
     try {
       return await this.gate.enqueue(question, limitMs);
     } catch (err) {
       if (err instanceof GatewayException) {
-        this.metrics.questions.inc({ outcome: err.code });
+        this.count(q, err.code);
         throw err;
       }
       // Not known to be queued: refused, and nothing of it may reach the session.
       if (err instanceof EnqueueUnknownError) this.relay.refused(question.id);
-      this.metrics.questions.inc({ outcome: ErrorCode.RedisUnavailable });
+      this.count(q, ErrorCode.RedisUnavailable);
       throw new GatewayException(ErrorCode.RedisUnavailable, 'The question could not be queued.', { retryAfterSec: 1 });
     }
   }
 
-  private assertClaimed(claim: ClaimResult): void {
+  private assertClaimed(q: AskInput, claim: ClaimResult): void {
     switch (claim.status) {
       case 'ok':
         return;
       case 'not_found':
-        this.metrics.questions.inc({ outcome: 'session_not_found' });
+        this.count(q, 'session_not_found');
         throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
       case 'forbidden':
-        this.metrics.questions.inc({ outcome: 'forbidden' });
+        this.count(q, 'forbidden');
         throw new GatewayException(ErrorCode.InvalidToken, 'The token does not belong to this session.');
       case 'busy':
-        this.metrics.questions.inc({ outcome: 'in_flight' });
+        this.count(q, 'in_flight');
         throw new GatewayException(ErrorCode.QuestionInFlight, 'Wait for the current answer to finish (done or error).');
       case 'draining':
         // Its connection ends within the drain's grace period; a new one lands on another instance.
-        this.metrics.questions.inc({ outcome: 'draining' });
+        this.count(q, 'draining');
         throw new GatewayException(ErrorCode.Draining, "This session's instance is shutting down; open a new stream and ask there.", {
           retryAfterSec: 1,
         });
     }
   }
 
-  private refuseIfKnownOverloaded(limitMs: number): void {
+  private refuseIfKnownOverloaded(q: AskInput, limitMs: number): void {
     try {
       this.gate.refuseIfKnownOverloaded(limitMs);
     } catch (err) {
-      this.metrics.questions.inc({ outcome: ErrorCode.AiOverloaded });
+      this.count(q, ErrorCode.AiOverloaded);
       throw err;
     }
+  }
+
+  private count(q: AskInput, outcome: string): void {
+    this.metrics.questions.inc({ outcome, via: q.via });
   }
 }

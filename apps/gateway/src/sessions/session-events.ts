@@ -29,24 +29,39 @@ export type SessionEventName = keyof SessionEventData;
 /** One event of a session. `id` counts up from 1 within the session (for resuming a stream later). */
 export type SessionEvent = { [N in SessionEventName]: { id: number; name: N; data: SessionEventData[N] } }[SessionEventName];
 
+/** What a connection is told when a session starts, or resumes, on it. */
+export interface OpenContext {
+  /** The session's resume handle (resumable transports): every event id carries it. */
+  resumeHandle?: string;
+}
+
 /** One client connection that carries a session's events. */
 export interface SessionConnection {
   readonly transport: Transport;
+  /**
+   * True when a client can come back to its session on a new connection (SSE's Last-Event-ID): the
+   * session then outlives a dropped connection for SSE_RESUME_MS. Socket.IO sessions end at once.
+   */
+  readonly resumable?: boolean;
   /** True once the client went away; the core looks after every wait while the session opens. */
   readonly gone: boolean;
   /** The session exists: start the stream (SSE sends its headers, unless it waited in the line). Called once, before any session event. */
-  open(): void;
+  open(ctx?: OpenContext): void;
   /** Delivers one event; false when it could not (gone, or too far behind). */
   send(event: SessionEvent): boolean;
+  /** Ends the connection from the server side. The close is reported through onClose. */
+  end(): void;
+  /** The one callback for when the connection has closed, for whatever reason; called at once if it already has. */
+  onClose(cb: (reason: CloseReason) => void): void;
+}
+
+/** A client's own connection, which can wait in the line before its session exists (SSE, Socket.IO). */
+export interface WaitingConnection extends SessionConnection {
   /**
    * Waiting in the line, before any session: the client hears at once (SSE sends its headers,
    * Socket.IO connects the namespace) and gets the line's event. False when it could not.
    */
   notify<N extends keyof LineEventData>(name: N, data: LineEventData[N]): boolean;
-  /** Ends the connection from the server side. The close is reported through onClose. */
-  end(): void;
-  /** The one callback for when the connection has closed, for whatever reason; called at once if it already has. */
-  onClose(cb: (reason: CloseReason) => void): void;
 }
 
 /** How a transport reaches a connection it holds on another instance. */

@@ -31,7 +31,7 @@ describe('opt-in waiting for a slot, two instances (real Redis)', () => {
   });
 
   afterEach(async () => {
-    for (const c of open.splice(0)) c.close();
+    await Promise.all(open.splice(0).map((c) => ('end' in c ? (c as SseClient).end() : c.close())));
     await waitUntil(async () => {
       const [x, y] = await Promise.all([damOf(a), damOf(b)]);
       return x.held + y.held === 0 && x.line.length === 0;
@@ -55,12 +55,12 @@ describe('opt-in waiting for a slot, two instances (real Redis)', () => {
     expect((await w2.waitFor((e) => e.event === 'queued')).data).toMatchObject({ position: 2 });
     expect((await damOf(a)).line.length).toBe(2);
     // The session on b ends: its slot goes to the head of the line, which waits on a.
-    holders[1]?.close();
+    await holders[1]?.end();
     const s1 = await w1.session();
     expect(s1.instanceId).toBe(a.id);
     // w2 moves up (told on the next heartbeat), then gets the next slot.
     await w2.waitFor((e) => e.event === 'queued' && (e.data as { position: number }).position === 1, 5_000);
-    holders[0]?.close();
+    await holders[0]?.end();
     const s2 = await w2.session();
     expect(s2.instanceId).toBe(b.id);
     // A session that waited is a session like any other.
@@ -78,7 +78,7 @@ describe('opt-in waiting for a slot, two instances (real Redis)', () => {
     w1.close();
     await waitUntil(async () => (await damOf(a)).line.length === 1);
     await w2.waitFor((e) => e.event === 'queued' && (e.data as { position: number }).position === 1, 5_000);
-    holders[0]?.close();
+    await holders[0]?.end();
     expect((await w2.session()).instanceId).toBe(b.id);
   });
 
@@ -104,7 +104,7 @@ describe('opt-in waiting for a slot, two instances (real Redis)', () => {
     open.push(s);
     expect(s.connected).toBe(true);
     expect((await s.waitFor((e) => e.event === 'queued')).data).toMatchObject({ position: 1 });
-    holders[0]?.close();
+    await holders[0]?.end();
     const session = (await s.waitFor((e) => e.event === 'session')).data as { instanceId: string };
     expect(session.instanceId).toBe(b.id);
   });

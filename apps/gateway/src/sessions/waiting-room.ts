@@ -3,7 +3,7 @@ import { LifecycleService } from '../common/lifecycle.service';
 import { DamService, type Admission } from '../dam/dam.service';
 import { isQueued } from '../dam/queued-admission';
 import type { Credentials } from '../dam/identity';
-import type { SessionConnection } from './session-events';
+import type { WaitingConnection } from './session-events';
 
 /**
  * Opt-in waiting, for every transport: a connection that offered to wait (?wait=N, Prefer: wait=N,
@@ -26,7 +26,7 @@ export class WaitingRoom {
    * waited. Throws the refusal (before the connection opened, or after it waited: then the
    * transport tells it in the stream).
    */
-  async admit(credentials: Credentials, connection: SessionConnection, waitMs: number): Promise<Admission | null> {
+  async admit(credentials: Credentials, connection: WaitingConnection, waitMs: number): Promise<Admission | null> {
     const r = await this.dam.admit(credentials, waitMs);
     if (!isQueued(r)) return r;
     if (connection.gone) r.leave();

@@ -67,7 +67,7 @@ export class ChatGateway implements OnGatewayInit<Namespace>, OnGatewayConnectio
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
     const { sessionId, token } = session.record;
     // The handshake's wait holds for the socket's questions too.
-    const { messageId } = await this.questions.ask({ sessionId, token, question, traceId: socket.id, waitMs: connection?.waitMs });
+    const { messageId } = await this.questions.ask({ via: 'socketio', sessionId, token, question, traceId: socket.id, waitMs: connection?.waitMs });
     return { messageId };
   }
 }

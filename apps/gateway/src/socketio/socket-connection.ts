@@ -2,7 +2,7 @@ import type { Socket } from 'socket.io';
 import { toSocketProblem } from '../common/errors';
 import type { Admission } from '../dam/dam.service';
 import type { LocalSession } from '../sessions/session-registry';
-import type { CloseReason, LineEventData, SessionConnection, SessionEvent } from '../sessions/session-events';
+import type { CloseReason, LineEventData, SessionEvent, WaitingConnection } from '../sessions/session-events';
 
 type Next = (err?: Error) => void;
 
@@ -16,7 +16,7 @@ export const roomOf = (sessionId: string): string => `session:${sessionId}`;
  * and met a full budget connects the namespace at once to hear `queued`; its session starts when
  * the line hands it a slot, or it hears `refused` and is disconnected.
  */
-export class SocketConnection implements SessionConnection {
+export class SocketConnection implements WaitingConnection {
   readonly transport = 'socketio' as const;
   gone = false;
   /** The session, once it started (null: it could not). */

@@ -9,6 +9,8 @@ import { DrainingGuard } from '../sessions/draining.guard';
 import { SessionsService } from '../sessions/sessions.service';
 import { requestedWaitMs } from '../sessions/waiting-room';
 import type { Credentials } from '../dam/identity';
+import { parseEventId } from '../resume/resume-id';
+import { ResumeService } from '../resume/resume.service';
 import { TicketsService } from '../tickets/tickets.service';
 import { FINAL_EVENT_ID, REFUSAL_AS_EVENT, endWithRefusalEvent, sendRefusalEvent } from './refusal-event';
 import { JsonBodyInterceptor } from './json-body.interceptor';
@@ -26,6 +28,7 @@ export class ChatController {
     private readonly questions: QuestionsService,
     private readonly pinger: SsePinger,
     private readonly tickets: TicketsService,
+    private readonly resume: ResumeService,
   ) {}
 
   @Get('stream')
@@ -37,9 +40,22 @@ export class ChatController {
     }
     const connection = new SseConnection(req, res, this.pinger);
     try {
+      let credentials: Credentials | null = null;
+      // EventSource's reconnect: the same URL (its ticket spent) and the id of the last event it has.
+      const point = parseEventId(req.header('last-event-id'));
+      if (point) {
+        const r = await this.resume.resume(point, connection);
+        if (r.kind === 'resumed') return;
+        if (r.kind === 'ended') {
+          if (!res.headersSent) res.status(204).end();
+          return;
+        }
+        // Drained: a new session for whom the old one was (a JWT or ticket proved it then).
+        credentials = r.userId ? { headers: {}, ip: req.ip, verified: { userId: r.userId, claims: {} } } : { headers: req.headers, ip: req.ip };
+      }
       // ?wait=N or Prefer: wait=N: a full budget opens the stream at once, in the line.
       const waitMs = requestedWaitMs(req.query['wait'], req.headers.prefer);
-      const admission = await this.sessions.admit(await this.credentials(req), connection, waitMs);
+      const admission = await this.sessions.admit(credentials ?? (await this.credentials(req)), connection, waitMs);
       if (admission) await this.sessions.start(admission, connection);
     } catch (err) {
       // A stream that waited in the line is open: its refusal can only be an event.
@@ -76,7 +92,7 @@ export class ChatController {
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
     // Prefer: wait=N (or ?wait=N): the question may wait that long in the AI queue, hearing its place.
     const waitMs = requestedWaitMs(req.query['wait'], req.headers.prefer);
-    const { messageId, rateLimit } = await this.questions.ask({ sessionId, token, question, traceId: String(req.id ?? ''), waitMs });
+    const { messageId, rateLimit } = await this.questions.ask({ via: 'http', sessionId, token, question, traceId: String(req.id ?? ''), waitMs });
     if (rateLimit) for (const [k, v] of Object.entries(rateLimitHeaders(rateLimit))) res.setHeader(k, v);
     return { messageId };
   }

@@ -3,6 +3,8 @@ import { createParser } from 'eventsource-parser';
 export interface SseEvent {
   event: string;
   data: unknown;
+  /** The event's `id:` (`<resume handle>.<n>` from the gateway), if it had one. */
+  id?: string;
   /** ms since the stream was requested. */
   at: number;
 }
@@ -27,6 +29,8 @@ export class SseClient {
   closed = false;
   /** `: ping` comment lines seen. */
   pings = 0;
+  /** The last `retry:` the server sent (ms), or null. */
+  retry: number | null = null;
   private readonly abort = new AbortController();
   /** When the stream was requested (epoch ms): an event's `at` is counted from here. */
   readonly startedAt = Date.now();
@@ -68,8 +72,11 @@ export class SseClient {
         } catch {
           // keep the raw text
         }
-        this.events.push({ event: e.event ?? 'message', data, at: Date.now() - this.startedAt });
+        this.events.push({ event: e.event ?? 'message', data, id: e.id, at: Date.now() - this.startedAt });
         this.wake();
+      },
+      onRetry: (ms) => {
+        this.retry = ms;
       },
       onComment: (c) => {
         if (c.trim() === 'ping') this.pings++;
@@ -111,6 +118,12 @@ export class SseClient {
     }
   }
 
+  /** The id of the last event that had one: what an EventSource sends back as Last-Event-ID. */
+  get lastEventId(): string | undefined {
+    for (let i = this.events.length - 1; i >= 0; i--) if (this.events[i]?.id !== undefined) return this.events[i]?.id;
+    return undefined;
+  }
+
   async session(timeoutMs = 10_000): Promise<ChatSession> {
     const e = await this.waitFor((x) => x.event === 'session', timeoutMs);
     return e.data as ChatSession;
@@ -125,6 +138,25 @@ export class SseClient {
 
   close(): void {
     this.abort.abort();
+  }
+
+  /**
+   * Ends the session (DELETE with its token, where the stream came from), then closes the stream:
+   * a stream that only drops keeps its session and slot for the resume window.
+   */
+  async end(timeoutMs = 10_000): Promise<void> {
+    const s = this.events.find((e) => e.event === 'session')?.data as ChatSession | undefined;
+    try {
+      if (s) {
+        await fetch(`${new URL(this.url).origin}/chat/sessions/${s.sessionId}`, {
+          method: 'DELETE',
+          headers: { Authorization: `Bearer ${s.token}` },
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+      }
+    } finally {
+      this.close();
+    }
   }
 
   private describe(): string {
