@@ -1,7 +1,6 @@
 export { Dam } from './lib/dam';
 export type { AdmitOptions, AdmitResult, DamStatus, Lease, RefusalReason, ReleaseOutcome } from './lib/dam';
 export type { Waiter, WaitEndReason, WaitOutcome } from './lib/waiting-line';
-export { TurnoverMeter } from './lib/turnover';
 export type { DamEvent, DamMode, DamOptions, FallbackPolicy, LineOptions, TierOption } from './lib/options';
 export type { GlobalView } from './lib/budget.store';
 export { RedisDeadlineError, withDeadline } from './lib/deadline';

@@ -1,6 +1,5 @@
 import { Injectable, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { AiClient } from '@traffic-dam/ai-bridge';
-import { TurnoverMeter } from '@traffic-dam/dam';
 import { AiCapacityService } from '../ai/ai-capacity.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { SessionRegistry } from '../sessions/session-registry';
@@ -18,6 +17,34 @@ const READ_MS = 1_000;
 /** Window of the measured start rate, in ms. */
 const RATE_WINDOW_MS = 10_000;
 
+/**
+ * The rate at which questions leave the AI queue while some wait (its service rate): a reading
+ * taken while the line was empty measures the demand, not what the workers can do, and an
+ * estimate divided by it would tell a question seconds for what takes a few hundred ms. Only the
+ * intervals that began with a question waiting here count; over a sliding window.
+ */
+export class BacklogRate {
+  private readonly intervals: Array<{ at: number; ms: number; left: number }> = [];
+  private last: { at: number; d: number; backlogged: boolean } | null = null;
+
+  constructor(private readonly windowMs: number) {}
+
+  sample(at: number, d: number, backlogged: boolean): void {
+    const prev = this.last;
+    this.last = { at, d, backlogged };
+    if (prev?.backlogged && at > prev.at) this.intervals.push({ at, ms: at - prev.at, left: Math.max(0, d - prev.d) });
+    while (this.intervals.length > 0 && (this.intervals[0] as { at: number }).at <= at - this.windowMs) this.intervals.shift();
+  }
+
+  /** ms until `ahead` more questions leave, or null while no backlogged second was measured. */
+  etaMs(ahead: number): number | null {
+    const ms = this.intervals.reduce((a, i) => a + i.ms, 0);
+    const left = this.intervals.reduce((a, i) => a + i.left, 0);
+    if (ms < 1_000 || left <= 0) return null;
+    return Math.round((ahead * ms) / left / 100) * 100;
+  }
+}
+
 interface Waiting {
   sessionId: string;
   place: QueuePlace;
@@ -30,12 +57,13 @@ interface Waiting {
  * token: `queued` {messageId, position, etaMs} at once, then whenever the position or the estimate
  * moves (read once a second, one XINFO for all of them). The position falls by the questions that
  * left the line since it was queued; the estimate is the position over the measured rate at which
- * they leave (answer starts per second), never a declared number. Runs where the session lives.
+ * they leave while some wait (answer starts per second), never a declared number. Runs where the
+ * session lives.
  */
 @Injectable()
 export class QueuedQuestions implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly waiting = new Map<string, Waiting>();
-  private readonly rate = new TurnoverMeter(RATE_WINDOW_MS, false);
+  private readonly rate = new BacklogRate(RATE_WINDOW_MS);
   private dequeued: number | null = null;
   private timer: NodeJS.Timeout | null = null;
   private reading = false;
@@ -82,7 +110,7 @@ export class QueuedQuestions implements OnApplicationBootstrap, OnModuleDestroy 
       const d = await this.ai.queueProgress(this.gate.snapshot.answering);
       if (d === null) return;
       this.dequeued = d;
-      this.rate.sample(Date.now(), d);
+      this.rate.sample(Date.now(), d, this.waiting.size > 0);
       for (const [messageId, w] of this.waiting) {
         if (!this.registry.get(w.sessionId)) {
           this.waiting.delete(messageId);

@@ -1,28 +1,18 @@
 /**
- * A line's turnover: how fast a counter of those who left it grows, over a sliding window. For the
- * waiting line it is the budget's counter of slots freed, as each heartbeat reads it on Redis's
- * clock: every slot freed while someone waits is handed to the head of the line. Nothing is
- * declared: before two samples a second apart, or after a window in which the counter did not
- * grow, it is unknown.
+ * Slots freed per second across the cluster, measured from the budget's counter of freed slots as
+ * each heartbeat reads it (on Redis's clock), over a sliding window. This is what the line moves
+ * at: every slot freed while someone waits is handed to the head of the line. Nothing is declared:
+ * before two samples a second apart, or after a window without a slot freed, it is unknown.
  */
 export class TurnoverMeter {
   private readonly samples: Array<{ at: number; freed: number }> = [];
 
-  /**
-   * @param windowMs how far back the rate looks
-   * @param strict a counter that went back means it started over (Redis restarted): forget the
-   *   samples. False for a counter read from several numbers that may wobble by a few (the rate
-   *   over the window still holds).
-   */
-  constructor(
-    private readonly windowMs: number,
-    private readonly strict = true,
-  ) {}
+  constructor(private readonly windowMs: number) {}
 
-  /** One reading of the counter at time `at` (ms). */
+  /** One reading of the counter at time `at` (ms). A counter that went back (Redis restarted) starts over. */
   sample(at: number, freed: number): void {
     const last = this.samples[this.samples.length - 1];
-    if (last && (at < last.at || (this.strict && freed < last.freed))) this.samples.length = 0;
+    if (last && (at < last.at || freed < last.freed)) this.samples.length = 0;
     this.samples.push({ at, freed });
     while (this.samples.length > 2 && (this.samples[1] as { at: number }).at <= at - this.windowMs) this.samples.shift();
   }
