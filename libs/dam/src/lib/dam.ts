@@ -212,14 +212,19 @@ export class Dam {
   async admit(userId: string | null = null, opts: AdmitOptions = {}): Promise<AdmitResult> {
     const tier = this.tierIndex(opts.tier);
     if (this.o.mode === 'off') return { admitted: true, lease: this.unbudgetedLease(userId, tier), fallback: false };
-    const waitMs = this.line && this.fallbackSince === null ? Math.min(opts.waitMs ?? 0, this.o.line.maxWaitMs) : 0;
+    const waitMs = this.line ? Math.min(opts.waitMs ?? 0, this.o.line.maxWaitMs) : 0;
     // The ceiling bounds the sessions an instance takes on at once. A request that offered to wait
     // is decided by the global budget and the line instead, as a slot handed to a waiter is: it
     // turns a connection the instance already holds into a session, so either may take an
     // instance above its ceiling (never the cluster above its capacity). Refused here, a client
     // that asked to wait would meet a 429 while the cluster had room.
     if (waitMs === 0 && this.held + this.pending >= this.o.instanceCeiling) return this.refuse('instance_full', userId, tier);
-    if (this.fallbackSince !== null) return this.decideLocally(userId, tier);
+    // A request that waits asks Redis even in the fallback, and gives it longer: it is willing to
+    // wait, and decided locally it would be refused as soon as the local share is full. The
+    // fallback exists to keep admissions fast while Redis is slow or away; under a burst that
+    // slows Redis past DAM_REDIS_TIMEOUT_MS, waiting clients met 429s instead of the line.
+    if (this.fallbackSince !== null && waitMs === 0) return this.decideLocally(userId, tier);
+    const deadlineMs = waitMs > 0 ? Math.max(this.o.redisTimeoutMs, Math.min(waitMs, this.o.line.joinTimeoutMs)) : this.o.redisTimeoutMs;
     const tracked = this.o.userMaxSessions > 0 && userId !== null;
     for (let attempt = 0; attempt < 2; attempt++) {
       const waiter = waitMs > 0 && this.line ? this.line.create(this.tierNames[tier] as string, tier, tracked ? userId : null, waitMs) : null;
@@ -239,7 +244,7 @@ export class Dam {
         () => undefined,
       );
       try {
-        reply = await withDeadline(raw, this.o.redisTimeoutMs);
+        reply = await withDeadline(raw, deadlineMs);
       } catch (err) {
         // No longer in flight when decided locally: counted as pending it would take the last slot
         // from itself (the local share would refuse with one slot still free). A join that ran

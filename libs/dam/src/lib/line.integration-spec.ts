@@ -266,6 +266,22 @@ describe('the waiting line against real Redis', () => {
     for (const l of held) l.release();
   });
 
+  it('a request that waits asks Redis even while the instance decides others on its local share (Redis was only slow)', async () => {
+    const a = await dam('slow-a', { slotsPerInstance: 1, instanceCeiling: 2, redisTimeoutMs: 20 });
+    lease(await a.admit());
+    redis.child?.signal('SIGSTOP');
+    let refused: AdmitResult;
+    try {
+      refused = await a.admit();
+    } finally {
+      redis.child?.signal('SIGCONT');
+    }
+    expect(refused).toMatchObject({ admitted: false, reason: 'dam_full', fallback: true });
+    expect(a.inFallback).toBe(true);
+    const w = await a.admit(null, { waitMs: 30_000 });
+    expect(w).toMatchObject({ admitted: false, reason: 'queued' });
+  });
+
   it('a wait ends at its deadline, out of the line', async () => {
     const a = await dam('deadline-a', { slotsPerInstance: 1 });
     lease(await a.admit());

@@ -65,6 +65,11 @@ export interface LineOptions {
   /** Window over which the turnover (slots freed per second) is measured for the estimates, in ms. Default 10,000. */
   turnoverWindowMs?: number;
   /**
+   * Deadline of a waiting request's admission round trip, in ms (it is willing to wait; past it,
+   * it is decided on the local share). Default 1,000, at least redisTimeoutMs.
+   */
+  joinTimeoutMs?: number;
+  /**
    * Connection for the line's blocking wake-up (BLMPOP on this instance's notice list), used for
    * nothing else. Default: a duplicate of `redis`, made at start() and closed at stop().
    */
@@ -115,6 +120,7 @@ export function resolveDamOptions(o: DamOptions): ResolvedDamOptions {
       maxWaiters: o.line?.maxWaiters ?? 0,
       maxWaitMs: o.line?.maxWaitMs ?? 60_000,
       turnoverWindowMs: o.line?.turnoverWindowMs ?? 10_000,
+      joinTimeoutMs: o.line?.joinTimeoutMs ?? 1_000,
       wakeRedis: o.line?.wakeRedis,
     },
     tiers: (o.tiers ?? []).map((t) => ({ name: t.name, reservedShare: t.reservedShare ?? 0 })),
@@ -126,6 +132,7 @@ export function resolveDamOptions(o: DamOptions): ResolvedDamOptions {
   if (!Number.isInteger(r.line.maxWaiters) || r.line.maxWaiters < 0) throw new RangeError('line.maxWaiters must be a non-negative integer');
   if (!(r.line.maxWaitMs > 0)) throw new RangeError('line.maxWaitMs must be positive');
   if (!(r.line.turnoverWindowMs >= 1_000)) throw new RangeError('line.turnoverWindowMs must be at least 1,000');
+  if (!(r.line.joinTimeoutMs > 0)) throw new RangeError('line.joinTimeoutMs must be positive');
   if (r.tiers.length > 8) throw new RangeError('at most 8 tiers');
   if (new Set(r.tiers.map((t) => t.name)).size !== r.tiers.length) throw new RangeError('tier names must be unique');
   if (r.tiers.some((t) => !(t.reservedShare >= 0 && t.reservedShare <= 1))) throw new RangeError("a tier's reservedShare must be within 0 to 1");
