@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { SseClient, Stack, percentile, startLocalRedis } from '@traffic-dam/stack';
+import { SseClient, Stack, percentile, repoRoot, startLocalRedis } from '@traffic-dam/stack';
 
 interface DamView {
   held: number;
@@ -39,7 +39,15 @@ async function memory(n: number, dir: string): Promise<Record<string, number>> {
       stdio: ['ignore', 'pipe', 'inherit'],
       timeout: 600_000,
     });
-    return JSON.parse(out.toString().trim().split('\n').at(-1) as string) as Record<string, number>;
+    const gateway = JSON.parse(out.toString().trim().split('\n').at(-1) as string) as Record<string, number>;
+    // The line's own share, measured in the library alone (a script of libs/dam, run, not imported).
+    const lib = execFileSync(process.execPath, ['--expose-gc', '--import', 'tsx', join(repoRoot(__dirname), 'libs/dam/bench/line-memory.bench.ts'), redis.url, String(5 * n)], {
+      env: { ...process.env, TSX_TSCONFIG_PATH: 'libs/dam/bench/tsconfig.json' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+      timeout: 600_000,
+    });
+    const line = JSON.parse(lib.toString().trim().split('\n').at(-1) as string) as { heapPerWaiter: number };
+    return { ...gateway, lineHeapPerWaiter: line.heapPerWaiter };
   } finally {
     await redis.stop();
   }

@@ -1,11 +1,10 @@
 // node --expose-gc: hosts one gateway (the built dist/apps/gateway/main.js) in this process, so
 // its heap can be read after a full GC, while another process holds the streams. Prints one JSON
 // line: the gateway's heap and RSS per admitted session and per waiting stream, Redis's memory
-// per waiter, and the line's own cost per waiter in libs/dam (no connection at all).
+// per waiter (the line's own share: libs/dam/bench/line-memory.bench.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { Dam } from '@traffic-dam/dam';
 import { freePort, httpOk, repoRoot, waitFor } from '@traffic-dam/stack';
 
 const gc = (globalThis as unknown as { gc?: () => void }).gc;
@@ -66,15 +65,6 @@ async function main(): Promise<void> {
   sessions.kill('SIGKILL');
   waiters.kill('SIGKILL');
 
-  // The line alone: a dam in this process, its slot taken, 5 x count waiters, no connection.
-  const conn = new Redis(redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
-  await new Promise((r) => conn.once('ready', r));
-  const dam = new Dam({ redis: conn, instanceId: 'probe-lib', slotsPerInstance: 1, keyPrefix: 'td:probe', line: { maxWaiters: 10 * count } });
-  await dam.start();
-  await dam.admit();
-  const l0 = await settled();
-  const queued = await Promise.all(Array.from({ length: 5 * count }, () => dam.admit(null, { waitMs: 600_000 })));
-  const l1 = await settled();
   const per = (a: number, b: number, n: number) => Math.round((b - a) / n);
   process.stdout.write(
     `${JSON.stringify({
@@ -85,8 +75,6 @@ async function main(): Promise<void> {
       gatewayRssPerWaiter: per(withSessions.rss, withWaiters.rss, count),
       redisPerSession: per(r0, r1, count),
       redisPerWaiter: per(r1, r2, count),
-      lineHeapPerWaiter: per(l0.heap, l1.heap, queued.length),
-      queuedInLib: queued.filter((q) => !q.admitted && q.reason === 'queued').length,
     })}\n`,
   );
   process.exit(0);
