@@ -147,7 +147,7 @@ export class SseClient {
   async end(timeoutMs = 10_000): Promise<void> {
     const s = this.events.find((e) => e.event === 'session')?.data as ChatSession | undefined;
     try {
-      if (s) {
+      if (s && !this.closed) {
         await fetch(`${new URL(this.url).origin}/chat/sessions/${s.sessionId}`, {
           method: 'DELETE',
           headers: { Authorization: `Bearer ${s.token}` },
