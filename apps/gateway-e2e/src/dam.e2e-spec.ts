@@ -121,7 +121,8 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
     }, 5_000);
     expect(await metricValue(paused.url, 'td_dam_events_total{type="fenced"')).toBeGreaterThanOrEqual(1);
     for (const s of open) s.close();
-    await eventually('released', async () => (await dam(other.url)).global?.used === 0, 5_000);
+    // Released when their resume window (SSE_RESUME_MS, 5 s) ends.
+    await eventually('released', async () => (await dam(other.url)).global?.used === 0, 10_000);
     const probe = new Redis(stack.redisUrl);
     try {
       const held = (await probe.hvals('td:dam:{dam}:held')).map(Number);
@@ -171,6 +172,13 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
       await new Promise((r) => setTimeout(r, 5_000));
       stop = true;
       await Promise.all(loops);
+      // The streams the load closed hold their slots until their resume window ends (SSE_RESUME_MS):
+      // let it end first, so no slot comes free during the burst below.
+      await eventually(
+        'no stream waiting for its client',
+        async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_sse_sessions_waiting')))).every((n) => n === 0),
+        10_000,
+      );
       // The local share is exact: ask each gateway for more than its share; it fills to 1,000, no further.
       for (const g of stack.gateways) {
         const heldBefore = (await dam(g.url)).held;
@@ -202,7 +210,8 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
       const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
       lastSeen = { gateways: views.reduce((a, v) => a + v.held, 0), clients: held.filter((s) => !s.closed).length };
       return lastSeen.gateways === lastSeen.clients;
-    }, 3_000).catch(() => undefined);
+      // A stream the load closed holds its slot for its resume window (SSE_RESUME_MS, 5 s).
+    }, 8_000).catch(() => undefined);
     expect(lastSeen.gateways).toBe(lastSeen.clients);
     const after = await admitBuckets();
     after.forEach((a, i) => expect(a.all - (before[i]?.all ?? 0)).toBe(a.le50ms - (before[i]?.le50ms ?? 0)));

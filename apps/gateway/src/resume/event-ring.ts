@@ -4,26 +4,29 @@ import type { SessionEvent } from '../sessions/session-events';
  * The last `capacity` events of a session, for a client that reconnects: what it missed is the
  * events after the id it names. In memory on the instance holding the session, so a relayed
  * token costs no Redis call; a resume on another instance is served from here over the control
- * channel.
+ * channel. It grows with what it keeps (an idle session holds a few events, not `capacity`
+ * slots) and drops the oldest in batches, so a push is amortised O(1).
  */
 export class EventRing {
-  private readonly items: (SessionEvent | undefined)[];
-  private next = 0;
-  private size = 0;
+  private items: SessionEvent[] = [];
+  /** Index of the oldest event kept. */
+  private start = 0;
 
-  constructor(readonly capacity: number) {
-    this.items = new Array<SessionEvent | undefined>(capacity);
-  }
+  constructor(readonly capacity: number) {}
 
   push(e: SessionEvent): void {
-    this.items[this.next] = e;
-    this.next = (this.next + 1) % this.capacity;
-    this.size = Math.min(this.size + 1, this.capacity);
+    this.items.push(e);
+    if (this.items.length - this.start > this.capacity) this.start++;
+    // Compact once as much is dropped as is kept.
+    if (this.start >= this.capacity) {
+      this.items = this.items.slice(this.start);
+      this.start = 0;
+    }
   }
 
   /** Id of the newest event kept, 0 when none. */
   get lastId(): number {
-    return this.size === 0 ? 0 : (this.at(this.size - 1)?.id ?? 0);
+    return this.items.length > this.start ? (this.items[this.items.length - 1] as SessionEvent).id : 0;
   }
 
   /**
@@ -34,18 +37,9 @@ export class EventRing {
     const last = this.lastId;
     if (after > last) return null;
     if (after === last) return [];
-    const first = this.at(0)?.id ?? 1;
+    const first = this.items[this.start]?.id ?? 1;
     if (after < first - 1) return null;
-    const out: SessionEvent[] = [];
-    for (let i = 0; i < this.size; i++) {
-      const e = this.at(i) as SessionEvent;
-      if (e.id > after) out.push(e);
-    }
-    return out;
-  }
-
-  /** The i-th oldest event kept. */
-  private at(i: number): SessionEvent | undefined {
-    return this.items[(this.next - this.size + i + this.capacity) % this.capacity];
+    // Ids are consecutive: the one after `after` is at a known place.
+    return this.items.slice(this.start + (after - first + 1));
   }
 }

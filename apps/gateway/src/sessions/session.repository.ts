@@ -56,14 +56,7 @@ export class SessionRepository {
 
   /** Stores only the token's hash: a Redis dump must not hand out sessions. With it, the resume entry (another slot). */
   async create(s: SessionRecord): Promise<void> {
-    const resume = s.resumeHash
-      ? this.redis
-          .multi()
-          .hset(resumeKey(s.resumeHash), { sessionId: s.sessionId, home: s.instanceId, userId: s.userId ?? '' })
-          .pexpireat(resumeKey(s.resumeHash), s.expiresAt + TOMBSTONE_MS)
-          .exec()
-      : null;
-    await this.redis
+    const session = this.redis
       .multi()
       .hset(keys.session(s.sessionId), {
         tokenHash: hashToken(s.token),
@@ -76,7 +69,15 @@ export class SessionRepository {
       })
       .pexpireat(keys.session(s.sessionId), s.expiresAt)
       .exec();
-    await resume;
+    const resume = s.resumeHash
+      ? this.redis
+          .multi()
+          .hset(resumeKey(s.resumeHash), { sessionId: s.sessionId, home: s.instanceId, userId: s.userId ?? '' })
+          .pexpireat(resumeKey(s.resumeHash), s.expiresAt + TOMBSTONE_MS)
+          .exec()
+      : null;
+    // Both awaited, so neither can fail unheard.
+    await Promise.all([session, resume]);
   }
 
   async claim(sessionId: string, token: string, messageId: string, ttlMs: number): Promise<ClaimResult> {

@@ -160,7 +160,7 @@ export class SessionsService {
     for (const e of missed) connection.send(e);
     // Its close is ignored now: it is no longer the session's connection.
     old.end();
-    this.logger.info({ sessionId, transport: s.record.transport, replayed: missed.length }, 'session resumed');
+    this.logger.debug({ sessionId, transport: s.record.transport, replayed: missed.length }, 'session resumed');
     return 'ok';
   }
 
@@ -185,7 +185,7 @@ export class SessionsService {
       s.connection = waiting;
       s.detachedAt = Date.now();
       this.watch(s, waiting);
-      this.logger.info({ sessionId: s.record.sessionId, reason, resumeMs: this.config.SSE_RESUME_MS }, 'stream dropped; the session waits for its client');
+      this.logger.debug({ sessionId: s.record.sessionId, reason, resumeMs: this.config.SSE_RESUME_MS }, 'stream dropped; the session waits for its client');
       return;
     }
     this.closed(s, reason);
