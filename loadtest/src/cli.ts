@@ -1,5 +1,5 @@
 // npm run loadtest -- <scenario> [--base-url http://127.0.0.1:8080] [--transport sse|socketio] [--scale 1] [--vus-scale 1] [--wait S] [--out file.json]
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Runner } from './runner/runner';
@@ -9,7 +9,10 @@ import { loadScenarioFile, scaledScenarioFile } from './scenarios';
 const HELP = `npm run loadtest -- <scenario> [options]
 
   <scenario>         s0 | s1 | s2 | baseline (loadtest/scenarios/<name>.json) or a path to such a file
-  --base-url URL     the load balancer (default http://127.0.0.1:8080, what "npm start" prints); loopback only
+  --base-url URL     the load balancer (default http://127.0.0.1:8080, what "npm start" prints); loopback only;
+                     https:// for "npm start -- --tls", with --ca or --insecure
+  --ca FILE          trust this CA for https:// (npm start -- --tls: .stack/tls/ca.crt)
+  --insecure         https:// without verifying the certificate (loopback targets only)
   --transport T      sse (GET /chat/stream + POST, the default) or socketio (namespace /chat: connect, ask, answer)
   --scale F          time scale: every duration times F (default 1; 0.1 runs S1 in 30 s)
   --vus-scale F      closed-model VU counts times F (default 1)
@@ -38,6 +41,8 @@ async function main(): Promise<void> {
     allowPositionals: true,
     options: {
       'base-url': { type: 'string', default: 'http://127.0.0.1:8080' },
+      ca: { type: 'string' },
+      insecure: { type: 'boolean', default: false },
       transport: { type: 'string', default: 'sse' },
       scale: { type: 'string' },
       'vus-scale': { type: 'string' },
@@ -65,6 +70,7 @@ async function main(): Promise<void> {
   const runner = new Runner({
     stop: stop.signal,
     baseUrl: values['base-url'] as string,
+    tls: { ca: values.ca ? readFileSync(values.ca, 'utf8') : undefined, insecure: values.insecure },
     transport,
     file,
     jwtSecret: values['jwt-secret'] ?? process.env['LOADTEST_JWT_SECRET'],

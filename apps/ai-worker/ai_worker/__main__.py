@@ -28,6 +28,10 @@ def main() -> int:
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
+        # Named, not "auto": the dev venv has uvloop and httptools (the mock servers' uvicorn extras),
+        # and the worker must run the same loop there as in production.
+        loop="asyncio",
+        http="h11",
     )
     return 0
 

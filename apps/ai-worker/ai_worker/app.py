@@ -14,11 +14,12 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from .config import Settings, load_settings
 from .faults import Faults, FaultsError, parse_patch
 from .jsonlog import event
+from .metrics import CONTENT_TYPE, WorkerMetrics
 from .worker import Worker
 
 log = logging.getLogger("ai_worker.admin")
@@ -30,10 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Settings are read from the environment here unless given."""
     settings = settings or load_settings()
     faults = Faults.from_settings(settings)
+    metrics = WorkerMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker = Worker(settings, faults=faults)
+        worker = Worker(settings, faults=faults, metrics=metrics)
         app.state.worker = worker
         await worker.start()
         try:
@@ -60,9 +62,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "workerId": settings.worker_id,
             "inFlight": worker.in_flight if worker else 0,
             "redis": redis_ok,
+            "backend": settings.backend,
+            "model": worker.backend.model if worker else None,
             "faults": faults.snapshot(),
         }
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     if settings.admin_token:
         _add_admin_routes(app, settings, faults)

@@ -1,9 +1,11 @@
-"""Answer backends.
+"""Answer backends: the interface, the Redis rate limiter and the simulated LLM.
 
-A backend has two calls:
+A backend answers through four calls (the worker makes them in this order):
   - try_admit(): may this answer start now? -> (admitted, retry_after_ms)
-  - stream(question): async generator of token strings
-so a real OpenAI-compatible backend can be added later beside the simulated one.
+  - stream(question, stats): async generator of token strings; fills stats (usage, first token)
+  - ended(ok): once for every admitted answer, whatever its outcome
+  - throttled_until_ms(): epoch ms before which the backend starts nothing (0: not throttled)
+The OpenAI-compatible backend is in openai_backend.py.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
+from dataclasses import dataclass
 from typing import AsyncIterator, Protocol
 
 from redis.asyncio import Redis
@@ -27,14 +31,78 @@ WORDS = (
 ).split()
 
 
+@dataclass
+class AnswerStats:
+    """What one answer cost, filled in by the backend while it streams."""
+
+    model: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    # True when the backend counted the tokens itself (no usage from the model server).
+    counted: bool = False
+    # time.monotonic() of the first token, None until it came.
+    first_token_at: float | None = None
+    # Tokens the worker published to the client so far.
+    published: int = 0
+
+    def usage(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "promptTokens": self.prompt_tokens or 0,
+            "completionTokens": self.completion_tokens or 0,
+            "counted": self.counted,
+        }
+
+
+class UpstreamError(Exception):
+    """The model server failed this answer (5xx, broken or malformed stream, a timeout).
+
+    `kind` is a short label for logs and metrics: connect, connect_timeout, first_token_timeout,
+    stall, status_5xx, status_4xx, broken_stream, malformed, upstream_error.
+    """
+
+    def __init__(self, kind: str, message: str, detail: str = ""):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message  # for the client: says what failed, never echoes the server's body
+        self.detail = detail  # for the log: what the server said
+
+
+class UpstreamThrottled(Exception):
+    """The model server answered 429 before any token: retry no sooner than `retry_after_ms`."""
+
+    def __init__(self, retry_after_ms: int):
+        super().__init__(f"the model server is rate limiting (retry after {retry_after_ms} ms)")
+        self.retry_after_ms = retry_after_ms
+
+
 class Backend(Protocol):
+    # The model's name, as reported in `done` usage and in metrics.
+    model: str
+
     async def try_admit(self) -> tuple[bool, int]:
         """(True, 0) if an answer may start now, else (False, ms until it is worth retrying)."""
         ...
 
-    def stream(self, question: Question) -> AsyncIterator[str]:
-        """Yield the answer's tokens in order."""
+    def stream(self, question: Question, stats: AnswerStats) -> AsyncIterator[str]:
+        """Yield the answer's tokens in order. May raise UpstreamError or UpstreamThrottled."""
         ...
+
+    def ended(self, ok: bool) -> None:
+        """An admitted answer ended (ok: it completed); called once per successful try_admit."""
+        ...
+
+    def throttled_until_ms(self) -> int:
+        """Epoch ms before which nothing will be admitted because the model server asked so; 0 if none."""
+        ...
+
+
+_WORD_RE = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """A rough token count (words and punctuation), for servers that send no usage."""
+    return len(_WORD_RE.findall(text))
 
 
 # GCRA (the generic cell rate algorithm): one key holds the theoretical arrival time (TAT) of
@@ -101,6 +169,8 @@ def simulated_answer(question: str, n_tokens: int) -> list[str]:
 class SimulatedBackend:
     """A fake LLM: global capacity through Redis, a time to first token, then tokens/s.
 
+    Its usage is counted: the question's words as prompt tokens, one per token produced.
+
     With `faults`, its `ttft_ms` override is read when an answer starts and its
     `tokens_per_sec` override before every token, so a change reaches answers in progress.
     """
@@ -113,6 +183,7 @@ class SimulatedBackend:
         answer_tokens: int,
         faults: Faults | None = None,
     ):
+        self.model = "simulated"
         self._limiter = limiter
         self._ttft_ms = ttft_ms
         self._tokens_per_sec = tokens_per_sec
@@ -130,7 +201,17 @@ class SimulatedBackend:
     async def try_admit(self) -> tuple[bool, int]:
         return await self._limiter.acquire()
 
-    async def stream(self, question: Question) -> AsyncIterator[str]:
+    def ended(self, ok: bool) -> None:
+        pass
+
+    def throttled_until_ms(self) -> int:
+        return 0
+
+    async def stream(self, question: Question, stats: AnswerStats | None = None) -> AsyncIterator[str]:
+        if stats is not None:
+            stats.counted = True
+            stats.prompt_tokens = count_tokens(question.question)
+            stats.completion_tokens = 0
         loop = asyncio.get_running_loop()
         ttft = self._ttft()
         due = loop.time() + ttft
@@ -144,4 +225,6 @@ class SimulatedBackend:
                 now = loop.time()
                 due = now + gap if now - due > 2 * gap else due + gap
                 await asyncio.sleep(max(0.0, due - now))
+            if stats is not None:
+                stats.completion_tokens = i + 1
             yield answer_word(question.question, i) + " "

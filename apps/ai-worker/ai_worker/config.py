@@ -14,6 +14,7 @@ from typing import Callable, Mapping, TypeVar
 from . import faults as f
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+BACKENDS = ("simulated", "openai")
 # The gateway's pino names, so one LOG_LEVEL can configure the whole stack.
 PINO_LEVELS = {"trace": "debug", "warn": "warning", "fatal": "critical", "silent": "critical"}
 
@@ -57,6 +58,19 @@ class Settings:
     fault_seed: int | None = None
     # Bearer token of /admin/*; None: the admin endpoints do not exist (404).
     admin_token: str | None = field(default=None, repr=False)
+    # The answer backend (see backend.py and openai_backend.py).
+    backend: str = "simulated"
+    base_url: str = ""
+    # Never logged nor shown in repr: AI_API_KEY, or the contents of AI_API_KEY_FILE.
+    api_key: str | None = field(default=None, repr=False)
+    model: str = ""
+    max_tokens: int = 512
+    max_concurrency: int = 64
+    system_prompt: str | None = None
+    connect_timeout_ms: int = 5000
+    first_token_timeout_ms: int = 20000
+    stall_timeout_ms: int = 10000
+    stream_usage: bool = True
     # Not read from the environment: the protocol fixes it; tests may replace it.
     rate_key_prefix: str = "td:ai:rate:"
 
@@ -67,6 +81,29 @@ class Settings:
 
 def default_worker_id() -> str:
     return f"worker-{socket.gethostname()}-{os.getpid()}"
+
+
+def _api_key(env: Mapping[str, str], problems: list[str]) -> str | None:
+    """AI_API_KEY, or the first line of the file AI_API_KEY_FILE names (a mounted secret); never echoed."""
+    key = (env.get("AI_API_KEY") or "").strip()
+    path = (env.get("AI_API_KEY_FILE") or "").strip()
+    if key and path:
+        problems.append("AI_API_KEY and AI_API_KEY_FILE are both set: use one")
+        return None
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                key = fh.readline().strip()
+        except OSError as e:
+            problems.append(f"AI_API_KEY_FILE={path!r}: cannot be read ({e.strerror})")
+            return None
+        if not key:
+            problems.append(f"AI_API_KEY_FILE={path!r}: the file is empty")
+            return None
+    if key and not re.fullmatch(r"[!-~]{1,4096}", key):
+        problems.append("AI_API_KEY=<hidden>: must be 1-4096 visible ASCII characters without spaces")
+        return None
+    return key or None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +153,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # What an HTTP header can carry as one Bearer token: visible ASCII, no spaces.
         return None if re.fullmatch(r"[!-~]{1,1024}", v) else "must be 1-1024 visible ASCII characters without spaces"
 
+    def http_url(v: str) -> str | None:
+        return None if re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", v) else "must be an http:// or https:// URL"
+
+    def backend_name(v: str) -> str | None:
+        return None if v in BACKENDS else f"must be one of {', '.join(BACKENDS)}"
+
     def lower(v: str) -> str:
         return v.lower()
 
@@ -146,7 +189,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         fault_crash_after_tokens=get("AI_FAULT_CRASH_AFTER_TOKENS", None, int, f.check_crash_after_tokens),
         fault_seed=get("AI_FAULT_SEED", None, int),
         admin_token=get("WORKER_ADMIN_TOKEN", None, str, admin_token, secret=True),
+        backend=get("AI_BACKEND", Settings.backend, lower, backend_name),
+        base_url=get("AI_BASE_URL", Settings.base_url, str, http_url).rstrip("/"),
+        api_key=_api_key(env, problems),
+        model=get("AI_MODEL", Settings.model, str, name_like),
+        max_tokens=get("AI_MAX_TOKENS", Settings.max_tokens, int, between(1, 1_000_000)),
+        max_concurrency=get("AI_MAX_CONCURRENCY", Settings.max_concurrency, int, between(1, 100_000)),
+        system_prompt=env.get("AI_SYSTEM_PROMPT") or None,
+        connect_timeout_ms=get("AI_CONNECT_TIMEOUT_MS", Settings.connect_timeout_ms, int, between(1, 600_000)),
+        first_token_timeout_ms=get("AI_FIRST_TOKEN_TIMEOUT_MS", Settings.first_token_timeout_ms, int, between(1, 600_000)),
+        stall_timeout_ms=get("AI_STALL_TIMEOUT_MS", Settings.stall_timeout_ms, int, between(1, 600_000)),
+        stream_usage=get("AI_STREAM_USAGE", Settings.stream_usage, f.parse_bool),
     )
+    if s.backend == "openai":
+        if not s.base_url:
+            problems.append("AI_BASE_URL is required with AI_BACKEND=openai (for example http://127.0.0.1:8000/v1)")
+        if not s.model:
+            problems.append("AI_MODEL is required with AI_BACKEND=openai")
     if s.heartbeat_ttl_ms <= s.heartbeat_ms:
         problems.append(
             f"WORKER_HEARTBEAT_TTL_MS ({s.heartbeat_ttl_ms}) must be greater than WORKER_HEARTBEAT_MS ({s.heartbeat_ms})"

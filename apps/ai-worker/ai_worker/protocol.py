@@ -112,8 +112,11 @@ def token_reply(message_id: str, session_id: str, seq: int, text: str) -> dict[s
     return {"type": "token", "messageId": message_id, "sessionId": session_id, "seq": seq, "text": text}
 
 
-def done_reply(message_id: str, session_id: str, tokens: int) -> dict[str, Any]:
-    return {"type": "done", "messageId": message_id, "sessionId": session_id, "tokens": tokens}
+def done_reply(message_id: str, session_id: str, tokens: int, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "done", "messageId": message_id, "sessionId": session_id, "tokens": tokens}
+    if usage is not None:
+        body["usage"] = usage
+    return body
 
 
 def error_reply(message_id: str, session_id: str, code: str, message: str) -> dict[str, Any]:
@@ -123,8 +126,10 @@ def error_reply(message_id: str, session_id: str, code: str, message: str) -> di
 
 
 def heartbeat(
-    worker_id: str, capacity_per_sec: float, throughput_per_sec: float, in_flight: int, answering: int, ts_ms: int
+    worker_id: str, capacity_per_sec: float, throughput_per_sec: float, in_flight: int, answering: int, ts_ms: int,
+    **measured: Any,
 ) -> dict[str, Any]:
+    """`measured`: startsPerSec, serviceRatePerSec, ttftMs (meter.py), throttledUntil, model."""
     return {
         "workerId": worker_id,
         "capacityPerSec": capacity_per_sec,
@@ -132,6 +137,7 @@ def heartbeat(
         "inFlight": in_flight,
         "answering": answering,
         "ts": ts_ms,
+        **measured,
     }
 
 

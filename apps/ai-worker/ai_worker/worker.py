@@ -18,10 +18,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from . import protocol as p
-from .backend import Backend, RedisRateLimiter, SimulatedBackend
+from .backend import AnswerStats, Backend, RedisRateLimiter, SimulatedBackend, UpstreamError, UpstreamThrottled
 from .config import Settings
 from .faults import Faults
 from .jsonlog import event
+from .meter import LoadMeter
+from .metrics import WorkerMetrics
 
 log = logging.getLogger("ai_worker.worker")
 
@@ -58,8 +60,24 @@ class _Stop(Exception):
         self.message = message
 
 
+def make_backend(settings: Settings, redis: Redis, faults: Faults) -> Backend:
+    """AI_BACKEND: the simulated LLM, or an OpenAI-compatible server; both behind the global limiter."""
+    limiter = RedisRateLimiter(redis, settings.capacity_per_sec, settings.rate_key_prefix)
+    if settings.backend == "openai":
+        from .openai_backend import OpenAIBackend
+
+        return OpenAIBackend(settings, limiter)
+    return SimulatedBackend(limiter, settings.ttft_ms, settings.tokens_per_sec, settings.answer_tokens, faults)
+
+
 class Worker:
-    def __init__(self, settings: Settings, backend: Backend | None = None, faults: Faults | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend | None = None,
+        faults: Faults | None = None,
+        metrics: WorkerMetrics | None = None,
+    ):
         self.settings = settings
         self.worker_id = settings.worker_id
         self.faults = faults if faults is not None else Faults.from_settings(settings)
@@ -75,13 +93,10 @@ class Worker:
         self.redis: Redis = Redis(connection_pool=self._pool)
         # Blocking XREADGROUP on its own connection, so it never holds up the others.
         self._reader_redis: Redis = Redis.from_url(settings.redis_url, **common)
-        self.backend: Backend = backend or SimulatedBackend(
-            RedisRateLimiter(self.redis, settings.capacity_per_sec, settings.rate_key_prefix),
-            settings.ttft_ms,
-            settings.tokens_per_sec,
-            settings.answer_tokens,
-            self.faults,
-        )
+        self.backend: Backend = backend or make_backend(settings, self.redis, self.faults)
+        self.metrics = metrics or WorkerMetrics()
+        self.meter = LoadMeter()
+        self._waiting = 0  # questions in _admit: the line for a start
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._start_line = asyncio.Lock()
@@ -166,6 +181,10 @@ class Worker:
             await _bounded(self.redis.delete(p.worker_key(self.worker_id)), 2.0)
         except Exception as e:  # Redis gone: the key expires by its TTL anyway
             event(log, logging.WARNING, "heartbeat key not deleted", workerId=self.worker_id, error=repr(e))
+        backend_close = getattr(self.backend, "aclose", None)
+        if backend_close is not None:
+            with contextlib.suppress(Exception):
+                await backend_close()
         for r in (self._reader_redis, self.redis):
             with contextlib.suppress(Exception):
                 await r.aclose()
@@ -247,7 +266,10 @@ class Worker:
         key = p.worker_key(self.worker_id)
         failed = False
         while True:
-            body = p.heartbeat(self.worker_id, s.capacity_per_sec, self.throughput_per_sec(), self.in_flight, self.answering, now_ms())
+            body = p.heartbeat(
+                self.worker_id, s.capacity_per_sec, self.throughput_per_sec(), self.in_flight, self.answering, now_ms(),
+                **self.meter.snapshot(), throttledUntil=self.backend.throttled_until_ms(), model=self.backend.model,
+            )
             try:
                 await _bounded(self.redis.set(key, json.dumps(body), px=s.heartbeat_ttl_ms), 5.0)
                 if failed:
@@ -341,6 +363,20 @@ class Worker:
         the others wait their turn (asyncio.Lock wakes its waiters in order), so no question
         overtakes an older one and none spins on Redis.
         """
+        self._waiting += 1
+        # Another question is ahead of this one: the line is held back, by the limiter, the
+        # concurrency limit or this process's own pace (a worker short of CPU starts fewer than its
+        # backend allows, and only its line shows it).
+        if self._waiting > 1 and self.backend.throttled_until_ms() == 0:
+            self.meter.held_back()
+        try:
+            await self._admit_in_line(q)
+        finally:
+            self._waiting -= 1
+            if self._waiting == 0:
+                self.meter.line_empty()
+
+    async def _admit_in_line(self, q: p.Question) -> None:
         remaining = (q.deadline_ms - now_ms()) / 1000.0
         try:
             async with asyncio.timeout(max(0.0, remaining)):
@@ -354,7 +390,12 @@ class Worker:
                     raise _Stop("cancelled", "cancelled before the answer started")
                 admitted, retry_ms = await _bounded(self.backend.try_admit(), 5.0)
                 if admitted:
+                    self.meter.started()
                     return
+                # Held back by capacity, the starts that follow are paced by the backend (meter.py);
+                # a pause the model server asked for (429) says nothing about that pace.
+                if self.backend.throttled_until_ms() == 0:
+                    self.meter.held_back()
                 if now_ms() + retry_ms >= q.deadline_ms:
                     raise _Stop("deadline_exceeded", "no AI capacity before the question's deadline")
                 await asyncio.sleep(retry_ms / 1000.0)
@@ -364,56 +405,42 @@ class Worker:
     async def _answer(self, q: p.Question) -> None:
         ids = dict(workerId=self.worker_id, messageId=q.id, sessionId=q.session_id, traceId=q.trace_id)
         started = time.monotonic()
-        event(log, logging.INFO, "question started", attempt=q.attempt, **ids)
+        # Per answer a line at debug only: the edge logs each request, metrics count each answer;
+        # at info the worker logs what went wrong (an answer that failed, a dead letter).
+        event(log, logging.DEBUG, "question started", attempt=q.attempt, **ids)
         if log.isEnabledFor(logging.DEBUG):
             event(log, logging.DEBUG, "question text", question=q.question, **ids)
-        seq = 0
+        stats = AnswerStats(model=self.backend.model)
         outcome = "done"
         failure = ""
-        inject_error = False
-        answering = False
+        inject_error: bool | None = None
         extra: dict[str, Any] = {}
         try:
             try:
                 self._check_deadline(q)
-                await self._admit(q)
-                self._answering += 1
-                answering = True
-                # Decided once per answer: fail it after its first token (see faults.py).
-                inject_error = self.faults.roll_error()
-                remaining = max(0.0, (q.deadline_ms - now_ms()) / 1000.0)
-                timeout = asyncio.timeout(remaining)
-                try:
-                    async with timeout:
-                        async with contextlib.aclosing(self.backend.stream(q)) as tokens:
-                            async for text in tokens:
-                                self._check_deadline(q)
-                                while True:
-                                    await self._hold_while_stalled(q)
-                                    if await self._is_cancelled(q):
-                                        raise _Stop("cancelled", "the question was cancelled")
-                                    if not self.faults.stall:  # stalled during the check: hold again
-                                        break
-                                await self.faults.before_token()
-                                try:
-                                    await self._publish(q.reply_to, p.token_reply(q.id, q.session_id, seq, text))
-                                except BaseException:
-                                    self.faults.token_not_published()
-                                    raise
-                                seq += 1
-                                self.faults.token_published()
-                                if inject_error:
-                                    raise _Stop("worker_error", INJECTED_ERROR)
-                        if inject_error:  # an answer without tokens fails instead of done
-                            raise _Stop("worker_error", INJECTED_ERROR)
-                        await self._hold_while_stalled(q)
-                except TimeoutError:
-                    if timeout.expired():
-                        raise _Stop("deadline_exceeded", "the question's deadline passed during the answer")
-                    raise
-                await self._publish(q.reply_to, p.done_reply(q.id, q.session_id, seq))
+                while True:
+                    await self._admit(q)
+                    if inject_error is None:
+                        # Decided once per answer: fail it after its first token (see faults.py).
+                        inject_error = self.faults.roll_error()
+                    try:
+                        await self._produce(q, stats, inject_error)
+                        break
+                    except UpstreamThrottled as t:
+                        # A 429 comes before any token: the question waits its turn again, and the
+                        # backend starts nothing before the Retry-After (the admission sees it).
+                        self.metrics.upstream_faults.labels(stats.model, "throttled").inc()
+                        extra["throttled"] = extra.get("throttled", 0) + 1
+                        extra["retryAfterMs"] = t.retry_after_ms
+                await self._publish(q.reply_to, p.done_reply(q.id, q.session_id, stats.published, stats.usage()))
                 self.completed += 1
                 self._completions.append(time.monotonic())
+            except UpstreamError as e:
+                outcome = "worker_error"
+                failure = e.message
+                extra.update(upstream=e.kind, **({"upstreamDetail": e.detail} if e.detail else {}))
+                self.metrics.upstream_faults.labels(stats.model, e.kind).inc()
+                await self._publish(q.reply_to, p.error_reply(q.id, q.session_id, "worker_error", e.message))
             except _Stop as stop:
                 outcome = stop.code
                 failure = stop.message
@@ -432,11 +459,64 @@ class Worker:
                     q.reply_to, p.error_reply(q.id, q.session_id, "worker_error", "the worker failed to answer")
                 )
         finally:
-            if answering:
-                self._answering -= 1
+            self.metrics.answers.labels(stats.model, outcome).inc()
+            if outcome == "done":
+                self.metrics.tokens.labels(stats.model, "prompt").inc(stats.prompt_tokens or 0)
+                self.metrics.tokens.labels(stats.model, "completion").inc(stats.completion_tokens or 0)
             event(
-                log, logging.INFO, "question finished", outcome=outcome, tokens=seq,
+                log, logging.DEBUG if outcome in ("done", "cancelled") else logging.INFO, "question finished", outcome=outcome, tokens=stats.published,
                 ms=int((time.monotonic() - started) * 1000), **extra, **ids,
             )
             if outcome in p.DEAD_LETTER_REASONS:
-                await self._dead_letter(q, outcome, failure, seq)
+                await self._dead_letter(q, outcome, failure, stats.published)
+
+    async def _produce(self, q: p.Question, stats: AnswerStats, inject_error: bool) -> None:
+        """One admitted attempt at the answer: stream its tokens to the client, up to `done`.
+
+        Leaving the `aclosing` block early (a cancel, the deadline, a fault) closes the backend's
+        stream, and with it the model server's HTTP response.
+        """
+        self._answering += 1
+        ok = False
+        began = time.monotonic()
+        try:
+            remaining = max(0.0, (q.deadline_ms - now_ms()) / 1000.0)
+            timeout = asyncio.timeout(remaining)
+            try:
+                async with timeout:
+                    async with contextlib.aclosing(self.backend.stream(q, stats)) as tokens:
+                        async for text in tokens:
+                            if stats.published == 0:
+                                if stats.first_token_at is None:
+                                    stats.first_token_at = time.monotonic()
+                                ttft = max(0.0, stats.first_token_at - began)
+                                self.meter.first_token(ttft)
+                                self.metrics.ttft.labels(stats.model).observe(ttft)
+                            self._check_deadline(q)
+                            while True:
+                                await self._hold_while_stalled(q)
+                                if await self._is_cancelled(q):
+                                    raise _Stop("cancelled", "the question was cancelled")
+                                if not self.faults.stall:  # stalled during the check: hold again
+                                    break
+                            await self.faults.before_token()
+                            try:
+                                await self._publish(q.reply_to, p.token_reply(q.id, q.session_id, stats.published, text))
+                            except BaseException:
+                                self.faults.token_not_published()
+                                raise
+                            stats.published += 1
+                            self.faults.token_published()
+                            if inject_error:
+                                raise _Stop("worker_error", INJECTED_ERROR)
+                    if inject_error:  # an answer without tokens fails instead of done
+                        raise _Stop("worker_error", INJECTED_ERROR)
+                    await self._hold_while_stalled(q)
+            except TimeoutError:
+                if timeout.expired():
+                    raise _Stop("deadline_exceeded", "the question's deadline passed during the answer")
+                raise
+            ok = True
+        finally:
+            self._answering -= 1
+            self.backend.ended(ok)

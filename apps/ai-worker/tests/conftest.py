@@ -26,6 +26,9 @@ from ai_worker.worker import Worker
 
 APP_DIR = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = APP_DIR.parents[1] / "libs" / "ai-bridge" / "schema" / "protocol.schema.json"
+# Default deadline of a wait, in seconds: generous, because CI machines are shared and slow at
+# random; a wait that succeeds returns as soon as its condition holds, so only a failure spends it.
+WAIT_DEFAULT_S = 30.0
 
 
 def free_port() -> int:
@@ -160,11 +163,12 @@ def question_fields(settings: Settings, **over: Any) -> dict[str, str]:
 class Replies:
     """Subscribed to one reply channel; collects schema-validated replies."""
 
-    def __init__(self, pubsub: aioredis.client.PubSub):
+    def __init__(self, pubsub: aioredis.client.PubSub, channel: str = ""):
         self.pubsub = pubsub
+        self.channel = channel
         self.items: list[tuple[float, dict[str, Any]]] = []
 
-    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
+    async def next(self, timeout: float = WAIT_DEFAULT_S) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             while True:
                 m = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -175,12 +179,29 @@ class Replies:
                 self.items.append((time.monotonic(), body))
                 return body
 
-    async def until_end(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def raw(self, timeout: float = WAIT_DEFAULT_S) -> dict[str, Any]:
+        """The next message on the channel, whatever it is (not validated, not kept)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                m = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if m is not None:
+                    return json.loads(m["data"])
+
+    async def until_end(self, timeout: float = WAIT_DEFAULT_S) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout):
             while True:
                 body = await self.next(timeout)
                 if body["type"] in ("done", "error"):
                     return [b for _, b in self.items]
+
+    async def before_marker(self, r: aioredis.Redis) -> list[dict[str, Any]]:
+        """Publishes a marker on the channel now and returns what arrived before it: the positive
+        end of a "nothing more came" check (Redis delivers a channel's messages in order)."""
+        await r.publish(self.channel, json.dumps({"type": "marker"}))
+        seen = []
+        while (m := await self.raw()) != {"type": "marker"}:
+            seen.append(m)
+        return seen
 
     async def quiet(self, seconds: float) -> list[dict[str, Any]]:
         """Whatever else arrives within `seconds` (expected: nothing)."""
@@ -210,7 +231,7 @@ async def subscribe(redis_url: str) -> AsyncIterator[Callable[[str], Any]]:
                 m = await ps.get_message(timeout=1.0)
                 if m and m["type"] == "subscribe":
                     break
-        return Replies(ps)
+        return Replies(ps, channel)
 
     yield sub
     for ps in pubsubs:
@@ -230,16 +251,31 @@ async def pending_count(r: aioredis.Redis, settings: Settings) -> int:
     return int(info["pending"])
 
 
-async def wait_for(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+async def wait_for(pred: Callable[[], Any], timeout: float = WAIT_DEFAULT_S, interval: float = 0.02,
+                   label: str | None = None) -> Any:
+    """Waits until pred() (sync or async) returns a truthy value and returns it: the one wait of the
+    worker's tests (a condition, never a fixed sleep). A pred that raises counts as not yet. Fails
+    after `timeout` with the label, how often it checked, and the last value or exception.
+
+    For "nothing happened" checks, wait for a later event that must come after the one that must
+    not happen, then assert it did not."""
+    name = label or getattr(pred, "__qualname__", "condition")
     end = time.monotonic() + timeout
+    checks = 0
+    last: str = "no check finished"
     while True:
-        v = pred()
-        if asyncio.iscoroutine(v):
-            v = await v
-        if v:
-            return v
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
+        checks += 1
+        try:
+            v = pred()
+            if asyncio.iscoroutine(v):
+                v = await v
+            if v:
+                return v
+            last = f"last value: {v!r}"
+        except Exception as err:  # noqa: BLE001 - a failing check is "not yet"
+            last = f"last check raised: {type(err).__name__}: {err}"
+        if time.monotonic() >= end:
+            raise AssertionError(f"{name}: not true within {timeout:g} s ({checks} checks; {last})")
         await asyncio.sleep(interval)
 
 
@@ -253,7 +289,7 @@ def spawn_worker(redis_url: str, port: int, **env: str) -> subprocess.Popen[str]
     )
 
 
-async def wait_healthy(client: Any, timeout: float = 15) -> None:
+async def wait_healthy(client: Any, timeout: float = WAIT_DEFAULT_S) -> None:
     """Waits until the worker behind the httpx client answers /health with 200."""
     import httpx
 

@@ -18,10 +18,10 @@ async def test_rate_limit_spaces_starts_evenly_on_the_redis_clock(r, make_settin
     admitted, wait = await limiter.acquire()
     assert not admitted and 150 <= wait <= 200, wait
     assert 0 < await r.pttl(f"{s.rate_key_prefix}gcra") <= 2200
-    # Not before the advertised wait, and at once after it.
-    await asyncio.sleep(wait / 1000 - 0.05)
-    assert (await limiter.acquire())[0] is False
-    await asyncio.sleep(0.06)
+    # Not before the advertised wait (asking again does not move it), and once it has passed.
+    admitted, wait_again = await limiter.acquire()
+    assert not admitted and 0 < wait_again <= wait, (wait, wait_again)
+    await asyncio.sleep(wait_again / 1000 + 0.01)  # time passing is the point here, not a synchronisation
     assert (await limiter.acquire())[0] is True
 
 
@@ -34,22 +34,32 @@ async def test_rate_limit_burst_allows_that_many_at_once(r, make_settings):
 
 
 async def test_a_late_start_keeps_its_place_in_the_schedule(r, make_settings):
-    # 20/s with the default burst (1 + 2 = 3): polls that come 30 ms late, one after another,
-    # still get 20 starts a second; with no tolerance each late poll would push the schedule.
+    # 20/s (a start every 50 ms) with the default burst (1 + 2 = 3, a tolerance of 100 ms): a poll
+    # that comes L ms late (L under the tolerance) takes its start, and the next start stays where
+    # the schedule had it, 50 - L ms on; with no tolerance it would move a whole 50 ms on. L is
+    # read on the Redis clock, so a slow machine changes L, not the verdict.
     s = make_settings()
     limiter = RedisRateLimiter(r, 20, s.rate_key_prefix)
-    for _ in range(3):
-        assert (await limiter.acquire())[0]  # the burst after a quiet spell
-    t0 = time.monotonic()
-    starts = 0
-    while starts < 20:
+
+    async def redis_ms() -> float:
+        sec, usec = await r.time()
+        return sec * 1000 + usec / 1000
+
+    for _ in range(10):  # a machine too slow for a late poll under the tolerance tries again
+        await r.delete(f"{s.rate_key_prefix}gcra")
+        for _ in range(3):
+            assert (await limiter.acquire())[0]  # the burst after a quiet spell
         admitted, wait = await limiter.acquire()
-        if admitted:
-            starts += 1
-        else:
-            await asyncio.sleep((wait + 30) / 1000)
-    # 20 starts at 50 ms spacing: ~1 s (3 were taken ahead); late by 30 ms each, lost: ~1.6 s.
-    assert time.monotonic() - t0 < 1.3
+        assert not admitted
+        slot = await redis_ms() + wait  # when the schedule has the next start (at most ~1 ms early)
+        await asyncio.sleep((wait + 30) / 1000)  # late on purpose: the scenario, not a synchronisation
+        late = await redis_ms() - slot
+        assert (await limiter.acquire())[0] is True
+        admitted, next_wait = await limiter.acquire()
+        if late <= 80:
+            assert not admitted and next_wait <= 50 - late + 5, (late, next_wait)
+            return
+    raise AssertionError("no poll came back within the tolerance in 10 tries")
 
 
 async def test_questions_start_in_the_order_they_were_asked(r, make_settings, start_worker, subscribe):
@@ -69,8 +79,8 @@ async def test_questions_start_in_the_order_they_were_asked(r, make_settings, st
         hb = raw and json.loads(raw)
         return bool(hb) and hb["inFlight"] >= 4 and hb["answering"] < hb["inFlight"]
 
-    await wait_for(some_waiting, timeout=3)
-    firsts = [await sub.next(timeout=10) for sub in subs]
+    await wait_for(some_waiting)
+    firsts = [await sub.next() for sub in subs]
     assert all(m["type"] == "token" and m["seq"] == 0 for m in firsts)
     starts = [next(t for t, m in sub.items if m["type"] == "token" and m["seq"] == 0) for sub in subs]
     assert starts == sorted(starts), [round(t - starts[0], 3) for t in starts]
@@ -79,7 +89,7 @@ async def test_questions_start_in_the_order_they_were_asked(r, make_settings, st
     assert starts[-1] - starts[0] >= 1.1, at
     assert min(b - a for a, b in zip(starts[2:], starts[3:])) >= 0.1, at
     for sub in subs:
-        assert (await sub.until_end(timeout=5))[-1]["type"] == "done"
+        assert (await sub.until_end())[-1]["type"] == "done"
     await wait_for(lambda: w.finished == 8)
     assert w.answering == 0
 
@@ -96,16 +106,15 @@ async def test_two_workers_share_the_global_capacity(r, make_settings, start_wor
     subs = [await subscribe(q["replyTo"]) for q in qs]
     for q in qs:
         await ask(r, s1, q)
-    firsts = await asyncio.gather(*(sub.next(timeout=10) for sub in subs))
+    firsts = await asyncio.gather(*(sub.next() for sub in subs))
     starts = sorted(t for sub in subs for t, m in sub.items if m["type"] == "token" and m["seq"] == 0)
     assert all(m["type"] == "token" for m in firsts) and len(starts) == 15
     for sub in subs:
-        assert (await sub.until_end(timeout=5))[-1]["type"] == "done"
+        assert (await sub.until_end())[-1]["type"] == "done"
 
     # 5 starts/s, spaced 200 ms: the 11th start is 2 s after the 1st.
     assert starts[10] - starts[0] >= 0.95, [round(t - starts[0], 3) for t in starts]
     assert starts[14] - starts[0] >= 0.95
-    assert starts[14] - starts[0] < 4.0
     await wait_for(lambda: w1.finished + w2.finished == 15)
     assert w1.completed > 0 and w2.completed > 0 and w1.completed + w2.completed == 15
     assert await pending_count(r, s1) == 0

@@ -46,6 +46,32 @@ def test_values_parsed():
     assert (s.concurrency, s.tokens_per_sec, s.log_level, s.worker_id) == (8, 12.5, "debug", "w1")
 
 
+def test_openai_backend_settings(tmp_path):
+    assert load_settings({}).backend == "simulated"
+    key = tmp_path / "key"
+    key.write_text("sk-live-abc\n")
+    s = load_settings({
+        "AI_BACKEND": "OpenAI", "AI_BASE_URL": "http://127.0.0.1:8000/v1/", "AI_MODEL": "llama3.1:8b",
+        "AI_API_KEY_FILE": str(key), "AI_MAX_TOKENS": "256", "AI_MAX_CONCURRENCY": "16", "AI_SYSTEM_PROMPT": "Be brief.",
+    })
+    assert (s.backend, s.base_url, s.model, s.api_key) == ("openai", "http://127.0.0.1:8000/v1", "llama3.1:8b", "sk-live-abc")
+    assert (s.max_tokens, s.max_concurrency, s.system_prompt) == (256, 16, "Be brief.")
+    assert (s.connect_timeout_ms, s.first_token_timeout_ms, s.stall_timeout_ms, s.stream_usage) == (5000, 20000, 10000, True)
+    assert "sk-live" not in repr(s)
+
+
+def test_openai_backend_bad_settings_reported_together_without_the_key(tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        load_settings({"AI_BACKEND": "openai", "AI_API_KEY": "sk bad key", "AI_MAX_CONCURRENCY": "0", "AI_STALL_TIMEOUT_MS": "x"})
+    text = str(ei.value)
+    for part in ("AI_BASE_URL is required", "AI_MODEL is required", "AI_API_KEY=<hidden>", "AI_MAX_CONCURRENCY", "AI_STALL_TIMEOUT_MS"):
+        assert part in text
+    assert "sk bad" not in text
+    with pytest.raises(ConfigError) as ei:
+        load_settings({"AI_BACKEND": "gpt", "AI_BASE_URL": "ftp://x", "AI_API_KEY_FILE": str(tmp_path / "missing")})
+    assert "AI_BACKEND" in str(ei.value) and "AI_BASE_URL" in str(ei.value) and "cannot be read" in str(ei.value)
+
+
 def test_parse_entry_ok_with_bytes():
     f = question_fields(None)
     QUESTION.validate(f)

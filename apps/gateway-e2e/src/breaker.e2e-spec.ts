@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { SseClient, TimedHttp, ask, percentile, type ChatSession, type Stack } from '@traffic-dam/stack';
-import { E2E_ADMIN_TOKEN, eventually, metricValue, setFaults, startE2eStack } from './e2e-stack';
+import { SseClient, ask, waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
+import { E2E_ADMIN_TOKEN, metricValue, setFaults, startE2eStack } from './e2e-stack';
 
 describe('the circuit breaker toward the worker, shared by both gateways', () => {
   let stack: Stack;
@@ -24,7 +24,7 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
     await stack?.stop();
   });
 
-  it('opens on both gateways within 2 s of a failing worker, refuses fast, and closes for all after one probe', async () => {
+  it('opens on both gateways for a failing worker, refuses at once, and closes for all after one probe', async () => {
     const worker = stack.workers[0];
     if (!worker) throw new Error('no worker');
     const sessions: Array<{ sse: SseClient; s: ChatSession }> = [];
@@ -45,48 +45,42 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
       await Promise.all(
         sessions.map(({ sse }, k) =>
           results[k]?.status === 202
-            ? sse.waitFor((e) => e.event === 'failed' && (e.data as { messageId: string }).messageId === (results[k]?.body as { messageId: string }).messageId, 5_000)
+            ? sse.waitFor((e) => e.event === 'failed' && (e.data as { messageId: string }).messageId === (results[k]?.body as { messageId: string }).messageId)
             : null,
         ),
       );
     }
     expect(firstRefusal).toBeGreaterThan(0);
-    await eventually(
+    await waitFor(
       'open on both gateways',
       async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_breaker_state')))).every((v) => v === 2),
-      2_000,
     );
     process.stdout.write(`breaker open on both gateways ${Date.now() - t0} ms after errors began\n`);
 
-    // Open: refused without touching the queue, fast, with Retry-After (timed at the gateways).
-    const lat: number[] = [];
-    const http = new TimedHttp();
-    for (let i = 0; i < 100; i++) {
-      const { s } = sessions[i % sessions.length] as { s: ChatSession };
-      const gw = stack.gateways[i % stack.gateways.length]?.url ?? stack.url;
-      const r = await http.request(`${gw}/chat/sessions/${s.sessionId}/messages`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.token}` },
-        body: '{"question":"still failing?"}',
-      });
-      lat.push(r.ms);
-      if (r.status !== 503) break; // half-open came already; the check below reports it
-      expect((JSON.parse(r.body) as { code: string }).code).toBe('ai_unavailable');
-      expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    // Open: refused on both gateways with Retry-After, without touching the queue (how fast:
+    // loadtest/src/timings, a benchmark).
+    const queue = new Redis(stack.redisUrl);
+    try {
+      const queued = await queue.xlen('td:questions');
+      for (const [i, g] of stack.gateways.entries()) {
+        const { s } = sessions[i] as { s: ChatSession };
+        const r = await ask(g.url, s, 'still failing?');
+        expect({ status: r.status, code: (r.body as { code?: string }).code }).toEqual({ status: 503, code: 'ai_unavailable' });
+        expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      }
+      expect(await queue.xlen('td:questions')).toBe(queued);
+    } finally {
+      queue.disconnect();
     }
-    http.close();
-    const p99 = percentile(lat, 99);
-    process.stdout.write(`POST refused by the open breaker: p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms over ${lat.length}\n`);
-    expect(p99).toBeLessThanOrEqual(10);
 
     // Every failed answer is a dead letter with its reason.
     const dlq = new Redis(stack.redisUrl);
     let letters: Array<[string, string[]]> = [];
-    await eventually('dead-lettered', async () => {
+    await waitFor('dead-lettered', async () => {
       // Probe questions fail too while the worker does; they are the breaker's, not a client's.
       letters = ((await dlq.xrange('td:dlq', '-', '+')) as Array<[string, string[]]>).filter(([, f]) => f[f.indexOf('sessionId') + 1] !== 'breaker-probe');
       return letters.length >= failedAnswers;
-    }, 3_000).catch(() => undefined);
+    }).catch(() => undefined);
     dlq.disconnect();
     expect(letters.length).toBe(failedAnswers);
     // A question still queued when the breaker opened is dead-lettered by the sweeper instead.
@@ -94,10 +88,9 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
 
     // Heal the worker: after the open period one instance probes and the breaker closes for all.
     await setFaults(worker.url, { errorRatio: 0 });
-    await eventually(
+    await waitFor(
       'closed on both gateways',
       async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_breaker_state')))).every((v) => v === 0),
-      10_000,
     );
     const goodProbes = await Promise.all(
       stack.gateways.map((g) => metricValue(g.url, 'td_breaker_probes_total{ok="true"').catch(() => 0)),
@@ -106,7 +99,7 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
     const { sse, s } = sessions[0] as { sse: SseClient; s: ChatSession };
     const r = await ask(stack.url, s, 'back?');
     expect(r.status).toBe(202);
-    const end = await sse.waitFor((e) => (e.event === 'done' || e.event === 'failed') && (e.data as { messageId: string }).messageId === (r.body as { messageId: string }).messageId, 5_000);
+    const end = await sse.waitFor((e) => (e.event === 'done' || e.event === 'failed') && (e.data as { messageId: string }).messageId === (r.body as { messageId: string }).messageId);
     expect(end.event).toBe('done');
   });
 });

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { SseClient, ask, type ChatSession, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, ask, waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 describe('a client that drops mid-answer', () => {
   let stack: Stack;
@@ -44,8 +44,8 @@ describe('a client that drops mid-answer', () => {
 
   /** Nothing pending for the worker, no session left, nothing dead-lettered: cancelled is not failed. */
   async function nothingLeft(dlqBefore: number, messageId: string): Promise<void> {
-    await eventually('acknowledged', async () => ((await probe.xpending('td:questions', 'workers')) as [number])[0] === 0, 5_000);
-    await eventually('sessions gone', async () => (await probe.keys('td:session:*')).length === 0, 5_000);
+    await waitFor('acknowledged', async () => ((await probe.xpending('td:questions', 'workers')) as [number])[0] === 0, 5_000);
+    await waitFor('sessions gone', async () => (await probe.keys('td:session:*')).length === 0, 5_000);
     expect((seen.get(messageId) ?? []).some((m) => m.type === 'done')).toBe(false);
     expect(await probe.xlen('td:dlq')).toBe(dlqBefore);
   }
@@ -57,7 +57,7 @@ describe('a client that drops mid-answer', () => {
     sse.close();
     // The slot is held for the window, then released: when it is, the session is over.
     let releasedAt = 0;
-    await eventually(
+    await waitFor(
       'slot released after the window',
       async () => {
         const ok = (await held()).every((h) => h === 0);
@@ -80,7 +80,7 @@ describe('a client that drops mid-answer', () => {
     expect(del.status).toBe(204);
     const deletedAt = Date.now();
     sse.close();
-    await eventually('slot released', async () => (await held()).every((h) => h === 0), 5_000);
+    await waitFor('slot released', async () => (await held()).every((h) => h === 0), 5_000);
     await nothingLeft(dlqBefore, messageId);
     process.stdout.write(`tokens generated after DELETE: ${tokensOf(messageId, deletedAt)}\n`);
     expect(tokensOf(messageId, deletedAt)).toBeLessThanOrEqual(1);

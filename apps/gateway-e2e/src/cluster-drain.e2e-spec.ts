@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { SseClient, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, waitFor, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 function childrenOf(pid: number): number[] {
   try {
@@ -27,29 +27,30 @@ describe('drain with node:cluster workers', () => {
     const g = stack.gateways[0];
     if (!g?.child.pid) throw new Error('no gateway');
     const primary = g.child.pid;
-    await eventually('two cluster workers', () => childrenOf(primary).length === 2, 10_000);
+    await waitFor('two cluster workers', () => childrenOf(primary).length === 2);
     const workers = childrenOf(primary);
     // The primary hands connections in turn to the workers that listen; a forked worker may still
-    // be booting (a loaded machine), so streams are opened until both have answered, within 15 s.
+    // be booting (a loaded machine), so streams are opened until both have answered.
     const streams: SseClient[] = [];
     const instances = new Set<string>();
-    const until = Date.now() + 15_000;
-    while (instances.size < 2 && Date.now() < until) {
-      const sse = await new SseClient(`${g.url}/chat/stream`).open();
-      expect(sse.status).toBe(200);
-      instances.add((await sse.session()).instanceId);
-      streams.push(sse);
-      if (instances.size < 2) await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(instances.size).toBe(2);
+    await waitFor(
+      'streams on both cluster workers',
+      async () => {
+        const sse = await new SseClient(`${g.url}/chat/stream`).open();
+        expect(sse.status).toBe(200);
+        instances.add((await sse.session()).instanceId);
+        streams.push(sse);
+        return instances.size === 2;
+      },
+      { pollMs: 100 },
+    );
 
     g.child.signal('SIGTERM');
     for (const sse of streams) {
-      const e = await sse.waitFor((x) => x.event === 'expired', 10_000);
+      const e = await sse.waitFor((x) => x.event === 'expired');
       expect(e.data).toEqual({ reason: 'draining' });
     }
-    const code = await Promise.race([g.child.wait(), new Promise<string>((r) => setTimeout(r, 15_000, 'timeout'))]);
-    expect(code).toBe(0);
+    expect(await waitFor('the primary exits after SIGTERM', g.child.wait())).toBe(0);
     for (const pid of workers) {
       let gone = false;
       try {

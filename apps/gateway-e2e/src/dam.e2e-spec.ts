@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { SseClient, TimedHttp, percentile, type Stack } from '@traffic-dam/stack';
-import { eventually, metricValue, startE2eStack } from './e2e-stack';
+import { SseClient, waitFor, type Stack } from '@traffic-dam/stack';
+import { metricValue, startE2eStack } from './e2e-stack';
 
 interface DamView {
   instanceId: string;
@@ -46,7 +46,7 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
     await stack?.stop();
   });
 
-  it('2,500 streams at once: exactly 2,000 admitted, 500 refused with 429 dam_full; a full budget refuses fast; SIGKILL and restart', async () => {
+  it('2,500 streams at once: exactly 2,000 admitted, 500 refused with 429 dam_full; a full budget refuses; SIGKILL and restart', async () => {
     open = await openMany(stack.url, 2_500);
     const ok = open.filter((s) => s.status === 200);
     const refused = open.filter((s) => s.status === 429);
@@ -58,71 +58,59 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
     expect(views.map((v) => v.held).sort()).toEqual([1_000, 1_000]);
     expect(views[0]?.global).toMatchObject({ used: 2_000, capacity: 2_000, live: 2 });
 
-    // Budget full: further connects are refused quickly, through nginx. Measured after the burst
-    // has settled (its 2,500 handshakes and their garbage), with a short warm-up.
-    await new Promise((r) => setTimeout(r, 1_000));
-    const http = new TimedHttp();
-    for (let i = 0; i < 20; i++) await http.request(`${stack.url}/chat/stream`);
-    const latencies: number[] = [];
-    for (let i = 0; i < 200; i++) {
-      const res = await http.request(`${stack.url}/chat/stream`);
-      latencies.push(res.ms);
-      expect(res.status).toBe(429);
-    }
-    http.close();
-    const p99 = percentile(latencies, 99);
-    process.stdout.write(`refusal latency through nginx with the budget full: p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms\n`);
-    expect(p99).toBeLessThan(50);
+    // Budget full: further connects are refused, through nginx (how fast: loadtest/src/timings).
+    const more = await openMany(stack.url, 50);
+    expect(outcomes(more)).toEqual({ '429 dam_full': 50 });
 
-    // SIGKILL one gateway: its slots and its share leave the budget within 3 s.
+    // SIGKILL one gateway: its slots and its share leave the budget (within its heartbeat TTL).
     const [victim, survivor] = stack.gateways as [(typeof stack.gateways)[0], (typeof stack.gateways)[0]];
     const killedAt = Date.now();
     victim.child.signal('SIGKILL');
-    await eventually('capacity shrinks to 1,000', async () => {
+    await waitFor('capacity shrinks to 1,000', async () => {
       const g = (await dam(survivor.url)).global;
       return g?.capacity === 1_000 && g.live === 1 && g.used === 1_000;
-    }, 3_000);
+    });
     process.stdout.write(`capacity back to 1,000 ${Date.now() - killedAt} ms after SIGKILL\n`);
     // The survivor holds its 1,000 and admits no more.
-    const more = await openMany(survivor.url, 20);
-    open.push(...more);
-    expect(more.every((s) => s.status === 429)).toBe(true);
+    const beyond = await openMany(survivor.url, 20);
+    open.push(...more, ...beyond);
+    expect(beyond.every((s) => s.status === 429)).toBe(true);
 
     // Restart it: 2,000 again, and the new instance takes its 1,000.
     await stack.restartGateway(stack.gateways.indexOf(victim));
-    await eventually('capacity back to 2,000', async () => (await dam(survivor.url)).global?.capacity === 2_000, 5_000);
+    await waitFor('capacity back to 2,000', async () => (await dam(survivor.url)).global?.capacity === 2_000);
     const fresh = await openMany(stack.url, 1_100);
     open.push(...fresh);
     expect(outcomes(fresh)).toEqual({ '200': 1_000, '429 dam_full': 100 });
     // Exact at once, or (an admit that timed out under load and was decided on the local share)
     // within one heartbeat, which writes the true count.
-    await eventually('used 2,000 of 2,000', async () => {
+    await waitFor('used 2,000 of 2,000', async () => {
       const g = (await dam(survivor.url)).global;
       return g?.used === 2_000 && g.capacity === 2_000;
-    }, 1_500);
+    });
   });
 
   it('a gateway stopped long enough to be reaped is fenced on SIGCONT and re-registers with its true count', async () => {
-    await eventually('budget empty', async () => (await dam(stack.gateways[0]!.url)).global?.used === 0, 10_000);
+    await waitFor('budget empty', async () => (await dam(stack.gateways[0]!.url)).global?.used === 0);
     const [paused, other] = stack.gateways as [(typeof stack.gateways)[0], (typeof stack.gateways)[0]];
     open = await openMany(paused.url, 30);
     expect(open.every((s) => s.status === 200)).toBe(true);
     const before = await dam(paused.url);
     paused.child.signal('SIGSTOP');
     try {
-      await eventually('reaped', async () => (await dam(other.url)).global?.live === 1, 6_000);
+      await waitFor('reaped', async () => (await dam(other.url)).global?.live === 1);
       expect((await dam(other.url)).global?.used).toBe(0);
     } finally {
       paused.child.signal('SIGCONT');
     }
-    await eventually('re-registered', async () => {
+    await waitFor('re-registered', async () => {
       const v = await dam(paused.url);
       return v.generation !== before.generation && v.global?.live === 2 && v.global.used === 30;
-    }, 5_000);
+    });
     expect(await metricValue(paused.url, 'td_dam_events_total{type="fenced"')).toBeGreaterThanOrEqual(1);
     for (const s of open) s.close();
     // Released when their resume window (SSE_RESUME_MS, 5 s) ends.
-    await eventually('released', async () => (await dam(other.url)).global?.used === 0, 10_000);
+    await waitFor('released', async () => (await dam(other.url)).global?.used === 0);
     const probe = new Redis(stack.redisUrl);
     try {
       const held = (await probe.hvals('td:dam:{dam}:held')).map(Number);
@@ -132,49 +120,41 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
     }
   });
 
-  it('Redis stopped for 10 s under load: no crash, no admission waits 50 ms on Redis, local share exact, reconciled after', async () => {
+  it('Redis stopped for 10 s under load: no crash, no admission waits for Redis, local share exact, reconciled after', async () => {
     const redis = stack.redis?.child;
     if (!redis) throw new Error('the stack runs its own Redis');
-    const admitBuckets = async () =>
-      Promise.all(
-        stack.gateways.map(async (g) => {
-          const text = await (await fetch(`${g.url}/metrics`)).text();
-          const sum = (le: string) =>
-            text
-              .split('\n')
-              .filter((l) => l.startsWith('td_dam_admit_duration_seconds_bucket') && l.includes(`le="${le}"`))
-              .reduce((acc, l) => acc + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-          return { le50ms: sum('0.05'), all: sum('+Inf') };
-        }),
-      );
-    const before = await admitBuckets();
     let stop = false;
     const statuses = new Map<number, number>();
+    let attempts = 0;
     const held: SseClient[] = [];
-    // Load: 20 clients keep connecting; half of what gets in stays open, the rest closes.
+    // Load: 20 clients keep connecting; half of what gets in stays open, the rest closes. An
+    // admission that waited for the stopped Redis would take the rest of the outage (10 s): the
+    // client gives up after 5 s, and that shows as status 0. (How long admissions take: loadtest/src/timings.)
     const loop = async (k: number) => {
       let i = 0;
       while (!stop) {
         const s = await new SseClient(`${stack.url}/chat/stream`).open(5_000).catch(() => null);
         const code = s?.status ?? 0;
         statuses.set(code, (statuses.get(code) ?? 0) + 1);
+        attempts++;
         if (s && s.status === 200 && (i++ + k) % 2 === 0 && held.length < 600) held.push(s);
         else s?.close();
       }
     };
     const loops = Array.from({ length: 20 }, (_, k) => loop(k));
-    await new Promise((r) => setTimeout(r, 1_000));
+    await waitFor('the load admitted 100 streams', () => (statuses.get(200) ?? 0) >= 100);
     redis.signal('SIGSTOP');
     const stoppedAt = Date.now();
     try {
-      await eventually('both in fallback', async () => (await Promise.all(stack.gateways.map((g) => dam(g.url)))).every((v) => v.fallback.active), 5_000);
-      // Under load for a while without Redis.
-      await new Promise((r) => setTimeout(r, 5_000));
+      await waitFor('both in fallback', async () => (await Promise.all(stack.gateways.map((g) => dam(g.url)))).every((v) => v.fallback.active));
+      // Under load without Redis: 500 more streams asked for, each decided in the fallback.
+      const inFallbackFrom = attempts;
+      await waitFor('500 streams asked for in the fallback', () => attempts >= inFallbackFrom + 500);
       stop = true;
       await Promise.all(loops);
       // The streams the load closed hold their slots until their resume window ends (SSE_RESUME_MS):
       // let it end first, so no slot comes free during the burst below.
-      await eventually(
+      await waitFor(
         'no stream waiting for its client',
         async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_sse_sessions_waiting')))).every((n) => n === 0),
         10_000,
@@ -189,6 +169,8 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
         expect(burst.filter((b) => b.status === 429)).toHaveLength(100 + heldBefore);
         expect((await dam(g.url)).held).toBe(1_000);
       }
+      // The scenario's length, not a synchronisation: the outage outlasts the clients' 5 s, so an
+      // admission that waited for Redis would have shown as status 0.
       await new Promise((r) => setTimeout(r, Math.max(0, 10_000 - (Date.now() - stoppedAt))));
     } finally {
       stop = true;
@@ -199,22 +181,20 @@ describe('the dam through nginx: 2 gateways with 1,000 slots each', () => {
     expect(statuses.get(0) ?? 0).toBe(0);
     expect([...statuses.keys()].every((c) => c === 200 || c === 429)).toBe(true);
     // Reconciled within one heartbeat: Redis's count equals what the gateways hold.
-    await eventually('reconciled', async () => {
+    await waitFor('reconciled', async () => {
       const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
       const sum = views.reduce((a, v) => a + v.held, 0);
       return views.every((v) => !v.fallback.active) && views[0]?.global?.used === sum && !views[0].global.stale;
-    }, 2_500);
+    });
     // What the gateways hold is what the clients still have open (closes still in flight settle).
     let lastSeen = { gateways: -1, clients: -1 };
-    await eventually('held equals open streams', async () => {
+    await waitFor('held equals open streams', async () => {
       const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
       lastSeen = { gateways: views.reduce((a, v) => a + v.held, 0), clients: held.filter((s) => !s.closed).length };
       return lastSeen.gateways === lastSeen.clients;
       // A stream the load closed holds its slot for its resume window (SSE_RESUME_MS, 5 s).
-    }, 8_000).catch(() => undefined);
+    }).catch(() => undefined);
     expect(lastSeen.gateways).toBe(lastSeen.clients);
-    const after = await admitBuckets();
-    after.forEach((a, i) => expect(a.all - (before[i]?.all ?? 0)).toBe(a.le50ms - (before[i]?.le50ms ?? 0)));
     for (const s of held) s.close();
     process.stdout.write(`Redis outage load: ${JSON.stringify(Object.fromEntries(statuses))}\n`);
   });

@@ -2,10 +2,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Browser, Page } from 'playwright-core';
 import { Redis } from 'ioredis';
 import jwt from 'jsonwebtoken';
-import type { Stack } from '@traffic-dam/stack';
+import { waitFor, type Stack } from '@traffic-dam/stack';
 import { launchBrowser, newPage, screenshot } from './browser/browser';
 import { askQuestion, closeSession, demoState, openSession } from './browser/demo-page';
-import { eventually, startE2eStack } from './e2e-stack';
+import { startE2eStack } from './e2e-stack';
 
 const SECRET = randomBytes(32).toString('hex');
 const jwtOf = (sub: string) => jwt.sign({ sub }, SECRET, { algorithm: 'HS256', expiresIn: '5m' });
@@ -89,7 +89,7 @@ describe('the demo page with AUTH_JWT_SECRET: a stream ticket for its JWT (Debia
     const { ticket } = (await res.json()) as { ticket: string };
     const key = `td:ticket:${createHash('sha256').update(ticket).digest('base64url')}`;
     expect(await probe.exists(key)).toBe(1);
-    await eventually('ticket expired', async () => (await probe.exists(key)) === 0, 10_000);
+    await waitFor('ticket expired', async () => (await probe.exists(key)) === 0, 10_000);
     await onPage(async (page) => {
       await serveTicket(page, ticket);
       await page.getByLabel(/^JWT/).fill(jwtOf('late-user'));

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
-import type { Stack } from '@traffic-dam/stack';
+import { waitFor, type Stack } from '@traffic-dam/stack';
 import { launchBrowser, newPage, screenshot } from './browser/browser';
 import { demoState, openSession } from './browser/demo-page';
-import { eventually, startE2eStack } from './e2e-stack';
+import { startE2eStack } from './e2e-stack';
 
 /** The idle tab is watched for a minute after its session ended: 60 of its once-a-second /dam polls. */
 const WATCH_POLLS = 60;
@@ -39,13 +39,13 @@ describe('an idle tab after `expired` (Debian Chromium)', () => {
       await page.waitForSelector('body[data-status="ended"]', { timeout: 15_000 });
       expect(await page.locator('#status').textContent()).toBe('ended (idle)');
       // EventSource reconnects once by itself (after the expired event's retry: 2 s), and is told 204.
-      await eventually('the reconnect answered', () => streams.length === 2, 10_000);
+      await waitFor('the reconnect answered', () => streams.length === 2, 10_000);
       expect(streams.map((s) => s.status)).toEqual([200, 204]);
       const stoppedAt = Date.now();
       // The tab stays open, idle and alive: it polls /dam once a second. No stream request may come
       // before its 60th poll from now, a minute later (the wait is for that poll, never a sleep).
       const pollsThen = polls;
-      await eventually(`${WATCH_POLLS} more /dam polls`, () => polls >= pollsThen + WATCH_POLLS, 3 * WATCH_POLLS * 1_000);
+      await waitFor(`${WATCH_POLLS} more /dam polls`, () => polls >= pollsThen + WATCH_POLLS, 3 * WATCH_POLLS * 1_000);
       expect(Date.now() - stoppedAt).toBeGreaterThanOrEqual((WATCH_POLLS - 1) * 1_000);
       expect(streams.filter((s) => s.at > stoppedAt)).toEqual([]);
       expect(await page.evaluate(() => (globalThis as unknown as { tdDemo: { state: { conn: unknown } } }).tdDemo.state.conn)).toBeNull();
@@ -56,7 +56,7 @@ describe('an idle tab after `expired` (Debian Chromium)', () => {
       await context.close();
     }
     // nginx saw the same: one stream and its one reconnect, nothing since.
-    await eventually('access log flushed', () => (readFileSync(join(stack.opts.dir, 'nginx', 'access.log'), 'utf8').match(/"GET \/chat\/stream[^"]*"/g) ?? []).length >= 2, 5_000);
+    await waitFor('access log flushed', () => (readFileSync(join(stack.opts.dir, 'nginx', 'access.log'), 'utf8').match(/"GET \/chat\/stream[^"]*"/g) ?? []).length >= 2, 5_000);
     const lines = readFileSync(join(stack.opts.dir, 'nginx', 'access.log'), 'utf8').split('\n').filter((l) => l.includes('"GET /chat/stream'));
     expect(lines.map((l) => / (\d{3}) /.exec(l.slice(l.indexOf('" ')))?.[1])).toEqual(['200', '204']);
   });

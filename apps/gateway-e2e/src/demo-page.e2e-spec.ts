@@ -1,9 +1,9 @@
 import type { Browser, Page } from 'playwright-core';
-import { SseClient, type ChatSession, type Stack } from '@traffic-dam/stack';
+import { SseClient, type ChatSession, type Stack, waitFor } from '@traffic-dam/stack';
 import { launchBrowser, newPage, screenshot } from './browser/browser';
 import { CutProxy } from './browser/cut-proxy';
 import { askQuestion, closeSession, demoState, openSession } from './browser/demo-page';
-import { eventually, startE2eStack } from './e2e-stack';
+import { startE2eStack } from './e2e-stack';
 
 const TOKENS = 40;
 
@@ -34,7 +34,7 @@ describe('the demo page in a real browser (Debian Chromium)', () => {
 
   afterEach(async () => {
     // Every test closes what it opened: the next one starts with an empty budget.
-    await eventually('budget empty', async () => (await used()) === 0, 15_000);
+    await waitFor('budget empty', async () => (await used()) === 0, 15_000);
   });
 
   async function onPage<T>(baseUrl: string, fn: (page: Page) => Promise<T>): Promise<T> {
@@ -86,7 +86,7 @@ describe('the demo page in a real browser (Debian Chromium)', () => {
       await screenshot(page, 'socketio-answer');
       // Closing the socket ends the session at once (no resume window on Socket.IO).
       await page.getByRole('button', { name: 'Close session' }).click();
-      await eventually('socket session closed', async () => (await used()) === 0, 5_000);
+      await waitFor('socket session closed', async () => (await used()) === 0, 5_000);
     });
   });
 

@@ -39,5 +39,3 @@ export async function setFaults(workerUrl: string, faults: Record<string, unknow
   });
   if (res.status !== 200) throw new Error(`faults: ${res.status} ${await res.text()}`);
 }
-
-export { eventually } from '@traffic-dam/stack';

@@ -1,4 +1,4 @@
-import { SseClient, ask, EDGE_CODES, type Stack } from '@traffic-dam/stack';
+import { SseClient, ask, EDGE_CODES, waitFor, type Stack } from '@traffic-dam/stack';
 import { startE2eStack } from './e2e-stack';
 
 const STREAMS_PER_IP = 3;
@@ -47,13 +47,17 @@ describe('edge limits per client IP (EDGE_STREAMS_PER_IP, EDGE_QUESTIONS_PER_IP_
     expect(await damUsed(stack)).toBe(usedBefore);
     // Closing one frees its place at the edge.
     open.shift()?.close();
-    let again: SseClient | undefined;
-    for (let attempt = 0; attempt < 20 && again?.status !== 200; attempt++) {
-      if (attempt > 0) await new Promise((r) => setTimeout(r, 100));
-      again = await new SseClient(`${stack.url}/chat/stream`).open();
-    }
-    expect(again?.status).toBe(200);
-    if (again) open.push(again);
+    const again = await waitFor(
+      'the edge admits a stream again',
+      async () => {
+        const sse = await new SseClient(`${stack.url}/chat/stream`).open();
+        if (sse.status === 200) return sse;
+        sse.close();
+        return null;
+      },
+      { pollMs: 100 },
+    );
+    open.push(again);
   });
 
   it(`lets one address ask ${QUESTIONS_PER_SEC}/s (as many at one instant); the rest of a flood is refused by nginx with 429 ${EDGE_CODES.questions}`, async () => {

@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { SseClient, ask, eventually, freePort, repoRoot } from '@traffic-dam/stack';
+import { SseClient, ask, freePort, repoRoot, waitFor } from '@traffic-dam/stack';
 
 // What the README's operations guide says to do, done as written: `kill -TERM <pid>` of one
 // gateway of `npm start` drains it, it exits 0 and comes back on the same port.
@@ -15,10 +14,10 @@ async function startNpm(port: number): Promise<{ npm: ChildProcess; output: () =
   });
   npm.stdout?.on('data', (b: Buffer) => (out += b.toString()));
   npm.stderr?.on('data', (b: Buffer) => (out += b.toString()));
-  await eventually('npm start is up', () => {
+  await waitFor('npm start is up', () => {
     if (npm.exitCode !== null) throw new Error(`npm start exited early:\n${out}`);
     return out.includes('Traffic Dam is up');
-  }, 90_000, 200).catch((err: unknown) => {
+  }, { timeoutMs: 90_000, pollMs: 200 }).catch((err: unknown) => {
     throw new Error(`${err instanceof Error ? err.message : String(err)}\n${out}`);
   });
   return { npm, output: () => out };
@@ -30,7 +29,7 @@ describe('npm start: drain one gateway with kill -TERM', () => {
   afterAll(async () => {
     if (npm?.pid !== undefined && npm.exitCode === null) {
       process.kill(-npm.pid, 'SIGTERM');
-      await eventually('npm start stopped', () => npm?.exitCode !== null || npm?.signalCode !== null, 20_000).catch(() => undefined);
+      await waitFor('npm start stopped', () => npm?.exitCode !== null || npm?.signalCode !== null).catch(() => undefined);
     }
   });
 
@@ -49,7 +48,7 @@ describe('npm start: drain one gateway with kill -TERM', () => {
     const expired = await sse.waitFor((e) => e.event === 'expired', 10_000);
     expect(expired.data).toEqual({ reason: 'draining' });
 
-    await eventually('gateway 0 restarted', () => started.output().includes('gateway 0 is back'), 30_000, 100);
+    await waitFor('gateway 0 restarted', () => started.output().includes('gateway 0 is back'), { pollMs: 100 });
     expect(started.output()).toContain(`gateway 0 drained and exited 0; starting it again on ${gwUrl}`);
     const live = (await (await fetch(`${gwUrl}/health/live`)).json()) as { pid: number };
     expect(live.pid).not.toBe(Number(pid));
@@ -60,8 +59,7 @@ describe('npm start: drain one gateway with kill -TERM', () => {
     expect(edge.status).toBe(200);
     const s = await edge.session();
     expect((await ask(`http://127.0.0.1:${port}`, s, 'still there?')).status).toBe(202);
-    await edge.waitFor((e) => e.event === 'done', 15_000);
+    await edge.waitFor((e) => e.event === 'done');
     edge.close();
-    await sleep(100);
   }, 150_000);
 });

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ManagedChild, SseClient, ask, freePort, repoRoot, waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { startE2eStack } from './e2e-stack';
 
 const root = repoRoot();
 const DASHBOARD = join(root, 'infra/grafana/dashboards/traffic-dam.json');
@@ -116,8 +116,8 @@ describe('observability: the dashboard and alert rules against a live stack, scr
   });
 
   it('Prometheus scrapes both gateways and reads the dam back through its HTTP API', async () => {
-    await eventually('both targets up', async () => (await query('up{job="gateway"} == 1')).length === 2, 15_000, 250);
-    await eventually('capacity scraped', async () => (await scalar(`max(td_dam_global_capacity)`)) === 2 * SLOTS, 15_000, 250);
+    await waitFor('both targets up', async () => (await query('up{job="gateway"} == 1')).length === 2, { pollMs: 250 });
+    await waitFor('capacity scraped', async () => (await scalar(`max(td_dam_global_capacity)`)) === 2 * SLOTS, { pollMs: 250 });
 
     for (let i = 0; i < 4; i++) {
       const sse = await new SseClient(`${stack.url}/chat/stream`).open();
@@ -125,13 +125,13 @@ describe('observability: the dashboard and alert rules against a live stack, scr
       sessions.push(await sse.session());
     }
     // What Prometheus stored equals what the gateways say in /dam.
-    await eventually('4 sessions held, as Prometheus sees it', async () => (await scalar('sum(td_dam_held)')) === 4, 15_000, 250);
+    await waitFor('4 sessions held, as Prometheus sees it', async () => (await scalar('sum(td_dam_held)')) === 4, { pollMs: 250 });
     const views = (await Promise.all(stack.gateways.map(async (g) => (await fetch(`${g.url}/dam`)).json()))) as Array<{
       held: number;
       global: { used: number; capacity: number } | null;
     }>;
     expect(views.reduce((n, v) => n + v.held, 0)).toBe(4);
-    await eventually('global used scraped', async () => (await scalar('max(td_dam_global_used)')) === 4, 15_000, 250);
+    await waitFor('global used scraped', async () => (await scalar('max(td_dam_global_used)')) === 4, { pollMs: 250 });
     const perInstance = await query('td_dam_held');
     expect(perInstance).toHaveLength(2);
     expect(new Set(perInstance.map((v) => v.metric['instance_id'])).size).toBe(2);
@@ -145,22 +145,20 @@ describe('observability: the dashboard and alert rules against a live stack, scr
     expect(r.status).toBe(202);
     const { messageId } = r.body as { messageId: string };
     await sse.waitFor((e) => e.event === 'done' && (e.data as { messageId: string }).messageId === messageId, 10_000);
-    await eventually('ttft scraped', async () => ((await scalar('sum(td_answer_ttft_seconds_count)')) ?? 0) >= 1, 15_000, 250);
-    await eventually(
+    await waitFor('ttft scraped', async () => ((await scalar('sum(td_answer_ttft_seconds_count)')) ?? 0) >= 1, { pollMs: 250 });
+    await waitFor(
       'answer latency scraped',
       async () => ((await scalar('sum(td_answer_duration_seconds_count{outcome="done"})')) ?? 0) >= 1,
-      15_000,
-      250,
+      { pollMs: 250 },
     );
     // The dashboard's p95 panel has a value, and it is a plausible one (the worker's TTFT is 200 ms).
-    await eventually(
+    await waitFor(
       'ttft p95 computed',
       async () => {
         const p95 = await scalar('histogram_quantile(0.95, sum by (le) (rate(td_answer_ttft_seconds_bucket[1m])))');
         return p95 !== null && p95 > 0 && p95 < 10;
       },
-      15_000,
-      250,
+      { pollMs: 250 },
     );
   });
 
@@ -205,7 +203,7 @@ describe('observability: the dashboard and alert rules against a live stack, scr
       return body.data.groups.flatMap((g) => g.rules);
     };
     const declared = [...readFileSync(RULES, 'utf8').matchAll(/- alert: (\w+)/g)].map((m) => m[1]);
-    await eventually('every rule evaluated', async () => (await rules()).every((r) => r.health !== 'unknown'), 15_000, 250);
+    await waitFor('every rule evaluated', async () => (await rules()).every((r) => r.health !== 'unknown'), { pollMs: 250 });
     const loaded = await rules();
     expect(loaded.map((r) => r.name).sort()).toEqual([...declared].sort());
     expect(loaded.filter((r) => r.health !== 'ok').map((r) => `${r.name}: ${r.lastError ?? r.health}`)).toEqual([]);
@@ -219,11 +217,10 @@ describe('observability: the dashboard and alert rules against a live stack, scr
     const alerts = async (): Promise<Array<{ labels: Record<string, string>; state: string }>> =>
       ((await (await fetch(`${promUrl}/api/v1/alerts`)).json()) as { data: { alerts: Array<{ labels: Record<string, string>; state: string }> } })
         .data.alerts;
-    await eventually(
+    await waitFor(
       'TdDamBudgetNearFull pending',
       async () => (await alerts()).some((a) => a.labels['alertname'] === 'TdDamBudgetNearFull' && a.state === 'pending'),
-      15_000,
-      250,
+      { pollMs: 250 },
     );
     // Healthy otherwise: a worker is alive, Redis answers, the breaker is closed.
     const others = (await alerts()).map((a) => a.labels['alertname']).filter((n) => n !== 'TdDamBudgetNearFull');

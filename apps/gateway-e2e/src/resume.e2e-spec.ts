@@ -1,5 +1,5 @@
-import { SseClient, ask, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, ask, type Stack, waitFor } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 interface DamView {
   held: number;
@@ -41,7 +41,7 @@ describe('resume across gateway processes (the real worker)', () => {
     const del = await fetch(`${stack.url}/chat/sessions/${s.sessionId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.token}` } });
     expect(del.status).toBe(204);
     expect(await again.ended(5_000)).toBe(true);
-    await eventually('slot back', async () => (await dam(stack.url)).global?.used === 0, 5_000);
+    await waitFor('slot back', async () => (await dam(stack.url)).global?.used === 0, 5_000);
   });
 
   it("a resume after the session's gateway died ends cleanly: 204, and EventSource stops", async () => {

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { SseClient, ask, type SseEvent, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, ask, waitFor, type ChatSession, type SseEvent, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 /** One accepted question (POST 202) and how it ended on its stream. */
 interface Accepted {
@@ -24,7 +24,9 @@ describe('rolling restart of 2 gateways under load', () => {
 
   beforeAll(async () => {
     stack = await startE2eStack({
-      env: { LOG_LEVEL: 'warn', DRAIN_GRACE_MS: '500', DRAIN_INFLIGHT_MS: '8000' },
+      // A grace of 2 s: a session of a draining instance stays (refusing questions with 503
+      // draining) for that long, time enough for the test's own question to meet it.
+      env: { LOG_LEVEL: 'warn', DRAIN_GRACE_MS: '2000' },
       // ~1 s answers; 5% fail in the worker, so the error path (dead-lettered) is exercised too.
       workerEnv: () => ({ AI_TTFT_MS: '100', AI_TOKENS_PER_SEC: '20', AI_ANSWER_TOKENS: '18', AI_FAULT_ERROR_RATIO: '0.05' }),
     });
@@ -42,6 +44,8 @@ describe('rolling restart of 2 gateways under load', () => {
     const refusedPosts: string[] = [];
     const drainedInstances = new Set<string>();
     const sessionsOn = new Map<string, number>();
+    /** Streams that ended after a 200, per instance: nginx counts a request that completed as the end of an upstream's rest. */
+    const completedOn = new Map<string, number>();
     let stop = false;
     const loadUntil = Date.now() + LOAD_LIMIT_MS;
 
@@ -57,8 +61,10 @@ describe('rolling restart of 2 gateways under load', () => {
           await sleep(200);
           continue;
         }
+        let on: string | undefined;
         try {
           const s = await sse.session();
+          on = s.instanceId;
           sessionsOn.set(s.instanceId, (sessionsOn.get(s.instanceId) ?? 0) + 1);
           for (let n = 0; n < QUESTIONS_PER_STREAM && !stop && asked < MAX_QUESTIONS_PER_CLIENT && !sse.closed; n++) {
             const from = sse.events.length;
@@ -95,29 +101,61 @@ describe('rolling restart of 2 gateways under load', () => {
           if (expired && (expired.data as { reason?: string }).reason === 'draining') drainedInstances.add(s.instanceId);
         } finally {
           sse.close();
+          if (on !== undefined) completedOn.set(on, (completedOn.get(on) ?? 0) + 1);
         }
       }
     }
+
+    /**
+     * A question in flight on gateway `url` when it gets SIGTERM: asked on a stream held there,
+     * its first token already on the stream. Its answer must still end there, with done (or the
+     * worker's own error), before the stream hears expired.
+     */
+    async function witness(url: string): Promise<{ sse: SseClient; s: ChatSession; rec: Accepted }> {
+      const sse = await new SseClient(`${url}/chat/stream`).open();
+      expect(sse.status).toBe(200);
+      const s = await sse.session();
+      const r = await ask(url, s, 'in flight at SIGTERM');
+      expect(r.status).toBe(202);
+      const rec: Accepted = { messageId: (r.body as { messageId: string }).messageId, instanceId: s.instanceId };
+      accepted.push(rec);
+      await sse.waitFor((e) => e.event === 'token' && (e.data as { messageId?: string }).messageId === rec.messageId);
+      return { sse, s, rec };
+    }
+    const witnesses: Array<{ instanceId: string; outcome: string; events: string[]; askedWhileDraining: string }> = [];
 
     const liveId = async (url: string) => ((await (await fetch(`${url}/health/live`)).json()) as { instanceId: string }).instanceId;
     const load = Promise.all(Array.from({ length: CLIENTS }, (_, k) => client(k)));
     const exitCodes: Array<number | null> = [];
     const oldIds: string[] = [];
-    const sigtermAt: number[] = [];
     try {
-      // Steady state first: both instances hold streams.
-      await eventually('both instances serve', () => sessionsOn.size >= 2, 15_000);
-      await sleep(1_000);
+      // Steady state first: both instances hold streams and answers come back from both.
+      const answeredOn = (id: string) => accepted.filter((a) => a.instanceId === id && a.outcome === 'done').length;
+      await waitFor('both instances answer', () => sessionsOn.size >= 2 && [...sessionsOn.keys()].every((id) => answeredOn(id) >= 2));
       for (const i of [0, 1]) {
         const g = stack.gateways[i];
         if (!g) throw new Error(`no gateway ${i}`);
         oldIds.push(await liveId(g.url));
         const before = accepted.length;
+        const w = await witness(g.url);
         process.stdout.write(`${new Date().toISOString()} SIGTERM gateway ${i}\n`);
-        sigtermAt.push(Date.now());
         g.child.signal('SIGTERM');
-        const code = await Promise.race([g.child.wait(), sleep(20_000).then(() => 'timeout' as const)]);
-        if (code === 'timeout') throw new Error(`gateway ${i} did not exit within 20 s of SIGTERM`);
+        // Marked draining in Redis at once: a question for its session is refused, on any instance.
+        await waitFor('the witness session marked draining', async () => (await redis.hget(`td:session:{${w.s.sessionId}}`, 'draining')) === '1');
+        const again = await ask(stack.url, w.s, 'one more while draining?');
+        const end = await w.sse.waitFor((e) => (e.event === 'done' || e.event === 'failed') && (e.data as { messageId?: string }).messageId === w.rec.messageId);
+        w.rec.outcome = end.event === 'done' ? 'done' : `error:${(end.data as { code: string }).code}`;
+        w.rec.endedAt = Date.now();
+        const expired = await w.sse.waitFor((e) => e.event === 'expired');
+        if ((expired.data as { reason?: string }).reason === 'draining') drainedInstances.add(w.rec.instanceId);
+        witnesses.push({
+          instanceId: w.rec.instanceId,
+          outcome: w.rec.outcome,
+          askedWhileDraining: `${again.status} ${(again.body as { code?: string }).code ?? ''}`,
+          events: w.sse.events.filter((e) => e.event !== 'token').map((e) => (e.event === 'expired' ? `expired:${(e.data as { reason: string }).reason}` : e.event)),
+        });
+        w.sse.close();
+        const code = await waitFor(`gateway ${i} exits after SIGTERM`, g.child.wait());
         exitCodes.push(code);
         process.stdout.write(`${new Date().toISOString()} gateway ${i} exited ${code}\n`);
         const fresh = await stack.startGateway(i, g.port);
@@ -125,12 +163,13 @@ describe('rolling restart of 2 gateways under load', () => {
         const freshId = await liveId(fresh.url);
         // Questions kept being accepted during the drain, and the new instance takes streams again.
         // nginx gives an instance that failed (here: refused while draining or down) one stream per
-        // fail_timeout (2 s) until a request to it completes: wait for a few, then past that window,
-        // as an operator waits before draining the next instance.
-        await eventually(`gateway ${i} takes streams again`, () => (sessionsOn.get(freshId) ?? 0) >= 3, 20_000);
+        // fail_timeout (2 s) until a request to it completes. An operator waits for that before
+        // draining the next instance: a stream on it completed, and two more landed on it since.
+        await waitFor(`a stream on the restarted gateway ${i} completed`, () => (completedOn.get(freshId) ?? 0) >= 1);
+        const landed = sessionsOn.get(freshId) ?? 0;
+        await waitFor(`gateway ${i} takes streams again`, () => (sessionsOn.get(freshId) ?? 0) >= landed + 2);
         process.stdout.write(`${new Date().toISOString()} gateway ${i} takes streams\n`);
         expect(accepted.length).toBeGreaterThan(before);
-        await sleep(2_500);
       }
     } finally {
       stop = true;
@@ -145,23 +184,25 @@ describe('rolling restart of 2 gateways under load', () => {
     // Refused questions are refused clearly: a problem+json with a code from a gateway, never an
     // edge error (502/504, or the edge's gateway_unavailable: one gateway serves all along) or a
     // dropped connection (ask() would throw). A question for a session of a draining instance
-    // gets 503 draining.
+    // gets 503 draining (the witness asked one).
     expect(refusedPosts.filter((p) => !/^\d{3} [a-z_]+$/.test(p) || /^50[24] /.test(p) || p.includes('gateway_unavailable'))).toEqual([]);
-    expect(refusedPosts).toContain('503 draining');
-    // The sessions of both drained instances heard expired (draining), and answers in flight on
-    // them at SIGTERM still finished there.
-    oldIds.forEach((id, i) => {
-      expect(drainedInstances.has(id)).toBe(true);
-      const finishedWhileDraining = accepted.filter((a) => a.instanceId === id && a.outcome === 'done' && (a.endedAt ?? 0) > (sigtermAt[i] ?? Infinity));
-      expect(finishedWhileDraining.length).toBeGreaterThan(0);
-    });
+    expect(witnesses.map((w) => w.askedWhileDraining)).toEqual(['503 draining', '503 draining']);
+    // The sessions of both drained instances heard expired (draining), and the answer in flight on
+    // each at SIGTERM still finished there (done, or the worker's 5% errors; never cut by the
+    // drain), before its stream heard expired.
+    oldIds.forEach((id) => expect(drainedInstances.has(id)).toBe(true));
+    expect(witnesses.map((w) => w.instanceId)).toEqual(oldIds);
+    for (const w of witnesses) {
+      expect(w.outcome === 'done' || w.outcome === 'error:worker_error').toBe(true);
+      expect(w.events).toEqual(['session', w.outcome === 'done' ? 'done' : 'failed', 'expired:draining']);
+    }
 
     // None vanished: each accepted question ended in done or error, and every error is a dead letter with a reason.
     expect(accepted.length).toBeGreaterThan(50);
     expect(accepted.filter((a) => a.outcome === undefined || a.outcome.startsWith('lost:'))).toEqual([]);
     const errors = accepted.filter((a) => a.outcome?.startsWith('error:'));
     const letters = new Map<string, string>();
-    await eventually(
+    await waitFor(
       'every error dead-lettered',
       async () => {
         const entries = (await redis.xrange('td:dlq', '-', '+')) as Array<[string, string[]]>;
@@ -172,7 +213,6 @@ describe('rolling restart of 2 gateways under load', () => {
         }
         return errors.every((e) => letters.has(e.messageId));
       },
-      10_000,
     ).catch(() => undefined);
     const notDeadLettered = errors.filter((e) => !letters.has(e.messageId));
     expect(notDeadLettered).toEqual([]);
@@ -186,7 +226,7 @@ describe('rolling restart of 2 gateways under load', () => {
     );
 
     // Slots back to 0 on both instances and in the global budget; no session left in Redis.
-    await eventually(
+    await waitFor(
       'slots released',
       async () => {
         const views = await Promise.all(
@@ -194,7 +234,6 @@ describe('rolling restart of 2 gateways under load', () => {
         );
         return views.every((v) => v.held === 0 && (v.global?.used ?? 0) === 0) && (await redis.keys('td:session:*')).length === 0;
       },
-      10_000,
     );
   }, 180_000);
 });

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { SocketChatClient, SseClient, ask, type GatewayHandle, type SseEvent, type Stack } from '@traffic-dam/stack';
-import { eventually, metricValue, startE2eStack } from './e2e-stack';
+import { SocketChatClient, SseClient, ask, waitFor, type GatewayHandle, type SseEvent, type Stack } from '@traffic-dam/stack';
+import { metricValue, startE2eStack } from './e2e-stack';
 
 interface DamView {
   held: number;
@@ -40,7 +40,7 @@ describe('Socket.IO through nginx: 2 gateways with 1,000 slots each, one budget 
     for (const c of open) c.close();
     open = [];
     const running = stack.gateways.filter((g) => g.child.running);
-    await eventually('budget empty', async () => (await Promise.all(running.map((g) => dam(g.url)))).every((v) => v.held === 0), 20_000);
+    await waitFor('budget empty', async () => (await Promise.all(running.map((g) => dam(g.url)))).every((v) => v.held === 0), 20_000);
   });
 
   afterAll(async () => {
@@ -59,7 +59,7 @@ describe('Socket.IO through nginx: 2 gateways with 1,000 slots each, one budget 
     expect(views[0]?.global).toMatchObject({ used: 2_000, capacity: 2_000, live: 2 });
     for (const g of stack.gateways) expect(await metricValue(g.url, 'td_sessions_open{transport="socketio"')).toBe(1_000);
     for (const s of sockets) s.close();
-    await eventually('budget empty', async () => (await dam(stack.url)).global?.used === 0, 20_000);
+    await waitFor('budget empty', async () => (await dam(stack.url)).global?.used === 0, 20_000);
 
     const [sse, more] = await Promise.all([
       Promise.all(Array.from({ length: 1_250 }, () => new SseClient(`${stack.url}/chat/stream`).open(60_000))),
@@ -82,14 +82,14 @@ describe('Socket.IO through nginx: 2 gateways with 1,000 slots each, one budget 
     open.push(...onVictim, ...onSurvivor);
     expect(outcomes(onVictim)).toEqual({ connected: 1_000 });
     expect(outcomes(onSurvivor)).toEqual({ connected: 300 });
-    await eventually('used 1,300', async () => (await dam(survivor.url)).global?.used === 1_300, 5_000);
+    await waitFor('used 1,300', async () => (await dam(survivor.url)).global?.used === 1_300, 5_000);
     victim.child.signal('SIGKILL');
     try {
-      await eventually('the victim is out of the budget', async () => {
+      await waitFor('the victim is out of the budget', async () => {
         const g = (await dam(survivor.url)).global;
         return g?.capacity === 1_000 && g.live === 1 && g.used === 300;
       }, 3_000);
-      await eventually("the victim's clients saw the disconnect", async () => onVictim.every((s) => s.closed), 10_000);
+      await waitFor("the victim's clients saw the disconnect", async () => onVictim.every((s) => s.closed), 10_000);
       // They come back through nginx, as clients do: a refused one again after its retryAfterMs.
       // The survivor takes what its budget has left, and no more.
       let back = await connectMany(stack.url, 1_000);
@@ -107,7 +107,7 @@ describe('Socket.IO through nginx: 2 gateways with 1,000 slots each, one budget 
     } finally {
       for (const s of open) s.close();
       await stack.restartGateway(stack.gateways.indexOf(victim));
-      await eventually('capacity back to 2,000', async () => (await dam(survivor.url)).global?.capacity === 2_000, 10_000);
+      await waitFor('capacity back to 2,000', async () => (await dam(survivor.url)).global?.capacity === 2_000, 10_000);
     }
   });
 });
@@ -142,7 +142,7 @@ describe('Socket.IO answers across 2 gateways, Redis and the Python worker', () 
       expect(r.headers.get('x-instance-id')).not.toBe(s.instanceId);
       const second = (r.body as { messageId: string }).messageId;
       const done = await c.waitFor((e) => e.event === 'done' && messageIdOf(e) === second, 20_000);
-      expect(done.data).toEqual({ messageId: second, tokens: 20 });
+      expect(done.data).toMatchObject({ messageId: second, tokens: 20 });
       const del = await fetch(`${other.url}/chat/sessions/${s.sessionId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.token}` } });
       expect(del.status).toBe(204);
       expect(await c.ended(5_000)).toBe(true);
@@ -172,7 +172,7 @@ describe('Socket.IO answers across 2 gateways, Redis and the Python worker', () 
       await new Promise((r) => setTimeout(r, 1_500));
       expect(seen.filter((m) => m.type === 'token' && m.at > droppedAt).length).toBeLessThanOrEqual(1);
       expect(seen.some((m) => m.type === 'done')).toBe(false);
-      await eventually('released', async () => (await Promise.all(stack.gateways.map((g) => dam(g.url)))).every((v) => v.held === 0), 5_000);
+      await waitFor('released', async () => (await Promise.all(stack.gateways.map((g) => dam(g.url)))).every((v) => v.held === 0), 5_000);
     } finally {
       c.close();
       sub.disconnect();
@@ -189,11 +189,11 @@ describe('Socket.IO answers across 2 gateways, Redis and the Python worker', () 
       const accepted = acks.flatMap((a, i) => ('messageId' in a ? [{ socket: sockets[i] as SocketChatClient, messageId: a.messageId }] : []));
       expect(accepted.length).toBeGreaterThan(100);
       // Answers are under way: drop every subscriber connection (the replies, the control channel, the adapter's), twice.
-      await eventually('answers under way', async () => accepted.filter((q) => q.socket.events.some((e) => e.event === 'token')).length >= 50, 10_000);
+      await waitFor('answers under way', async () => accepted.filter((q) => q.socket.events.some((e) => e.event === 'token')).length >= 50, 10_000);
       const channels = (await Promise.all(stack.gateways.map(instanceOf))).map((id) => `td:replies:${id}`);
       for (let i = 0; i < 2; i++) {
         await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
-        await eventually('the gateways subscribed again', async () => {
+        await waitFor('the gateways subscribed again', async () => {
           const counts = (await admin.call('PUBSUB', 'NUMSUB', ...channels)) as Array<string | number>;
           return counts.filter((_, k) => k % 2 === 1).every((n) => Number(n) >= 1);
         }, 10_000);

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
-import { freePort, repoRoot } from '@traffic-dam/stack';
+import { freePort, repoRoot, waitFor } from '@traffic-dam/stack';
 
 interface Proc {
   pid: number;
@@ -57,24 +57,22 @@ async function startNpm(port: number): Promise<{ npm: ChildProcess; output: () =
   });
   npm.stdout?.on('data', (b: Buffer) => (out += b.toString()));
   npm.stderr?.on('data', (b: Buffer) => (out += b.toString()));
-  const until = Date.now() + 90_000;
-  while (!out.includes('Traffic Dam is up') && Date.now() < until) {
-    if (npm.exitCode !== null) throw new Error(`npm start exited early:\n${out}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  if (!out.includes('Traffic Dam is up')) throw new Error(`npm start did not come up:\n${out}`);
+  await waitFor(
+    'npm start is up',
+    () => {
+      if (npm.exitCode !== null) throw new Error(`npm start exited early:\n${out}`);
+      return out.includes('Traffic Dam is up');
+    },
+    { timeoutMs: 90_000, pollMs: 200, detail: () => out },
+  );
   return { npm, output: () => out };
 }
 
-async function exited(p: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (p.exitCode !== null || p.signalCode !== null) return true;
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), timeoutMs);
-    p.once('exit', () => {
-      clearTimeout(t);
-      resolve(true);
-    });
-  });
+async function exited(p: ChildProcess): Promise<boolean> {
+  return waitFor('npm start exits', () => p.exitCode !== null || p.signalCode !== null, { pollMs: 100 }).then(
+    () => true,
+    () => false,
+  );
 }
 
 describe('npm start', () => {
@@ -96,12 +94,11 @@ describe('npm start', () => {
       expect(live.status).toBe(200);
     } finally {
       stop(npm);
-      const gone = await exited(npm, 30_000);
+      const gone = await exited(npm);
       if (!gone) process.kill(-(npm.pid as number), 'SIGKILL');
       expect(gone).toBe(true);
     }
-    const until = Date.now() + 20_000;
-    while (started.some((p) => alive(p.pid)) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    await waitFor('every process it started gone', () => !started.some((p) => alive(p.pid)), { pollMs: 100 }).catch(() => undefined);
     const left = started.filter((p) => alive(p.pid));
     expect(left.map((p) => p.cmd)).toEqual([]);
     expect(output()).toContain('nothing left running');

@@ -1,6 +1,6 @@
 import jwt from 'jsonwebtoken';
-import { SseClient, ask, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, ask, waitFor, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 const SECRET = 'tiers-e2e-secret-0123456789abcdef-0123456789';
 const bearer = (sub: string, tier?: string) => `Bearer ${jwt.sign({ sub, ...(tier ? { tier } : {}) }, SECRET, { algorithm: 'HS256', expiresIn: '10m' })}`;
@@ -86,7 +86,7 @@ describe('priority tiers through nginx: 2 gateways x 50 slots, pro with 20% of t
       }
     });
     // Saturated: the AI has answered for a while at its pace, and free questions are being refused.
-    await eventually('the AI saturated by free users', () => load.done >= 100 && load.refused >= 100, 90_000);
+    await waitFor('the AI saturated by free users', () => load.done >= 100 && load.refused >= 100, 90_000);
     const proAsked = await Promise.all(proSessions.map((s) => ask(stack.url, s, 'pro question', 30_000)));
     const proOutcome = outcomes(proAsked.map((r) => ({ status: r.status, code: (r.body as { code?: string }).code })));
     process.stdout.write(`tiers under AI overload: free ${load.accepted} accepted, ${load.refused} refused so far; pro ${JSON.stringify(proOutcome)}\n`);

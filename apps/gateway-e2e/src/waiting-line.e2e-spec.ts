@@ -1,5 +1,5 @@
-import { SseClient, type SseEvent, type Stack } from '@traffic-dam/stack';
-import { eventually, startE2eStack } from './e2e-stack';
+import { SseClient, waitFor, type SseEvent, type Stack } from '@traffic-dam/stack';
+import { startE2eStack } from './e2e-stack';
 
 interface LineView {
   instanceId: string;
@@ -58,7 +58,7 @@ describe('the waiting line through nginx: 2 gateways x 1,000 slots, 1,000 waiter
     // Sessions end (DELETE, a dropped stream keeps its slot for the resume window), a few hundred at a time.
     for (let i = 0; i < clients.length; i += 200) await Promise.all(clients.slice(i, i + 200).map((c) => c.end(30_000)));
     clients = [];
-    await eventually('budget and line empty', async () => {
+    await waitFor('budget and line empty', async () => {
       const views = await Promise.all(stack.gateways.map((g) => dam(g.url)));
       return views.every((v) => v.held === 0 && v.line.length === 0);
     }, 20_000);
@@ -91,15 +91,15 @@ describe('the waiting line through nginx: 2 gateways x 1,000 slots, 1,000 waiter
     const byArrival = [...waiting].sort((a, b) => positionOf(a) - positionOf(b));
     const leaver = byArrival.splice(499, 1)[0] as SseClient;
     leaver.close();
-    await eventually('the line is 999 long', async () => (await dam(stack.gateways[0]?.url as string)).line.length === 999, 10_000);
+    await waitFor('the line is 999 long', async () => (await dam(stack.gateways[0]?.url as string)).line.length === 999, 10_000);
     const next = byArrival[499] as SseClient;
-    await eventually('the one behind moved up', () => positionOf(next) === 500, 10_000);
+    await waitFor('the one behind moved up', () => positionOf(next) === 500, 10_000);
 
     // Sessions end, ten at a time, on both instances: each round admits the next ten in line.
     const ending = [...admitted];
     for (let round = 1; round <= 50; round++) {
       await Promise.all(ending.splice(0, 10).map((c) => c.end()));
-      await eventually(`round ${round}: ${round * 10} admitted from the line`, () => waiting.filter((c) => admittedAt(c) !== null).length === round * 10, 20_000);
+      await waitFor(`round ${round}: ${round * 10} admitted from the line`, () => waiting.filter((c) => admittedAt(c) !== null).length === round * 10, 20_000);
     }
     // The first 500 in arrival order are the ones admitted (the leaver aside), in order.
     const served = byArrival.slice(0, 500);
@@ -132,9 +132,9 @@ describe('the waiting line through nginx: 2 gateways x 1,000 slots, 1,000 waiter
 
     const killedAt = Date.now();
     victim.child.signal('SIGKILL');
-    await eventually('the victim\'s 300 waiters out of the line', async () => (await dam(survivor.url)).line.length === 300, 15_000);
+    await waitFor('the victim\'s 300 waiters out of the line', async () => (await dam(survivor.url)).line.length === 300, 15_000);
     const leftAfter = Date.now() - killedAt;
-    await eventually("the survivor's waiters at positions 1..300", () => onSurvivor.map(positionOf).sort((a, b) => a - b).join() === Array.from({ length: 300 }, (_, i) => i + 1).join(), 10_000);
+    await waitFor("the survivor's waiters at positions 1..300", () => onSurvivor.map(positionOf).sort((a, b) => a - b).join() === Array.from({ length: 300 }, (_, i) => i + 1).join(), 10_000);
     process.stdout.write(`waiting line: a killed gateway's 300 waiters left the line ${leftAfter} ms after SIGKILL (heartbeat TTL 3,000 ms)\n`);
     // Each survivor's waiter kept its order: the earlier one has the lower place.
     expect(onSurvivor.map(positionOf)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));

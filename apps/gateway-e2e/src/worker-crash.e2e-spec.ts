@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { SseClient, ask, type Stack } from '@traffic-dam/stack';
-import { eventually, metricValue, startE2eStack } from './e2e-stack';
+import { SseClient, ask, waitFor, type Stack } from '@traffic-dam/stack';
+import { metricValue, startE2eStack } from './e2e-stack';
 
 describe('the worker killed with questions in flight', () => {
   let stack: Stack;
@@ -32,7 +32,6 @@ describe('the worker killed with questions in flight', () => {
       if (!worker) throw new Error('no worker');
       worker.child.signal('SIGKILL');
       await worker.child.wait();
-      await new Promise((r) => setTimeout(r, 500));
       await stack.restartWorker(0);
 
       const ends = await Promise.all(
@@ -71,10 +70,9 @@ describe('the worker killed with questions in flight', () => {
       );
     const requeuedBefore = await requeuedSoFar();
     // A slow restart above may have let the breaker open (no worker alive); start from closed.
-    await eventually(
+    await waitFor(
       'breaker closed on both gateways',
       async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_breaker_state')))).every((v) => v === 0),
-      30_000,
     );
     const streams = await Promise.all(Array.from({ length: 50 }, () => new SseClient(`${stack.url}/chat/stream`).open()));
     try {

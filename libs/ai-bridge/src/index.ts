@@ -14,6 +14,7 @@ export { liveWorkers } from './lib/reply-channel';
 export type { ReplyHandler } from './lib/reply-channel';
 export { parseReply, parseHeartbeat, protocolKeys, questionToFields } from './lib/protocol';
 export type {
+  AnswerUsage,
   DoneReply,
   ErrorReply,
   Question,

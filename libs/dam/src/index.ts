@@ -4,6 +4,8 @@ export type { Waiter, WaitEndReason, WaitOutcome } from './lib/waiting-line';
 export type { DamEvent, DamMode, DamOptions, FallbackPolicy, LineOptions, TierOption } from './lib/options';
 export type { GlobalView } from './lib/budget.store';
 export { RedisDeadlineError, withDeadline } from './lib/deadline';
+export { redisErrorKind } from './lib/redis-error';
+export type { RedisErrorKind } from './lib/redis-error';
 export { UserRateLimiter } from './lib/user-rate';
 export type { RateDecision, UserRateOptions } from './lib/user-rate';
 export { CircuitBreaker } from './lib/breaker';

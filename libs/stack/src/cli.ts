@@ -20,14 +20,16 @@ async function main(): Promise<void> {
       gateways: { type: 'string' },
       workers: { type: 'string' },
       'redis-port': { type: 'string' },
+      tls: { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'npm start -- [--port 8080] [--gateways 2] [--workers 1] [--redis-port 0] [--quiet]\n' +
-        'Env: STACK_PORT, STACK_GATEWAYS, STACK_WORKERS, STACK_REDIS_PORT; EDGE_STREAMS_PER_IP, EDGE_QUESTIONS_PER_IP_PER_SEC\n' +
+      'npm start -- [--port 8080] [--gateways 2] [--workers 1] [--redis-port 0] [--tls] [--quiet]\n' +
+        '--tls: HTTPS and HTTP/2 at the edge, with a certificate signed by a local CA made on first use in .stack/tls/\n' +
+        'Env: STACK_PORT, STACK_GATEWAYS, STACK_WORKERS, STACK_REDIS_PORT, STACK_TLS=1; EDGE_STREAMS_PER_IP, EDGE_QUESTIONS_PER_IP_PER_SEC\n' +
         '(nginx per-client-IP limits, 0 = off, the default); every other variable is passed to gateways and workers.\n',
     );
     return;
@@ -39,6 +41,7 @@ async function main(): Promise<void> {
     gateways: intOf('--gateways', values.gateways ?? env['STACK_GATEWAYS'], 2, 1, 32),
     workers: intOf('--workers', values.workers ?? env['STACK_WORKERS'], 1, 1, 32),
     redisPort: intOf('--redis-port', values['redis-port'] ?? env['STACK_REDIS_PORT'], 0, 0, 65535),
+    tls: values.tls || env['STACK_TLS'] === '1',
     edge: {
       streamsPerIp: intOf('EDGE_STREAMS_PER_IP', env['EDGE_STREAMS_PER_IP'], 0, 0, 1_000_000),
       questionsPerIpPerSec: intOf('EDGE_QUESTIONS_PER_IP_PER_SEC', env['EDGE_QUESTIONS_PER_IP_PER_SEC'], 0, 0, 1_000_000),
@@ -64,10 +67,11 @@ async function main(): Promise<void> {
   }, 250);
   await stack.start();
   const url = stack.url;
+  const ca = stack.certificate?.caFile;
   process.stdout.write(
     [
       '',
-      'Traffic Dam is up.',
+      `Traffic Dam is up${ca ? ' (HTTPS and HTTP/2 at the edge)' : ''}.`,
       `  chat (SSE)   ${url}/chat/stream`,
       `  ask          POST ${url}/chat/sessions/{sessionId}/messages  (Authorization: Bearer <token>)`,
       `  health       ${url}/health/ready`,
@@ -76,7 +80,8 @@ async function main(): Promise<void> {
       ...stack.workers.map((w) => `  worker ${w.index}     ${w.url}/health  (pid ${w.child.pid})`),
       `  redis        ${stack.redisUrl}`,
       `  logs         ${stack.opts.dir}/`,
-      'Try:  curl -N ' + url + '/chat/stream',
+      ...(ca ? [`  local CA     ${ca}  (trust it: curl --cacert, NODE_EXTRA_CA_CERTS)`] : []),
+      `Try:  curl -N ${ca ? `--cacert ${ca} ` : ''}${url}/chat/stream`,
       'Ctrl-C stops everything.',
       '',
     ].join('\n') + '\n',

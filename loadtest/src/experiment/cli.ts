@@ -22,6 +22,7 @@ self-contained HTML report (charts, the seed's table before beside after, accept
   --no-progress      no progress bars
   --keep-logs        keep each stack's folder: gateway, worker and nginx logs (the access log gives
                      each request's time to the gateway's response headers)
+  --tls              HTTPS and HTTP/2 at the edge (a local CA in each stack's folder), as the seed ran it
   --render FILE      only write report.html and summary.md again from a results.json (into --out, default its folder)
 `;
 
@@ -34,6 +35,7 @@ async function main(): Promise<void> {
       scenarios: { type: 'string' },
       'no-progress': { type: 'boolean', default: false },
       'keep-logs': { type: 'boolean', default: false },
+      tls: { type: 'boolean', default: false },
       render: { type: 'string' },
       env: { type: 'string', multiple: true },
       help: { type: 'boolean', default: false },
@@ -87,7 +89,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
-  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal, env, keepLogs: values['keep-logs'] });
+  const result = await runExperiment({ quick: values.quick, configs, scenarios, progress: !values['no-progress'], stop: stop.signal, env, keepLogs: values['keep-logs'], tls: values.tls });
   writeFileSync(join(out, 'results.json'), JSON.stringify(result, null, 1));
   writeFileSync(join(out, 'report.html'), renderReport(result));
   writeFileSync(join(out, 'summary.md'), renderMarkdown(result));

@@ -53,6 +53,8 @@ export interface ExperimentOptions {
   env?: Record<string, string>;
   /** Keep each stack's folder (gateway, worker and nginx logs) instead of removing it; default false. */
   keepLogs?: boolean;
+  /** HTTPS (and HTTP/2) at the edge, as the seed ran it; the runner trusts the stack's local CA. Default false. */
+  tls?: boolean;
 }
 
 export interface Settings {
@@ -82,6 +84,8 @@ export interface ExperimentResult {
   quick: boolean;
   machine: { cpus: number; cpuModel: string; node: string; platform: string; loadavgAtStart: number[]; loadavgAtEnd: number[] };
   settings: Settings;
+  /** Whether the clients went through HTTPS at the edge. */
+  tls?: boolean;
   seed: Record<string, { title: string; before: string }>;
   results: ConfigurationResult[];
 }
@@ -173,7 +177,8 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
     let running: { stack: Stack; dir: string; poller: DamPoller } | null = null;
     const start = async (): Promise<{ stack: Stack; dir: string; poller: DamPoller }> => {
       const dir = mkdtempSync(join(tmpdir(), `td-experiment-${config.id}-`));
-      const stack = new Stack({ dir, gateways: config.gateways, workers: 1, port: 0, env: { ...settings.env, DAM_MODE: config.damMode } });
+      // Refusals in the access log too: npm run access-log reads them per second.
+      const stack = new Stack({ dir, gateways: config.gateways, workers: 1, port: 0, tls: o.tls, logRefusals: true, env: { ...settings.env, DAM_MODE: config.damMode } });
       running = { stack, dir, poller: new DamPoller([]) };
       await stack.start();
       running.poller = new DamPoller(stack.gateways.map((g) => g.url));
@@ -203,6 +208,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
           baseUrl: cur.stack.url,
           transport: config.transport,
           waitSec: config.waitSec,
+          tls: { ca: cur.stack.certificate?.ca },
           file,
           jwtSecret: JWT_SECRET,
           progress: o.progress,
@@ -246,6 +252,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
       loadavgAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
     },
     settings,
+    tls: o.tls ?? false,
     seed,
     results,
   };

@@ -221,7 +221,7 @@ export function renderReport(x: ExperimentResult): string {
 <p>Run ${esc(x.startedAt)} to ${esc(x.finishedAt)} on ${x.machine.cpus} CPUs (${esc(x.machine.cpuModel)}), Node ${esc(x.machine.node)}, ${esc(
     x.machine.platform,
   )}; load average ${x.machine.loadavgAtStart.join(' / ')} at the start, ${x.machine.loadavgAtEnd.join(' / ')} at the end.
-Load runner, nginx, gateways, Redis and the worker share this machine.</p>
+Load runner, nginx, gateways, Redis and the worker share this machine.${x.tls ? ' Clients reach nginx over HTTPS (TLS with session resumption).' : ''}</p>
 <p>Scale: durations ×${x.settings.scale.time}, VUs ×${x.settings.scale.vus}. AI capacity (simulated LLM): <b>${x.settings.aiCapacityPerSec} answers/s</b>.
 Session slots per gateway: ${x.settings.slotsPerInstance}. Every configuration runs on a fresh stack (Redis, 1 worker, N gateways, nginx) with:
 <code>${esc(env)}</code> and <code>DAM_MODE=off</code> (before) or <code>enforce</code> (after). Each user has its own JWT.

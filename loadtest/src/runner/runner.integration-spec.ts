@@ -1,6 +1,12 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ensureLocalCertificate } from '@traffic-dam/stack';
 import type { ScenarioFile } from '../scenario-scale';
+import { waitFor } from '@traffic-dam/stack';
 import { Runner, assertLoopback } from './runner';
 
 type Mode = 'ok' | 'full' | 'silent' | 'overloaded-once' | 'waiting';
@@ -10,12 +16,12 @@ type Mode = 'ok' | 'full' | 'silent' | 'overloaded-once' | 'waiting';
  * done) and can refuse or go silent, so the runner's counting can be checked against what it
  * did. The runner is the component under test; this server only plays its counterpart.
  */
-function chatServer(mode: Mode): Promise<{ url: string; streams: () => number; posts: () => number; close: () => Promise<void> }> {
+function chatServer(mode: Mode, tls?: { cert: Buffer; key: Buffer }): Promise<{ url: string; streams: () => number; posts: () => number; close: () => Promise<void> }> {
   let streams = 0;
   let posts = 0;
   const refusedOnce = new Set<string>();
   const open = new Map<string, http.ServerResponse>();
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     if (req.method === 'GET' && mode === 'waiting' && req.url === '/chat/stream?wait=30') {
       // Every stream waits in line first: told place 3 and 150 ms, admitted 150 ms later.
       streams++;
@@ -64,12 +70,13 @@ function chatServer(mode: Mode): Promise<{ url: string; streams: () => number; p
       return;
     }
     res.writeHead(404).end();
-  });
+  };
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => {
       const port = (server.address() as AddressInfo).port;
       resolve({
-        url: `http://127.0.0.1:${port}`,
+        url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
         streams: () => streams,
         posts: () => posts,
         close: () =>
@@ -90,6 +97,28 @@ describe('the load runner against a chat server', () => {
   it('only targets loopback', () => {
     expect(() => assertLoopback('http://10.0.0.1:8080')).toThrow(/127\.0\.0\.1/);
     expect(assertLoopback('http://[::1]:8080').hostname).toBe('[::1]');
+    expect(assertLoopback('https://127.0.0.1:8443').protocol).toBe('https:');
+    expect(() => assertLoopback('ftp://127.0.0.1:21')).toThrow(/http:\/\/ and https:\/\//);
+  });
+
+  it('runs over HTTPS trusting the given CA; without it nothing is answered, with --insecure it is', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'td-runner-tls-'));
+    const cert = await ensureLocalCertificate(join(dir, 'tls'));
+    const srv = await chatServer('ok', { cert: readFileSync(cert.certFile), key: readFileSync(cert.keyFile) });
+    const scenario = file({ a: { executor: 'constant-vus', vus: 2, duration: '1s', gracefulStop: '2s', tags: { role: 'user' } } });
+    try {
+      const trusted = await new Runner({ baseUrl: srv.url, tls: { ca: cert.ca }, file: scenario }).run();
+      expect(trusted.roles['user']?.outcomes.completed).toBeGreaterThan(3);
+      expect(trusted.roles['user']?.status0).toBe(0);
+      const untrusted = await new Runner({ baseUrl: srv.url, file: scenario }).run();
+      expect(untrusted.roles['user']?.outcomes.completed).toBe(0);
+      expect(untrusted.roles['user']?.status0).toBeGreaterThan(0);
+      const insecure = await new Runner({ baseUrl: srv.url, tls: { insecure: true }, file: scenario }).run();
+      expect(insecure.roles['user']?.outcomes.completed).toBeGreaterThan(3);
+    } finally {
+      await srv.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('constant VUs run the lifecycle in a loop; every answer is counted once, per second too', async () => {
@@ -111,13 +140,15 @@ describe('the load runner against a chat server', () => {
   it('a server that never answers is status 0 at the session deadline, not a hang', async () => {
     const srv = await chatServer('silent');
     try {
-      const started = Date.now();
-      const r = await new Runner({
-        baseUrl: srv.url,
-        deadlines: { sessionMs: 500 },
-        file: file({ a: { executor: 'constant-vus', vus: 2, duration: '1s', gracefulStop: '2s', tags: { role: 'user' } } }),
-      }).run();
-      expect(Date.now() - started).toBeLessThan(5_000);
+      // A hang would never end: a generous deadline on the run, not a figure for how long it took.
+      const r = await waitFor(
+        'the run over a silent server ends',
+        new Runner({
+          baseUrl: srv.url,
+          deadlines: { sessionMs: 500 },
+          file: file({ a: { executor: 'constant-vus', vus: 2, duration: '1s', gracefulStop: '2s', tags: { role: 'user' } } }),
+        }).run(),
+      );
       expect(r.roles['user']?.status0).toBeGreaterThanOrEqual(2);
       expect(r.roles['user']?.outcomes.completed).toBe(0);
       expect(Object.keys(r.roles['user']?.statuses ?? {})).toEqual(['0 stream headers_timeout']);

@@ -21,8 +21,10 @@ import { SocketChatClient } from './socket-chat-client';
 export type Transport = 'sse' | 'socketio';
 
 export interface RunnerOptions {
-  /** The load balancer, e.g. http://127.0.0.1:8080. Only loopback addresses are accepted. */
+  /** The load balancer, e.g. http://127.0.0.1:8080 or https://127.0.0.1:8443. Only loopback addresses are accepted. */
   baseUrl: string;
+  /** For an https:// base URL: the CA to trust (PEM), or `insecure` to skip verification (loopback only). */
+  tls?: RunnerTls;
   /** Scenarios as they will run (already scaled). */
   file: ScenarioFile;
   /** Default sse. */
@@ -64,13 +66,27 @@ export interface RunResult {
   runner: SelfReport & { cpuPercentPerSecond: number[]; lagMaxMsPerSecond: number[] };
 }
 
+export interface RunnerTls {
+  /** PEM of the CA that signed the edge's certificate (npm start -- --tls: .stack/tls/ca.crt). */
+  ca?: string;
+  /** Do not verify the certificate at all. Accepted only because every target is loopback. */
+  insecure?: boolean;
+}
+
 const LOOPBACK = new Set(['127.0.0.1', '::1', '[::1]', 'localhost']);
 
 export function assertLoopback(baseUrl: string): URL {
   const u = new URL(baseUrl);
   if (!LOOPBACK.has(u.hostname)) throw new Error(`load tests only target 127.0.0.1 or ::1, not ${u.hostname}`);
-  if (u.protocol !== 'http:') throw new Error(`only http:// is supported, not ${u.protocol}`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`only http:// and https:// are supported, not ${u.protocol}`);
   return u;
+}
+
+/** undici's connect options for the base URL: the CA to trust, or no verification when asked. */
+function connectOptions(u: URL, tls: RunnerTls | undefined): { timeout: number; ca?: string; rejectUnauthorized?: boolean } {
+  if (u.protocol !== 'https:') return { timeout: 10_000 };
+  if (tls?.insecure) return { timeout: 10_000, rejectUnauthorized: false };
+  return { timeout: 10_000, ...(tls?.ca ? { ca: tls.ca } : {}) };
 }
 
 /** Sleeps `ms`, or less when any of the signals aborts. */
@@ -110,7 +126,7 @@ export class Runner {
     const u = assertLoopback(o.baseUrl);
     const maxVus = Object.values(o.file.scenarios).reduce((n, s) => n + scenarioMaxVus(s), 0);
     // A stream and a POST per VU at once, never queued in the client (that would read as server latency).
-    this.pool = new Pool(u.origin, { connections: maxVus * 2 + 64, pipelining: 1, keepAliveTimeout: 10_000, connect: { timeout: 10_000 } });
+    this.pool = new Pool(u.origin, { connections: maxVus * 2 + 64, pipelining: 1, keepAliveTimeout: 10_000, connect: connectOptions(u, o.tls) });
     this.metrics = new Metrics(this.startedAt);
     this.deadlines = { ...DEFAULT_DEADLINES, ...o.deadlines };
     this.retryAfterMaxMs = o.retryAfterMaxMs ?? 60_000;

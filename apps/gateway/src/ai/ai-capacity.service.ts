@@ -8,18 +8,20 @@ import { DamService } from '../dam/dam.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { BreakerService } from './breaker.service';
 import { KnownOverload } from './known-overload';
-import { aiRetryAfterSec, estimateThroughput, type ThroughputView } from './throughput';
+import { NO_WORKERS, ThroughputLearner, aiRetryAfterSec, extraWaitMs, type ThroughputView } from './throughput';
 
 /**
  * The AI-capacity gate: a question enters the global queue only if its estimated wait (questions
- * ahead of it / worker throughput) fits DAM_MAX_QUEUE_WAIT_MS; with no live worker it is refused
- * at once. A refusal's Retry-After grows with the sessions competing for the AI (see throughput.ts).
+ * ahead of it / the throughput learned from the workers' heartbeats, see throughput.ts, plus any
+ * wait before an answer can start at all) fits DAM_MAX_QUEUE_WAIT_MS; with no live worker it is
+ * refused at once. A refusal's Retry-After grows with the sessions competing for the AI (see throughput.ts).
  * While its last refusal proves the line is still too long, a question is refused without asking
  * Redis (see known-overload.ts). Worker heartbeats are read on one timer, never per request.
  */
 @Injectable()
 export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestroy {
-  private view: ThroughputView = { liveWorkers: 0, advertised: 0, measured: 0, rate: 0, answering: 0 };
+  private view: ThroughputView = NO_WORKERS;
+  private readonly learner = new ThroughputLearner();
   private lastDepth = 0;
   private lastWaitMs = 0;
   private refreshed = false;
@@ -71,7 +73,8 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     const view = this.view;
     const r = await this.send({
       question,
-      gate: { maxWaitMs: Math.max(1, limitMs), throughputPerSec: view.rate, answering: view.answering },
+      // 0: no gate (DAM_MAX_QUEUE_WAIT_MS=0).
+      gate: { maxWaitMs: limitMs, throughputPerSec: view.rate, answering: view.answering, extraWaitMs: extraWaitMs(view, sentAt) },
     });
     this.lastDepth = r.depth;
     this.lastWaitMs = r.waitMs;
@@ -103,7 +106,14 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       waitMs < 0
         ? 'The AI queue is not draining; try again shortly.'
         : `Estimated wait ${(waitMs / 1000).toFixed(1)} s is over the ${(limitMs / 1000).toFixed(1)} s limit.`,
-      { retryAfterSec: aiRetryAfterSec({ waitMs, contenders: Math.max(0, this.dam.sessionsHeld - this.view.answering), rate: this.view.rate }) },
+      {
+        retryAfterSec: aiRetryAfterSec({
+          waitMs,
+          contenders: Math.max(0, this.dam.sessionsHeld - this.view.answering),
+          rate: this.view.rate,
+          notBeforeMs: Math.max(0, this.view.throttledUntil - Date.now()),
+        }),
+      },
     );
   }
 
@@ -116,7 +126,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       const workers = await this.ai.liveWorkers();
       const previous = this.view;
       const before = previous.liveWorkers;
-      this.view = estimateThroughput(workers, this.lastDepth);
+      this.view = this.learner.update(workers, Date.now());
       // A refusal proves the line too long only for the inputs the gate was given: another rate or
       // other answers in progress may put the same line under the limit.
       if (!sameGateInputs(previous, this.view)) this.known.forget();
@@ -131,7 +141,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   }
 }
 
-/** Whether two views give the AI gate the same inputs (the rate it divides by, the answers in progress it subtracts). */
+/** Whether two views give the AI gate the same inputs (the rate it divides by, the answers in progress it subtracts, the wait it adds). */
 function sameGateInputs(a: ThroughputView, b: ThroughputView): boolean {
-  return a.rate === b.rate && a.answering === b.answering;
+  return a.rate === b.rate && a.answering === b.answering && a.throttledUntil === b.throttledUntil && a.ttftExcessMs === b.ttftExcessMs;
 }

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { SseClient, ask, eventually, startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { SseClient, ask, startTestRedis, type RedisHandle, waitFor } from '@traffic-dam/stack';
 import { startInstance, type TestInstance } from '../testing/instance';
 import type { AiStatusView } from './ai-status';
 
@@ -30,7 +30,7 @@ describe('/dam shows the AI path: the wait a question would face, its limit, the
   const ai = async (): Promise<AiStatusView> => ((await (await fetch(`${g.url}/dam`)).json()) as { ai: AiStatusView }).ai;
 
   it('counts the line as the gate does', async () => {
-    await eventually('worker seen', async () => (await ai()).liveWorkers === 1);
+    await waitFor('worker seen', async () => (await ai()).liveWorkers === 1);
     expect(await ai()).toEqual({ estimatedWaitMs: 0, maxWaitMs: 2000, queueDepth: 0, liveWorkers: 1, ratePerSec: 2, answering: 0, breaker: 'closed' });
     for (let i = 0; i < 3; i++) {
       const sse = await new SseClient(`${g.url}/chat/stream`).open();

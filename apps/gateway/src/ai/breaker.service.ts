@@ -86,6 +86,10 @@ export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
 
   /** One answer's outcome, counted once, by the instance that relayed it. */
   record(reply: Reply): void {
+    if (reply.type === 'done' && reply.usage) {
+      this.metrics.aiTokens.inc({ model: reply.usage.model, kind: 'prompt' }, reply.usage.promptTokens);
+      this.metrics.aiTokens.inc({ model: reply.usage.model, kind: 'completion' }, reply.usage.completionTokens);
+    }
     if (!this.breaker || reply.type === 'token') return;
     if (reply.type === 'done') this.breaker.record('success');
     else if (reply.code === 'worker_error') this.breaker.record('failure');

@@ -125,9 +125,9 @@ export class AnswerRelay implements OnApplicationBootstrap {
     }
     if (reply.type === 'done' && reply.tokens !== inflight.lastSeq + 1) return this.incomplete(s, inflight);
     this.finish(s, inflight, reply.type === 'done' ? 'done' : reply.code);
-    if (reply.type === 'done') this.registry.emit(sessionId, 'done', { messageId: inflight.messageId, tokens: reply.tokens });
+    if (reply.type === 'done') this.registry.emit(sessionId, 'done', { messageId: inflight.messageId, tokens: reply.tokens, ...(reply.usage ? { usage: reply.usage } : {}) });
     else this.registry.emit(sessionId, 'failed', { messageId: inflight.messageId, code: reply.code, message: reply.message });
-    this.logger.info({ sessionId, messageId: inflight.messageId, outcome: reply.type }, 'answer finished');
+    this.logger.debug({ sessionId, messageId: inflight.messageId, outcome: reply.type }, 'answer finished');
   }
 
   /** Tokens were lost on the way (a reply subscriber reconnected): the client hears so, the worker stops. */

@@ -7,7 +7,7 @@ import { AiModule } from '../ai/ai.module';
 import { AnswersModule } from '../answers/answers.module';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
-import { ProblemFilter } from '../common/errors';
+import { ProblemFilter, isExpectedRefusal, problemCodeOf } from '../common/errors';
 import { DamModule } from '../dam/dam.module';
 import { INSTANCE_ID } from '../common/instance';
 import { LifecycleModule } from '../common/lifecycle.module';
@@ -46,10 +46,15 @@ export class AppModule {
               res.setHeader('X-Request-Id', id);
               return id;
             },
-            // Refusals (4xx, 429, 503) are the dam working, not errors: under load they would
-            // flood the error log. Only unexpected 5xx are errors.
-            customLogLevel: (_req, res, err) =>
-              err !== undefined || (res.statusCode >= 500 && res.statusCode !== 503) ? 'error' : 'info',
+            // A refusal (a problem with a code: 4xx, 429, 503) is the dam working, not an event:
+            // it is counted (td_http_refusals_total{code}), never logged one line each; under load
+            // those lines would be most of the log. A request that went well is a line at debug
+            // (the edge's access log has one per request). Unexpected errors and 5xx are errors.
+            customLogLevel: (_req, res, err) => {
+              if (err !== undefined) return 'error';
+              if (isExpectedRefusal(problemCodeOf(res))) return 'silent';
+              return res.statusCode >= 500 ? 'error' : 'debug';
+            },
             // Health and metrics polls would drown the events that matter.
             autoLogging: { ignore: (req) => /^\/(health|metrics)/.test(req.url ?? '') },
             redact: ['req.headers.authorization', 'req.headers.cookie'],
@@ -61,6 +66,8 @@ export class AppModule {
                 url: redactUrl(req.url),
                 remoteAddress: req.remoteAddress,
               }),
+              // The status is what a request line is read for; the response headers were most of its bytes.
+              res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
             },
           },
         }),

@@ -7,6 +7,8 @@ import type { GatewayConfig } from '../common/config/config';
 import { LifecycleService } from '../common/lifecycle.service';
 import { setupOpenApi } from '../docs/openapi';
 import { RedisIoAdapter } from '../socketio/redis-io.adapter';
+import { httpMetrics } from '../metrics/http-metrics.middleware';
+import { MetricsService } from '../metrics/metrics.service';
 import { AppModule } from './app.module';
 
 /** Builds the Nest app for one instance; main.ts and the integration tests share it. */
@@ -31,6 +33,7 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
     });
   }
   const lifecycle = app.get(LifecycleService);
+  app.use(httpMetrics(app.get(MetricsService)));
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.setHeader('X-Instance-Id', instanceId);
     // A draining instance asks the proxy not to reuse the connection: its keep-alive pool to

@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { DeadLetterQueue, liveWorkers as readLiveWorkers, type DeadLetter } from '@traffic-dam/ai-bridge';
-import { estimateThroughput } from '../ai/throughput';
+import { ThroughputLearner } from '../ai/throughput';
 
 function line(d: DeadLetter): string {
   const age = Math.round((Date.now() - d.failedAt) / 1000);
@@ -48,7 +48,7 @@ async function main(): Promise<number> {
       }
       case 'replay': {
         const workers = await readLiveWorkers(redis);
-        const { rate, liveWorkers } = estimateThroughput(workers, 0);
+        const { rate, liveWorkers } = new ThroughputLearner().update(workers, Date.now());
         if (liveWorkers === 0) {
           process.stderr.write('no live worker: nothing replayed\n');
           return 1;

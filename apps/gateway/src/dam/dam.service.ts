@@ -2,7 +2,17 @@ import { createSecretKey, randomInt } from 'node:crypto';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { Dam, UserRateLimiter, type DamEvent, type DamStatus, type Lease, type RateDecision, type RefusalReason, type Waiter } from '@traffic-dam/dam';
+import {
+  Dam,
+  UserRateLimiter,
+  type DamEvent,
+  type DamStatus,
+  type Lease,
+  type RateDecision,
+  type RedisErrorKind,
+  type RefusalReason,
+  type Waiter,
+} from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
 import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
@@ -90,6 +100,12 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
   get sessionsHeld(): number {
     const s = this.dam.snapshot();
     return s.global && !s.fallback ? s.global.used : s.held;
+  }
+
+  /** Why Redis fails this instance's heartbeat, while it does (then the dam decides locally); else null. */
+  get redisFailure(): RedisErrorKind | null {
+    const s = this.dam.snapshot();
+    return s.fallback ? s.fallbackReason : null;
   }
 
   /** Whether users are verified by JWT (AUTH_JWT_SECRET); stream tickets exist only then. */

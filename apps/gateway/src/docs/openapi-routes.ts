@@ -61,7 +61,8 @@ export const WHEN: Record<ErrorCode, string> = {
   [ErrorCode.BodyTooLarge]: 'the body is over BODY_MAX_BYTES',
   [ErrorCode.UnsupportedMediaType]: 'the body is not application/json',
   [ErrorCode.MethodNotAllowed]: 'the route exists but not with this method',
-  [ErrorCode.RedisUnavailable]: 'Redis did not answer within REDIS_REQUEST_TIMEOUT_MS (or the dam fallback is `reject`)',
+  [ErrorCode.RedisUnavailable]:
+    'Redis did not answer within its deadline (REDIS_REQUEST_TIMEOUT_MS at least, adapted to measured round trips), or refused the write at its memory limit (the detail says which), or the dam fallback is `reject`',
   [ErrorCode.AiOverloaded]: 'the estimated wait in the AI queue is over DAM_MAX_QUEUE_WAIT_MS',
   [ErrorCode.AiUnavailable]: 'the circuit breaker toward the AI worker is open, or no worker is alive',
   [ErrorCode.Draining]: 'the instance (or the instance holding this session) is shutting down; open a new stream',

@@ -86,7 +86,21 @@ export const SCHEMAS: Record<string, Schema> = {
   DoneEventData: {
     type: 'object',
     required: ['messageId', 'tokens'],
-    properties: { messageId: { type: 'string', format: 'uuid' }, tokens: { type: 'integer', minimum: 0 } },
+    properties: {
+      messageId: { type: 'string', format: 'uuid' },
+      tokens: { type: 'integer', minimum: 0 },
+      usage: {
+        type: 'object',
+        description: "What the answer cost: from the model server's usage chunk, or counted by the worker (`counted: true`).",
+        required: ['model', 'promptTokens', 'completionTokens', 'counted'],
+        properties: {
+          model: { type: 'string' },
+          promptTokens: { type: 'integer', minimum: 0 },
+          completionTokens: { type: 'integer', minimum: 0 },
+          counted: { type: 'boolean' },
+        },
+      },
+    },
   },
   FailedEventData: {
     type: 'object',

@@ -1,6 +1,6 @@
-import { Injectable, type NestMiddleware } from '@nestjs/common';
-import type { NextFunction, Request, Response } from 'express';
-import { MetricsService } from './metrics.service';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { problemCodeOf } from '../common/errors';
+import type { MetricsService } from './metrics.service';
 
 // Route templates keep label cardinality bounded: session ids never become label values.
 function routeOf(req: Request): string {
@@ -11,17 +11,21 @@ function routeOf(req: Request): string {
   return known.includes(path) ? path : 'other';
 }
 
-@Injectable()
-export class HttpMetricsMiddleware implements NestMiddleware {
-  constructor(private readonly metrics: MetricsService) {}
-
-  use(req: Request, res: Response, next: NextFunction): void {
-    const end = this.metrics.httpDuration.startTimer();
+/**
+ * Counts and times every request, and every refusal by its problem code. Mounted first (in
+ * create-app), so the refusals answered before any route (an open breaker, a body that does not
+ * parse) are counted too.
+ */
+export function httpMetrics(metrics: MetricsService): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const end = metrics.httpDuration.startTimer();
     res.once('close', () => {
       const labels = { method: req.method, route: routeOf(req), status: String(res.statusCode) };
       end(labels);
-      this.metrics.httpRequests.inc(labels);
+      metrics.httpRequests.inc(labels);
+      const code = problemCodeOf(res);
+      if (code !== undefined) metrics.httpRefusals.inc({ route: labels.route, code });
     });
     next();
-  }
+  };
 }

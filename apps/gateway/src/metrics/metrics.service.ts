@@ -9,12 +9,16 @@ export interface AiSnapshot {
   rate: number;
   depth: number;
   waitMs: number;
+  throttledUntil: number;
+  ttftExcessMs: number;
 }
 
 export interface DamSnapshot {
   held: number;
   unbudgeted: number;
   fallback: boolean;
+  /** Why the last call to Redis failed while in fallback. */
+  fallbackReason: string | null;
   global: { used: number; capacity: number; live: number } | null;
   line: { waiting: number; length: number; turnoverPerSec: number | null } | null;
   tiers: Array<{ name: string; sessions: number }>;
@@ -27,6 +31,7 @@ export class MetricsService {
 
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
+  readonly httpRefusals: Counter<'route' | 'code'>;
   readonly sseOpened: Counter;
   readonly sseClosed: Counter<'reason'>;
   readonly questions: Counter<'outcome' | 'via'>;
@@ -45,8 +50,10 @@ export class MetricsService {
   readonly damQueued: Counter;
   readonly damWaited: Histogram<'outcome'>;
   readonly questionsQueued: Counter;
+  readonly redisErrors: Counter<'kind' | 'op'>;
   private damSnapshot: (() => DamSnapshot) | null = null;
   readonly aiRefused: Counter<'reason'>;
+  readonly aiTokens: Counter<'model' | 'kind'>;
   readonly breakerTransitions: Counter<'to' | 'reason'>;
   readonly breakerProbes: Counter<'ok'>;
   private breakerState: (() => number) | null = null;
@@ -78,6 +85,12 @@ export class MetricsService {
       collect() {
         this.set(sseOpen());
       },
+    });
+    this.httpRefusals = new Counter({
+      name: 'td_http_refusals_total',
+      help: 'Requests answered with a problem (a refusal), by route and code: counted here, not logged one line each',
+      labelNames: ['route', 'code'],
+      registers,
     });
     this.sseOpened = new Counter({ name: 'td_sse_sessions_opened_total', help: 'SSE sessions opened', registers });
     this.sseClosed = new Counter({
@@ -182,6 +195,12 @@ export class MetricsService {
       help: 'Accepted questions that waited behind others and were told their place (queued events)',
       registers,
     });
+    this.redisErrors = new Counter({
+      name: 'td_redis_errors_total',
+      help: 'Redis calls on a request path that failed, by kind (timeout, oom: at its memory limit, unreachable, error) and operation',
+      labelNames: ['kind', 'op'],
+      registers,
+    });
     // Gauges read on every scrape from what the services already hold: no Redis call in /metrics.
     const snapshotGauge = <S>(name: string, help: string, snapshot: () => S | null, read: (s: S) => number | null) =>
       new Gauge({
@@ -199,6 +218,11 @@ export class MetricsService {
     gauge('td_dam_held', 'Sessions this instance holds on the budget', (s) => s.held);
     gauge('td_dam_unbudgeted', 'Sessions admitted without a slot (shadow mode over budget)', (s) => s.unbudgeted);
     gauge('td_dam_fallback_active', '1 while Redis is unreachable and the local share decides', (s) => (s.fallback ? 1 : 0));
+    gauge(
+      'td_redis_out_of_memory',
+      "1 while Redis refuses this instance's heartbeat writes at its memory limit (maxmemory with noeviction); the local share decides meanwhile",
+      (s) => (s.fallback && s.fallbackReason === 'oom' ? 1 : 0),
+    );
     gauge('td_dam_global_used', 'Sessions held across live instances, as last seen from Redis', (s) => s.global?.used ?? null);
     gauge('td_dam_global_capacity', 'Global budget: slots per instance x live instances, as last seen', (s) => s.global?.capacity ?? null);
     gauge('td_dam_live_instances', 'Instances with a live heartbeat, as last seen', (s) => s.global?.live ?? null);
@@ -218,6 +242,12 @@ export class MetricsService {
       name: 'td_ai_refused_total',
       help: 'Questions refused by the AI gate: overloaded (estimated wait over the limit), overloaded_known (the same, proven by the last refusal without asking Redis), no_worker',
       labelNames: ['reason'],
+      registers,
+    });
+    this.aiTokens = new Counter({
+      name: 'td_ai_tokens_total',
+      help: 'Tokens of the answers this instance relayed to the end (done), by model and kind (prompt, completion), as the worker reported them',
+      labelNames: ['model', 'kind'],
       registers,
     });
     const ai = () => this.aiSnapshot?.() ?? null;
@@ -241,8 +271,11 @@ export class MetricsService {
       (v) => v,
     );
     aiGauge('td_ai_live_workers', 'AI workers with a live heartbeat', (s) => s.liveWorkers);
-    aiGauge('td_ai_throughput_per_second', 'Answers/s the AI gate assumes (declared capacity, or measured when saturated)', (s) => s.rate);
-    aiGauge('td_ai_measured_throughput_per_second', 'Answers/s the workers completed lately', (s) => s.measured);
+    aiGauge('td_ai_throughput_per_second', 'Answers/s the AI gate divides the queue by: learned from the workers (their service rate while they had a line), at most the declared capacity', (s) => s.rate);
+    aiGauge('td_ai_declared_capacity_per_second', 'Answer starts/s the workers declare (AI_CAPACITY_PER_SEC): the ceiling of the learned rate', (s) => s.advertised);
+    aiGauge('td_ai_measured_throughput_per_second', 'Answers/s the workers started over their last 5 s', (s) => s.measured);
+    aiGauge('td_ai_throttled_seconds', 'Seconds before any worker may start an answer (they honour a model server Retry-After); 0 when not throttled', (s) => Math.max(0, s.throttledUntil - Date.now()) / 1000);
+    aiGauge('td_ai_ttft_excess_seconds', 'Time to first token beyond the model usual, added to every estimated wait', (s) => s.ttftExcessMs / 1000);
     aiGauge('td_ai_queue_depth', 'Questions queued or in progress, as last seen by this instance', (s) => s.depth);
     aiGauge('td_ai_estimated_wait_seconds', 'Estimated wait of the last question this instance gated', (s) => Math.max(0, s.waitMs) / 1000);
   }

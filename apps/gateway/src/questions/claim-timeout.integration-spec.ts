@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { SseClient, ask, startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { SseClient, ask, startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
 import { startInstance, type TestInstance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 
@@ -34,7 +34,10 @@ describe('a question whose claim times out (real Redis)', () => {
       const r = await ask(gw.url, s, 'will this be stuck?');
       expect(r.status).toBe(503);
       expect((r.body as { code: string }).code).toBe('redis_unavailable');
-      await new Promise((res) => setTimeout(res, 400));
+      // A write of ours returns once the pause is over; the claim and its release were paused
+      // before it. Then the clean-up has run when the claim's key is gone.
+      await admin.set('td:test:pause-over', '1');
+      await waitFor('the timed-out claim released', async () => (await admin.exists(`td:session:{${s.sessionId}}:inflight`)) === 0);
       // Without the clean-up this would be 409 question_in_flight for the claim's TTL (deadline + 5 s).
       const again = await ask(gw.url, s, 'and now?');
       expect(again.status).toBe(202);

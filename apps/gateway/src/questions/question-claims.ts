@@ -1,9 +1,9 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { AdaptiveDeadline } from '../common/redis/adaptive-deadline';
+import { RedisFailures } from '../common/redis/redis-failures';
 import { REQUEST_DEADLINE } from '../common/redis/redis.module';
 import { SessionKeeper } from '../sessions/session-keeper';
 import { SessionRepository, type ClaimResult } from '../sessions/session.repository';
-import { redisUnavailable } from '../sessions/sessions.service';
 
 /** A session's single in-flight slot, as a question claims and gives it back. */
 @Injectable()
@@ -12,6 +12,7 @@ export class QuestionClaims {
     @Inject(REQUEST_DEADLINE) private readonly deadline: AdaptiveDeadline,
     private readonly sessions: SessionRepository,
     private readonly keeper: SessionKeeper,
+    private readonly failures: RedisFailures,
   ) {}
 
   /**
@@ -30,8 +31,8 @@ export class QuestionClaims {
       let claim = await once();
       if (claim.status === 'not_found' && (await this.keeper.persistIfLocal(sessionId))) claim = await once();
       return claim;
-    } catch {
-      throw redisUnavailable();
+    } catch (err) {
+      throw this.failures.refusal('claim', err);
     }
   }
 

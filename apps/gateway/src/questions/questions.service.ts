@@ -8,6 +8,7 @@ import type { QueuePlace } from '../answers/queued-questions';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
 import { DamService } from '../dam/dam.service';
+import { RedisFailures } from '../common/redis/redis-failures';
 import { MetricsService } from '../metrics/metrics.service';
 import type { ClaimResult } from '../sessions/session.repository';
 import { QuestionClaims } from './question-claims';
@@ -48,6 +49,7 @@ export class QuestionsService {
     private readonly gate: AiCapacityService,
     private readonly relay: AnswerRelay,
     private readonly metrics: MetricsService,
+    private readonly failures: RedisFailures,
   ) {}
 
   async ask(q: AskInput): Promise<Accepted> {
@@ -87,7 +89,7 @@ export class QuestionsService {
     }
     this.count(q, 'accepted');
     this.relay.accepted(claim.ownerInstanceId, q.sessionId, messageId, { deadline, acceptedAt, queue: place });
-    this.logger.info({ sessionId: q.sessionId, messageId, owner: claim.ownerInstanceId, via: q.via }, 'question accepted');
+    this.logger.debug({ sessionId: q.sessionId, messageId, owner: claim.ownerInstanceId, via: q.via }, 'question accepted');
     return { messageId, rateLimit };
   }
 
@@ -114,7 +116,7 @@ export class QuestionsService {
       // Not known to be queued: refused, and nothing of it may reach the session.
       if (err instanceof EnqueueUnknownError) this.relay.refused(question.id);
       this.count(q, ErrorCode.RedisUnavailable);
-      throw new GatewayException(ErrorCode.RedisUnavailable, 'The question could not be queued.', { retryAfterSec: 1 });
+      throw this.failures.refusal('enqueue', err);
     }
   }
 
@@ -122,9 +124,17 @@ export class QuestionsService {
     switch (claim.status) {
       case 'ok':
         return;
-      case 'not_found':
+      case 'not_found': {
+        // While Redis takes no writes, a session opened on another instance has no record yet:
+        // not "gone", so ask again later rather than give it up.
+        const failure = this.dam.redisFailure;
+        if (failure !== null) {
+          this.count(q, ErrorCode.RedisUnavailable);
+          throw RedisFailures.unavailable(failure);
+        }
         this.count(q, 'session_not_found');
         throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
+      }
       case 'forbidden':
         this.count(q, 'forbidden');
         throw new GatewayException(ErrorCode.InvalidToken, 'The token does not belong to this session.');

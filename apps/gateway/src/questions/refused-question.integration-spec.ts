@@ -3,9 +3,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { SseClient, ask, startTestRedis, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
+import { SseClient, ask, startTestRedis, waitFor, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
 import { TcpProxy } from '../testing/tcp-proxy';
-import { startInstance, waitUntil, type TestInstance } from '../testing/instance';
+import { startInstance, type TestInstance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 
 const messageIdOf = (e: SseEvent): string | undefined => (e.data as { messageId?: string }).messageId;
@@ -47,14 +47,14 @@ describe('what a client is told about a question is the truth (real Redis)', () 
       const r = await ask(gw.url, s, marker);
       expect({ status: r.status, code: (r.body as { code?: string }).code }).toEqual({ status: 503, code: 'redis_unavailable' });
       // The worker got it and answered it in full.
-      await waitUntil(async () => worker.received.some((q) => q['question'] === marker));
+      await waitFor('the worker got the refused question', async () => worker.received.some((q) => q['question'] === marker));
       const refusedId = worker.received.find((q) => q['question'] === marker)?.['id'] as string;
       // The gateway tells the worker to stop once it learns the question had been queued.
-      await waitUntil(async () => (await probe.exists(`td:cancel:${refusedId}`)) === 1, 5_000);
+      await waitFor('the refused question cancelled', async () => (await probe.exists(`td:cancel:${refusedId}`)) === 1, 5_000);
       // The next question is answered; its events come after any the refused one could have caused.
       let next = await ask(gw.url, s, 'and this one?');
       if (next.status === 409) {
-        await waitUntil(async () => (await probe.exists(`td:session:{${s.sessionId}}:inflight`)) === 0, 5_000);
+        await waitFor('the in-flight claim gone', async () => (await probe.exists(`td:session:{${s.sessionId}}:inflight`)) === 0, 5_000);
         next = await ask(gw.url, s, 'and this one?');
       }
       expect(next.status).toBe(202);

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { SseClient, ask, eventually, startTestRedis, type ChatSession, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
+import { SseClient, ask, startTestRedis, type ChatSession, type RedisHandle, type SseEvent, waitFor } from '@traffic-dam/stack';
 import { startInstance, type TestInstance } from '../testing/instance';
 import { SteppedWorker } from '../testing/stepped-worker';
 
@@ -67,7 +67,7 @@ describe('resuming a dropped SSE stream by Last-Event-ID (real Redis, two instan
   afterEach(async () => {
     for (const s of streams.splice(0)) s.close();
     // Every test leaves the budget empty: its sessions end by DELETE or their window.
-    await eventually('budget empty', async () => (await globalUsed()) === 0 && (await dam(a)).held === 0 && (await dam(b)).held === 0, 8_000);
+    await waitFor('budget empty', async () => (await globalUsed()) === 0 && (await dam(a)).held === 0 && (await dam(b)).held === 0, 8_000);
   });
 
   it('gives every event an id `<handle>.<n>` (n from 1, one handle per session) and asks EventSource to reconnect after 1 s', async () => {
@@ -102,7 +102,7 @@ describe('resuming a dropped SSE stream by Last-Event-ID (real Redis, two instan
     const last = first.lastEventId;
     first.close();
     // The server saw the drop: the session waits for its client, still on its slot, and the answer goes on.
-    await eventually('session waiting', async () => (await metric(a, 'td_sse_sessions_waiting')) === 1);
+    await waitFor('session waiting', async () => (await metric(a, 'td_sse_sessions_waiting')) === 1);
     for (let i = 0; i < 3; i++) expect(await answer.token()).toBe(true);
     expect(await globalUsed()).toBe(1);
 
@@ -151,7 +151,7 @@ describe('resuming a dropped SSE stream by Last-Event-ID (real Redis, two instan
     await first.waitFor((e) => e.event === 'token');
     const last = first.lastEventId;
     first.close();
-    await eventually('session waiting', async () => (await metric(a, 'td_sse_sessions_waiting')) === 1);
+    await waitFor('session waiting', async () => (await metric(a, 'td_sse_sessions_waiting')) === 1);
     await answer.token();
 
     const onB = await open(b, last);
@@ -172,8 +172,8 @@ describe('resuming a dropped SSE stream by Last-Event-ID (real Redis, two instan
     expect(idNumber(done.id)).toBe(idNumber(onB.lastEventId));
     // Its client leaves b for good: the session on a waits, then its window ends and the slot returns.
     onB.close();
-    await eventually('waiting on a again', async () => (await metric(a, 'td_sse_sessions_waiting')) === 1);
-    await eventually('slot back', async () => (await dam(a)).held === 0 && (await globalUsed()) === 0, 5_000);
+    await waitFor('waiting on a again', async () => (await metric(a, 'td_sse_sessions_waiting')) === 1);
+    await waitFor('slot back', async () => (await dam(a)).held === 0 && (await globalUsed()) === 0, 5_000);
   });
 
   it('when no client comes back within SSE_RESUME_MS: the answer goes on in the window, then stops within one token and the slot returns', async () => {
@@ -183,10 +183,10 @@ describe('resuming a dropped SSE stream by Last-Event-ID (real Redis, two instan
     await answer.token();
     await sse.waitFor((e) => e.event === 'token');
     sse.close();
-    await eventually('session waiting', async () => (await metric(a, 'td_sse_sessions_waiting')) === 1);
+    await waitFor('session waiting', async () => (await metric(a, 'td_sse_sessions_waiting')) === 1);
     expect(await answer.token()).toBe(true);
     expect((await dam(a)).held).toBe(1);
-    await eventually('window over', async () => (await dam(a)).held === 0, 5_000);
+    await waitFor('window over', async () => (await dam(a)).held === 0, 5_000);
     let more = 0;
     while (await answer.token()) more++;
     expect(more).toBeLessThanOrEqual(1);
@@ -200,7 +200,7 @@ describe('resuming a dropped SSE stream by Last-Event-ID (real Redis, two instan
     const del = await fetch(`${b.url}/chat/sessions/${s.sessionId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.token}` } });
     expect(del.status).toBe(204);
     expect(await sse.ended(5_000)).toBe(true);
-    await eventually('tombstone', async () => (await probe.keys('td:resume:*')).length > 0 && (await Promise.all((await probe.keys('td:resume:*')).map((k) => probe.hget(k, 'ended')))).includes('deleted'));
+    await waitFor('tombstone', async () => (await probe.keys('td:resume:*')).length > 0 && (await Promise.all((await probe.keys('td:resume:*')).map((k) => probe.hget(k, 'ended')))).includes('deleted'));
     for (const on of [a, b]) {
       const r = await fetch(`${on.url}/chat/stream`, { headers: { 'Last-Event-ID': last ?? '' } });
       expect(r.status).toBe(204);
@@ -284,7 +284,7 @@ describe('how a stream ends for a client that comes back (real Redis)', () => {
     sse.close();
     for (let i = 0; i < 20; i++) await answer.token();
     // All 21 tokens passed the gateway (into the session's ring of 16 events).
-    await eventually('tokens relayed', async () => (await metric(small, 'td_replies_total{type="token"}')) === 21);
+    await waitFor('tokens relayed', async () => (await metric(small, 'td_replies_total{type="token"}')) === 21);
     const res = await fetch(`${small.url}/chat/stream`, { headers: { 'Last-Event-ID': last ?? '' }, signal: AbortSignal.timeout(2_000) });
     expect(res.status).toBe(204);
     await answer.done();

@@ -2,10 +2,11 @@ import { Inject, Injectable } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
 import { INSTANCE_ID } from '../common/instance';
 import type { AdaptiveDeadline } from '../common/redis/adaptive-deadline';
+import { RedisFailures } from '../common/redis/redis-failures';
 import { REQUEST_DEADLINE } from '../common/redis/redis.module';
 import { MetricsService } from '../metrics/metrics.service';
 import { SessionRegistry } from '../sessions/session-registry';
-import { SessionsService, redisUnavailable } from '../sessions/sessions.service';
+import { SessionsService } from '../sessions/sessions.service';
 import type { SseConnection } from '../sse/sse-connection';
 import { EdgeRelay } from './edge-relay';
 import { hashHandle, type ResumePoint } from './resume-id';
@@ -38,6 +39,7 @@ export class ResumeService {
     private readonly repository: ResumeRepository,
     private readonly sessions: SessionsService,
     private readonly edges: EdgeRelay,
+    private readonly failures: RedisFailures,
     metrics: MetricsService,
     registry: SessionRegistry,
   ) {
@@ -75,7 +77,7 @@ export class ResumeService {
   }
 
   private lookup(hash: string): Promise<ResumeEntry | null> {
-    return this.deadline.run(this.repository.lookup(hash)).catch(() => Promise.reject(redisUnavailable()));
+    return this.deadline.run(this.repository.lookup(hash)).catch((err: unknown) => Promise.reject(this.failures.refusal('resume', err)));
   }
 
   private byEntry(entry: ResumeEntry | null): ResumeOutcome | null {

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { SseClient, ask, startTestRedis, type ChatSession, type RedisHandle } from '@traffic-dam/stack';
+import { SseClient, ask, startTestRedis, waitFor, type ChatSession, type RedisHandle } from '@traffic-dam/stack';
 import { TcpProxy } from '../testing/tcp-proxy';
-import { startInstance, waitUntil, type TestInstance } from '../testing/instance';
+import { startInstance, type TestInstance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 
 const held = async (url: string): Promise<number> => ((await (await fetch(`${url}/dam`)).json()) as { held: number }).held;
@@ -48,18 +48,18 @@ describe('closing a session while Redis is away (real Redis)', () => {
       expect(r.status).toBe(202);
       const id = (r.body as { messageId: string }).messageId;
       asked.push(id);
-      await waitUntil(async () => worker.received.some((q) => q['id'] === id));
+      await waitFor('the worker got the question', async () => worker.received.some((q) => q['id'] === id));
     }
     proxy.cut();
     try {
       for (const s of streams) s.close();
-      await waitUntil(async () => (await held(a.url)) === 0);
+      await waitFor('the slot released', async () => (await held(a.url)) === 0);
       // The outage itself lasts a while (the fault, not a wait for a condition): the first attempts fail.
       await sleep(1_500);
     } finally {
       proxy.resume();
     }
-    await waitUntil(async () => {
+    await waitFor('every record and claim gone', async () => {
       const keys = await probe.keys('td:session:*');
       const cancelled = await Promise.all(asked.map((id) => probe.exists(`td:cancel:${id}`)));
       return keys.length === 0 && cancelled.every((n) => n === 1);

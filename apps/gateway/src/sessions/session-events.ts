@@ -11,7 +11,8 @@ export type CloseReason = 'client' | 'deleted' | 'draining' | 'slow_client' | 'e
 export interface SessionEventData {
   session: { sessionId: string; token: string; instanceId: string; expiresAt: number };
   token: { messageId: string; seq: number; text: string };
-  done: { messageId: string; tokens: number };
+  /** usage: what the answer cost, per the model server's usage chunk or counted by the worker (absent from older workers). */
+  done: { messageId: string; tokens: number; usage?: { model: string; promptTokens: number; completionTokens: number; counted: boolean } };
   /** An answer that ended without done (the SSE event is not called `error`: EventSource fires its own `error`). */
   failed: { messageId: string; code: string; message: string };
   expired: { reason: ExpiredReason };

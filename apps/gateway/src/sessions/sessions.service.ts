@@ -5,6 +5,7 @@ import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
 import { INSTANCE_ID } from '../common/instance';
 import type { AdaptiveDeadline } from '../common/redis/adaptive-deadline';
+import { RedisFailures } from '../common/redis/redis-failures';
 import { REQUEST_DEADLINE } from '../common/redis/redis.module';
 import type { Admission } from '../dam/dam.service';
 import type { Credentials } from '../dam/identity';
@@ -17,10 +18,6 @@ import { SessionMetrics } from './session-metrics';
 import { SessionRegistry, type LocalSession, type SessionResume } from './session-registry';
 import { SessionRepository, hashToken, type SessionRecord } from './session.repository';
 import { WaitingRoom } from './waiting-room';
-
-export function redisUnavailable(): GatewayException {
-  return new GatewayException(ErrorCode.RedisUnavailable, 'Shared state is unavailable; try again.', { retryAfterSec: 1 });
-}
 
 /** The outcome of putting a new connection on a session: `gap` when some events it missed are no longer kept. */
 export type AttachResult = 'ok' | 'gone' | 'gap';
@@ -50,6 +47,7 @@ export class SessionsService {
     private readonly cleanup: SessionCleanup,
     private readonly waitingRoom: WaitingRoom,
     private readonly metrics: SessionMetrics,
+    private readonly failures: RedisFailures,
   ) {}
 
   /** A transport tells how it reaches its connections on other instances (for a DELETE landing elsewhere). */
@@ -95,7 +93,10 @@ export class SessionsService {
       // Redis away must not hold the session up: it starts local and is written later.
       const persisted = await this.deadline.run(this.repository.create(record)).then(
         () => true,
-        () => false,
+        (err: unknown) => {
+          this.failures.note('session_write', err); // written later, by the session keeper
+          return false;
+        },
       );
       if (connection.gone) {
         this.cleanup.close(record.sessionId, record.expiresAt);
@@ -107,7 +108,7 @@ export class SessionsService {
       this.metrics.sessionOpened(record.transport);
       const { sessionId, token, expiresAt } = record;
       this.registry.emit(sessionId, 'session', { sessionId, token, instanceId: this.instanceId, expiresAt });
-      this.logger.info({ sessionId, transport: record.transport, userId: record.userId ?? undefined, persisted }, 'session opened');
+      this.logger.debug({ sessionId, transport: record.transport, userId: record.userId ?? undefined, persisted }, 'session opened');
       return session;
     } finally {
       // A failure before the session exists, or a client already gone, must not keep the slot.
@@ -129,17 +130,17 @@ export class SessionsService {
       this.registry.end(sessionId, 'deleted');
       return;
     }
-    const auth = await this.deadline.run(this.repository.authorize(sessionId, token)).catch(() => Promise.reject(redisUnavailable()));
+    const auth = await this.deadline.run(this.repository.authorize(sessionId, token)).catch((err: unknown) => Promise.reject(this.failures.refusal('session', err)));
     if (auth.status === 'not_found') throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
     if (auth.status === 'forbidden') throw invalidToken();
     // Removed first, so the session is closed for every instance even if its owner is gone. Not
     // confirmed in time: the clean-up goes on, the client hears 503 and may ask again.
     await this.deadline
       .run(this.cleanup.closeConfirmed(sessionId, Date.now() + this.config.DAM_SESSION_MAX_MS))
-      .catch(() => Promise.reject(redisUnavailable()));
+      .catch((err: unknown) => Promise.reject(this.failures.refusal('session', err)));
     if (auth.ownerInstanceId === this.instanceId) return;
     const reach = this.reaches.get(auth.transport);
-    if (reach) await this.deadline.run(reach.closeRemote(auth.ownerInstanceId, sessionId)).catch(() => Promise.reject(redisUnavailable()));
+    if (reach) await this.deadline.run(reach.closeRemote(auth.ownerInstanceId, sessionId)).catch((err: unknown) => Promise.reject(this.failures.refusal('session', err)));
   }
 
   /**
@@ -202,7 +203,7 @@ export class SessionsService {
     this.metrics.sessionClosed(s.record.transport, why);
     this.cleanup.close(s.record.sessionId, s.record.expiresAt);
     for (const hook of this.endedHooks) hook(s, why);
-    this.logger.info({ sessionId: s.record.sessionId, transport: s.record.transport, reason: why }, 'session closed');
+    this.logger.debug({ sessionId: s.record.sessionId, transport: s.record.transport, reason: why }, 'session closed');
   }
 
   private goneEarly(transport: Transport): null {

@@ -2,8 +2,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { SocketChatClient, SseClient, ask, startTestRedis, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
-import { startInstance, waitUntil, type TestInstance } from '../testing/instance';
+import { SocketChatClient, SseClient, ask, startTestRedis, waitFor, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
+import { startInstance, type TestInstance } from '../testing/instance';
 
 interface DamView {
   held: number;
@@ -32,7 +32,7 @@ describe('opt-in waiting for a slot, two instances (real Redis)', () => {
 
   afterEach(async () => {
     await Promise.all(open.splice(0).map((c) => ('end' in c ? (c as SseClient).end() : c.close())));
-    await waitUntil(async () => {
+    await waitFor('condition', async () => {
       const [x, y] = await Promise.all([damOf(a), damOf(b)]);
       return x.held + y.held === 0 && x.line.length === 0;
     });
@@ -76,7 +76,7 @@ describe('opt-in waiting for a slot, two instances (real Redis)', () => {
     const w2 = await stream(b, { query: '?wait=30' });
     await w2.waitFor((e) => e.event === 'queued');
     w1.close();
-    await waitUntil(async () => (await damOf(a)).line.length === 1);
+    await waitFor('condition', async () => (await damOf(a)).line.length === 1);
     await w2.waitFor((e) => e.event === 'queued' && (e.data as { position: number }).position === 1, 5_000);
     await holders[0]?.end();
     expect((await w2.session()).instanceId).toBe(b.id);

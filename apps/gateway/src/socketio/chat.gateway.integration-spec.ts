@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jwt from 'jsonwebtoken';
 import { Redis } from 'ioredis';
-import { SocketChatClient, SseClient, ask, startTestRedis, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
+import { SocketChatClient, SseClient, ask, startTestRedis, waitFor, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
 import { LifecycleService } from '../common/lifecycle.service';
-import { startInstance, waitUntil, type TestInstance } from '../testing/instance';
+import { startInstance, type TestInstance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 
 const messageIdOf = (e: SseEvent): string | undefined => (e.data as { messageId?: string }).messageId;
@@ -37,7 +37,7 @@ describe('Socket.IO /chat over the session core, two instances (real Redis)', ()
 
   afterEach(async () => {
     for (const c of clients.splice(0)) c.close();
-    await waitUntil(async () => (await held(a)) === 0 && (await held(b)) === 0);
+    await waitFor('both instances hold no session', async () => (await held(a)) === 0 && (await held(b)) === 0);
   });
 
   afterAll(async () => {
@@ -127,10 +127,10 @@ describe('Socket.IO /chat over the session core, two instances (real Redis)', ()
     expect(await held(a)).toBe(1);
     worker.holdNext = true;
     const ack = (await c.ask({ question: 'drop me' })) as { messageId: string };
-    await waitUntil(async () => worker.received.some((q) => q['id'] === ack.messageId));
+    await waitFor('the worker got the question', async () => worker.received.some((q) => q['id'] === ack.messageId));
     c.close();
-    await waitUntil(async () => (await probe.exists(`td:cancel:${ack.messageId}`)) === 1);
-    await waitUntil(async () => (await held(a)) === 0);
+    await waitFor('the question cancelled', async () => (await probe.exists(`td:cancel:${ack.messageId}`)) === 1);
+    await waitFor('the slot released', async () => (await held(a)) === 0);
     worker.release();
     // Exactly once: four more sockets fit in the budget of four.
     const more = await Promise.all([0, 1, 2, 3].map(() => connect(a)));

@@ -2,8 +2,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { SseClient, ask, startTestRedis, type ChatSession, type RedisHandle } from '@traffic-dam/stack';
-import { startInstance as start, waitUntil, type TestInstance as Instance } from '../testing/instance';
+import { SseClient, ask, startTestRedis, waitFor, type ChatSession, type RedisHandle } from '@traffic-dam/stack';
+import { startInstance as start, type TestInstance as Instance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 
 // A dropped stream's session waits SSE_RESUME_MS for its client (resume/): short here.
@@ -53,8 +53,7 @@ describe('chat sessions across two instances (real Redis)', () => {
     expect(Buffer.from(s.token, 'base64url').length).toBeGreaterThanOrEqual(16);
     expect(s.instanceId).toBe(a.id);
     expect(s.expiresAt).toBeGreaterThan(Date.now());
-    await new Promise((r) => setTimeout(r, 500));
-    expect(sse.pings).toBeGreaterThanOrEqual(1);
+    await waitFor('a ping on the stream', () => sse.pings >= 1);
     // Only the hash is stored: a Redis dump does not hand out sessions.
     const stored = await probe.hgetall(`td:session:{${s.sessionId}}`);
     expect(stored['instanceId']).toBe(a.id);
@@ -140,12 +139,12 @@ describe('chat sessions across two instances (real Redis)', () => {
     const { messageId } = r.body as { messageId: string };
     sse.close();
     // First the session waits for its client (still in Redis, the question not cancelled)...
-    await waitUntil(async () => /td_sse_sessions_waiting\{[^}]*\} 1/.test(await (await fetch(`${a.url}/metrics`)).text()));
+    await waitFor('session waiting', async () => /td_sse_sessions_waiting\{[^}]*\} 1/.test(await (await fetch(`${a.url}/metrics`)).text()));
     expect(await probe.exists(`td:session:{${s.sessionId}}`)).toBe(1);
     expect(await probe.exists(`td:cancel:${messageId}`)).toBe(0);
     // ...then its window ends.
-    await waitUntil(async () => (await probe.exists(`td:session:{${s.sessionId}}`)) === 0);
-    await waitUntil(async () => (await probe.exists(`td:cancel:${messageId}`)) === 1);
+    await waitFor('session removed', async () => (await probe.exists(`td:session:{${s.sessionId}}`)) === 0);
+    await waitFor('question cancelled', async () => (await probe.exists(`td:cancel:${messageId}`)) === 1);
     worker.release();
     const metrics = await (await fetch(`${a.url}/metrics`)).text();
     expect(metrics).toMatch(/td_sse_sessions_closed_total\{reason="client"[^}]*\} [1-9]/);
@@ -167,8 +166,10 @@ describe('chat sessions across two instances (real Redis)', () => {
     const { s } = await open(a);
     await worker.stop();
     await probe.del('td:workers:double');
-    // The instances read worker heartbeats every 500 ms.
-    await new Promise((r) => setTimeout(r, 700));
+    // The instances read worker heartbeats every 500 ms: wait until both saw none.
+    const liveWorkers = async (i: Instance): Promise<string | undefined> =>
+      /^td_ai_live_workers\{[^}]*\} (\d+)$/m.exec(await (await fetch(`${i.url}/metrics`)).text())?.[1];
+    await waitFor('no live worker, as both instances see it', async () => (await liveWorkers(a)) === '0' && (await liveWorkers(b)) === '0');
     const first = await ask(a.url, s, 'anyone?');
     expect((first.body as { code: string }).code).toBe('ai_unavailable');
     const r = await ask(b.url, s, 'anyone?');

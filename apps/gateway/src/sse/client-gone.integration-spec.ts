@@ -3,8 +3,8 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
-import { startInstance, waitUntil, type TestInstance } from '../testing/instance';
+import { startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
+import { startInstance, type TestInstance } from '../testing/instance';
 
 interface DamView {
   held: number;
@@ -53,15 +53,15 @@ describe('a client that gives up while its stream is being admitted (real Redis)
       // waits 50 ms, so every client below is gone before the gateway could answer.
       await admin.call('CLIENT', 'PAUSE', '300', 'WRITE');
       await Promise.all(Array.from({ length: 8 }, () => openAndAbort(gw.url, 5)));
-      await waitUntil(async () => {
+      await waitFor('budget whole, out of fallback', async () => {
         const v = await damView(gw.url);
         return v.held === 0 && !v.fallback.active && v.global?.used === 0;
-      }, 3_000);
+      });
       // And the budget is whole: all 5 slots can be taken again.
       const more = await Promise.all(Array.from({ length: 5 }, () => fetch(`${gw.url}/chat/stream`, { signal: AbortSignal.timeout(2_000) })));
       expect(more.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
       for (const r of more) await r.body?.cancel();
-      await waitUntil(async () => (await damView(gw.url)).held === 0, 3_000);
+      await waitFor('streams released', async () => (await damView(gw.url)).held === 0);
     } finally {
       admin.disconnect();
     }

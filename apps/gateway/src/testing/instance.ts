@@ -1,5 +1,4 @@
 import type { INestApplication } from '@nestjs/common';
-import { eventually } from '@traffic-dam/stack';
 import { createApp } from '../app/create-app';
 import { loadConfig } from '../common/config/config';
 
@@ -24,9 +23,4 @@ export async function startInstance(redisUrl: string, name: string, env: Record<
   }
   const addr = app.getHttpServer().address() as { port: number };
   return { app, url: `http://127.0.0.1:${addr.port}`, id };
-}
-
-/** Polls until check() is true, or fails after timeoutMs. */
-export function waitUntil(check: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  return eventually('condition', check, timeoutMs);
 }

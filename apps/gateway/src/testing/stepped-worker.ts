@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { eventually } from '@traffic-dam/stack';
+import { waitFor } from '@traffic-dam/stack';
 
 /** One question the stepped worker took, answered only when the test says so. */
 export interface SteppedAnswer {
@@ -45,7 +45,7 @@ export class SteppedWorker {
 
   /** The n-th question taken (from 0), once it came. */
   async question(n: number, timeoutMs = 5_000): Promise<SteppedAnswer> {
-    await eventually(`question ${n} taken`, () => this.taken.length > n, timeoutMs);
+    await waitFor(`question ${n} taken`, () => this.taken.length > n, timeoutMs);
     return this.taken[n] as SteppedAnswer;
   }
 

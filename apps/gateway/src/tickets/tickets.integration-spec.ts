@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import jwt from 'jsonwebtoken';
-import { SseClient, eventually, startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { SseClient, startTestRedis, type RedisHandle, waitFor } from '@traffic-dam/stack';
 import { startInstance, type TestInstance } from '../testing/instance';
 
 const SECRET = randomBytes(32).toString('hex');
@@ -90,7 +90,7 @@ describe('stream tickets: a JWT traded for a single-use credential an EventSourc
     // Redis drops the key at its TTL; then the ticket is no more.
     const key = `td:ticket:${createHash('sha256').update(ticket).digest('base64url')}`;
     expect(await probe.exists(key)).toBe(1);
-    await eventually('ticket expired in Redis', async () => (await probe.exists(key)) === 0, 5_000);
+    await waitFor('ticket expired in Redis', async () => (await probe.exists(key)) === 0, 5_000);
     const late = await stream(`${shortLived.url}/chat/stream?ticket=${ticket}`);
     expect([late.status, (late.refusal as { code: string }).code]).toEqual([401, 'invalid_ticket']);
   });

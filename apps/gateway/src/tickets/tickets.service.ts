@@ -3,10 +3,10 @@ import { Inject, Injectable } from '@nestjs/common';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
 import type { AdaptiveDeadline } from '../common/redis/adaptive-deadline';
+import { RedisFailures } from '../common/redis/redis-failures';
 import { REQUEST_DEADLINE } from '../common/redis/redis.module';
 import { DamService } from '../dam/dam.service';
 import type { VerifiedIdentity } from '../dam/identity';
-import { redisUnavailable } from '../sessions/sessions.service';
 import { TicketRepository } from './ticket.repository';
 
 export interface Ticket {
@@ -32,6 +32,7 @@ export class TicketsService {
     @Inject(REQUEST_DEADLINE) private readonly deadline: AdaptiveDeadline,
     private readonly repository: TicketRepository,
     private readonly dam: DamService,
+    private readonly failures: RedisFailures,
   ) {}
 
   async issue(authorization: string | undefined): Promise<Ticket> {
@@ -42,14 +43,14 @@ export class TicketsService {
     const ticket = randomBytes(32).toString('base64url');
     const ttlMs = this.config.STREAM_TICKET_TTL_MS;
     const expiresAt = Date.now() + ttlMs;
-    await this.deadline.run(this.repository.create(hashOf(ticket), identity, ttlMs)).catch(() => Promise.reject(redisUnavailable()));
+    await this.deadline.run(this.repository.create(hashOf(ticket), identity, ttlMs)).catch((err: unknown) => Promise.reject(this.failures.refusal('ticket', err)));
     return { ticket, expiresAt };
   }
 
   /** The identity of a ticket, which can never be used again; throws invalid_ticket. */
   async redeem(ticket: string): Promise<VerifiedIdentity> {
     if (!TICKET.test(ticket)) throw invalidTicket();
-    const identity = await this.deadline.run(this.repository.take(hashOf(ticket))).catch(() => Promise.reject(redisUnavailable()));
+    const identity = await this.deadline.run(this.repository.take(hashOf(ticket))).catch((err: unknown) => Promise.reject(this.failures.refusal('ticket', err)));
     if (identity === null) throw invalidTicket();
     return identity;
   }

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
 import { AiClient } from './ai.client';
 import { DeadLetterQueue } from './dead-letters';
 import { QuestionSweeper } from './sweeper';
@@ -60,8 +60,7 @@ describe('AiClient and the protocol against real Redis', () => {
     await pub.publish(bridge.replyChannel, 'not json');
     await pub.publish(bridge.replyChannel, JSON.stringify(token));
     await pub.publish(bridge.replyChannel, JSON.stringify({ type: 'done', messageId: 'm-1', sessionId: 's-1', tokens: 1 }));
-    const until = Date.now() + 3_000;
-    while (got.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await waitFor('two valid replies', () => got.length >= 2, { pollMs: 10 }).catch(() => undefined);
     off();
     pub.disconnect();
     expect(got.map((r) => r.type)).toEqual(['token', 'done']);
@@ -77,7 +76,18 @@ describe('AiClient and the protocol against real Redis', () => {
   });
 
   it('lists live workers from their heartbeat keys and skips garbage', async () => {
-    const hb = { workerId: 'w1', capacityPerSec: 100, throughputPerSec: 0, inFlight: 0, answering: 0, ts: Date.now() };
+    const hb = {
+      workerId: 'w1',
+      capacityPerSec: 100,
+      throughputPerSec: 0,
+      inFlight: 0,
+      answering: 0,
+      ts: Date.now(),
+      startsPerSec: 1.5,
+      serviceRatePerSec: null,
+      ttftMs: null,
+      throttledUntil: 0,
+    };
     await commands.set('td:workers:w1', JSON.stringify(hb), 'PX', 3_000);
     await commands.set('td:workers:bad', '{nope', 'PX', 3_000);
     expect(await bridge.liveWorkers()).toEqual([hb]);
@@ -116,6 +126,16 @@ describe('AiClient and the protocol against real Redis', () => {
     // The same message id again queues nothing (a resend after a reconnect).
     expect(await gated.enqueue({ question: q(11), gate: { maxWaitMs: 500, throughputPerSec: 10 } })).toMatchObject({ status: 'queued' });
     expect(await commands.xlen(stream)).toBe(7);
+    // A wait before any answer can start (the workers honour a Retry-After) adds to the line's:
+    // 500 ms of line + 200 ms is over the limit, even with the room the line itself has.
+    expect(await gated.enqueue({ question: q(12), gate: { maxWaitMs: 500, throughputPerSec: 10, answering: 2, extraWaitMs: 200 } })).toMatchObject({
+      status: 'overloaded',
+      depth: 5,
+      waitMs: 700,
+    });
+    // And alone it is the wait of an empty line.
+    const empty = new AiClient({ commands, subscriber, instanceId: 'gw-gate2', questionStream: 'td:gate-empty' });
+    expect(await empty.enqueue({ question: q(13), gate: { maxWaitMs: 500, throughputPerSec: 10, extraWaitMs: 900 } })).toMatchObject({ status: 'overloaded', depth: 0, waitMs: 900 });
     // Throughput unknown and something waiting: no estimate, so no admission.
     expect(await gated.enqueue({ question: q(10), gate: { maxWaitMs: 5_000, throughputPerSec: 0 } })).toMatchObject({ status: 'overloaded', waitMs: -1 });
   });
@@ -182,8 +202,7 @@ describe('AiClient and the protocol against real Redis', () => {
     const letter = Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, k) => [flat[2 * k], flat[2 * k + 1]]));
     expect(check('DeadLetter', letter)).toEqual([]);
     expect(letter).toMatchObject({ id: 'expired', reason: 'deadline_exceeded', by: 'sweeper:test' });
-    const until = Date.now() + 2_000;
-    while (errors.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await waitFor('the client told', () => errors.length >= 1, { pollMs: 10 }).catch(() => undefined);
     sub.disconnect();
     expect(errors).toHaveLength(1);
     expect(check('Reply', errors[0])).toEqual([]);
@@ -218,8 +237,7 @@ describe('AiClient and the protocol against real Redis', () => {
     }
     const dlq = new DeadLetterQueue({ redis: commands, stream: 'td:dlq-shed' });
     expect((await dlq.list()).map((d) => d.reason)).toEqual(['breaker_open', 'breaker_open', 'breaker_open']);
-    const until = Date.now() + 2_000;
-    while (errors.length < 3 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await waitFor('three clients told', () => errors.length >= 3, { pollMs: 10 }).catch(() => undefined);
     sub.disconnect();
     expect(errors).toHaveLength(3);
     for (const e of errors) {

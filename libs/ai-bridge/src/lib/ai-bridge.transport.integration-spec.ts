@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
-import { startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
 import {
   AI_PATTERNS,
   AiClient,
@@ -26,14 +26,6 @@ const GROUP = 'workers';
 
 function fieldsOf(flat: string[]): Record<string, string> {
   return Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]]));
-}
-
-async function until(cond: () => Promise<boolean> | boolean, ms = 3_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 describe('AiClient (a @nestjs/microservices ClientProxy) against real Redis', () => {
@@ -64,7 +56,7 @@ describe('AiClient (a @nestjs/microservices ClientProxy) against real Redis', ()
   /** Plays the worker: takes the next question off the group and returns it. */
   async function nextQuestion(): Promise<Record<string, string>> {
     let got: Record<string, string> | null = null;
-    await until(async () => {
+    await waitFor('the next question taken', async () => {
       const res = (await worker.xreadgroup('GROUP', GROUP, 'w1', 'COUNT', 1, 'STREAMS', STREAM, '>')) as
         | Array<[string, Array<[string, string[]]>]>
         | null;
@@ -123,7 +115,7 @@ describe('AiClient (a @nestjs/microservices ClientProxy) against real Redis', ()
     await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'a ' });
     expect((await firstToken).type).toBe('token');
     // take(1) unsubscribed after the first token: the worker is told to stop.
-    await until(async () => (await commands.exists(`td:cancel:${q.id}`)) === 1);
+    await waitFor('the question cancelled', async () => (await commands.exists(`td:cancel:${q.id}`)) === 1);
     expect(transport.watching).toBe(0);
   });
 
@@ -140,9 +132,9 @@ describe('AiClient (a @nestjs/microservices ClientProxy) against real Redis', ()
     keepUnclaimed = true;
     const q = question();
     await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'early ' });
-    await until(() => unclaimed.some((r) => r.messageId === q.id));
+    await waitFor('the early reply kept', () => unclaimed.some((r) => r.messageId === q.id));
     const answer = lastValueFrom(transport.send<Reply, AnswerRequest>(AI_PATTERNS.answer, { messageId: q.id, timeoutMs: 5_000 }).pipe(toArray()));
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor('the answer watched', () => transport.watching === 1, { pollMs: 10 });
     await reply({ type: 'done', messageId: q.id, sessionId: q.sessionId, tokens: 1 });
     const got = await answer;
     expect(got).toEqual([
@@ -156,9 +148,9 @@ describe('AiClient (a @nestjs/microservices ClientProxy) against real Redis', ()
     keepUnclaimed = true;
     const q = question();
     await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'early ' });
-    await until(() => unclaimed.some((r) => r.messageId === q.id));
+    await waitFor('the early reply kept', () => unclaimed.some((r) => r.messageId === q.id));
     // The next reply to arrive, past the keep time, evicts it.
-    await until(async () => {
+    await waitFor('the kept reply dropped and its question cancelled', async () => {
       await reply({ type: 'token', messageId: `${q.id}-later`, sessionId: q.sessionId, seq: 0, text: 'x' });
       return (await commands.exists(`td:cancel:${q.id}`)) === 1;
     });
@@ -195,7 +187,7 @@ describe('AiClient (a @nestjs/microservices ClientProxy) against real Redis', ()
       const lost = question();
       await expect(slow.enqueue({ question: lost })).rejects.toBeInstanceOf(EnqueueUnknownError);
       // Redis did queue it: the worker is told to stop before it starts.
-      await until(async () => (await commands.exists(`td:cancel:${lost.id}`)) === 1);
+      await waitFor('the lost question cancelled', async () => (await commands.exists(`td:cancel:${lost.id}`)) === 1);
       expect((await nextQuestion())['id']).toBe(lost.id);
     } finally {
       await slow.close();
@@ -206,7 +198,7 @@ describe('AiClient (a @nestjs/microservices ClientProxy) against real Redis', ()
   it('a token nobody claims cancels its question (the client is gone)', async () => {
     const q = question();
     await reply({ type: 'token', messageId: q.id, sessionId: q.sessionId, seq: 0, text: 'void ' });
-    await until(async () => (await commands.exists(`td:cancel:${q.id}`)) === 1);
+    await waitFor('the question cancelled', async () => (await commands.exists(`td:cancel:${q.id}`)) === 1);
   });
 
   it('send chat.enqueue goes through the gate: over the allowed wait it is refused and nothing is queued', async () => {

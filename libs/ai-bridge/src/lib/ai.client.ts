@@ -31,6 +31,11 @@ export interface AskGate {
    * line, so they are taken off the depth. Default 0.
    */
   answering?: number;
+  /**
+   * Wait in ms before any answer can start, whatever the line: the rest of a Retry-After the
+   * workers honour, the model's time to first token beyond its usual. Added to the line's. Default 0.
+   */
+  extraWaitMs?: number;
 }
 
 export type AskResult =
@@ -303,6 +308,7 @@ export class AiClient extends ClientProxy {
         this.o.questionStreamMaxLen ?? 100_000,
         Math.max(0, Math.floor(req.gate?.answering ?? 0)),
         outcomeTtl(q.deadline),
+        Math.max(0, Math.floor(req.gate?.extraWaitMs ?? 0)),
         ...questionToFields(q),
       ],
     );

@@ -15,8 +15,9 @@ export function outcomeKey(stream: string, messageId: string): string {
  * question into the last second of allowed wait; run twice (a resend after a reconnect) it queues
  * once. KEYS: stream, outcome. ARGV: consumer group, maxWaitMs (0 = no gate; -1 = no gate and
  * no depth either), throughput
- * (answers/s; 0 = unknown), maxLen, answers being streamed, outcome TTL ms, then the question's
- * field/value pairs. Depth = the questions ahead of a new one: entries not yet delivered (lag) +
+ * (answers/s; 0 = unknown), maxLen, answers being streamed, outcome TTL ms, extra wait in ms
+ * (before any answer can start, the line or not: a Retry-After the workers honour, a model slower
+ * to its first token than usual), then the question's field/value pairs. Depth = the questions ahead of a new one: entries not yet delivered (lag) +
  * delivered and not yet acknowledged (pending) - those already being answered.
  * Returns {'ok', waitMs, depth, entryId, dequeued}, {'overloaded', waitMs, depth} (waitMs -1 =
  * unknown) or {'refused', 0, 0} when a gateway had settled it as refused first. dequeued counts
@@ -46,13 +47,14 @@ if maxWait >= 0 then
     end
   end
   local rate = tonumber(ARGV[3])
+  wait = tonumber(ARGV[7])
   if depth > 0 then
-    if rate > 0 then wait = math.floor(depth * 1000 / rate) else wait = -1 end
+    if rate > 0 then wait = wait + math.floor(depth * 1000 / rate) else wait = -1 end
   end
   if maxWait > 0 and (wait < 0 or wait > maxWait) then return {'overloaded', wait, depth} end
 end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
 redis.call('SET', KEYS[2], id, 'PX', ARGV[6])
 return {'ok', wait, depth, id, dequeued}
@@ -60,7 +62,7 @@ return {'ok', wait, depth, id, dequeued}
 
 export const gatedAsk = createScript<
   [stream: string, outcome: string],
-  [group: string, maxWaitMs: number, ratePerSec: number, maxLen: number, answering: number, outcomeTtlMs: number, ...fields: string[]],
+  [group: string, maxWaitMs: number, ratePerSec: number, maxLen: number, answering: number, outcomeTtlMs: number, extraWaitMs: number, ...fields: string[]],
   [status: 'ok' | 'overloaded' | 'refused', waitMs: number, depth: number, entryId?: string, dequeued?: number]
 >(GATED_ASK_LUA);
 

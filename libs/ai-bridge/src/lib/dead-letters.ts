@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { DEAD_LETTER_LUA } from './dead-letter.script';
 import { protocolKeys, questionToFields, type Question } from './protocol';
 
 /**
@@ -60,6 +61,10 @@ function toDeadLetter(entryId: string, flat: string[]): DeadLetter | null {
   };
 }
 
+interface DeadLetterCommand {
+  tdDeadLetter(stream: string, maxLen: number, ...fields: string[]): Promise<string>;
+}
+
 /** Lists, inspects, replays (under a retry budget) and purges the dead-letter stream. */
 export class DeadLetterQueue {
   private readonly stream: string;
@@ -68,6 +73,7 @@ export class DeadLetterQueue {
   constructor(private readonly o: DeadLetterOptions) {
     this.stream = o.stream ?? 'td:dlq';
     this.questions = o.questionStream ?? 'td:questions';
+    o.redis.defineCommand('tdDeadLetter', { numberOfKeys: 1, lua: DEAD_LETTER_LUA });
   }
 
   async size(): Promise<number> {
@@ -148,7 +154,7 @@ export class DeadLetterQueue {
           attempt: Number(f['attempt']) || 1,
           traceId: f['traceId'] ?? id,
         };
-        await this.o.redis.xadd(this.stream, 'MAXLEN', '~', 100_000, '*',
+        await (this.o.redis as Redis & DeadLetterCommand).tdDeadLetter(this.stream, 100_000,
           'reason', reason, 'message', message, ...questionToFields(q),
           'tokensSent', String(wanted.get(id) ?? 0), 'failedAt', String(now), 'by', by);
         written.push(id);

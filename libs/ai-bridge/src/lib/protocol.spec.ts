@@ -27,6 +27,7 @@ describe('protocol shapes agree with the JSON Schema', () => {
   it.each([
     { type: 'token', messageId: 'm', sessionId: 's', seq: 0, text: 'hi ' },
     { type: 'done', messageId: 'm', sessionId: 's', tokens: 12 },
+    { type: 'done', messageId: 'm', sessionId: 's', tokens: 12, usage: { model: 'llama3.1:8b', promptTokens: 9, completionTokens: 12, counted: false } },
     { type: 'error', messageId: 'm', sessionId: 's', code: 'deadline_exceeded', message: 'late' },
   ])('accepts the valid $type reply on both sides', (reply) => {
     expect(check('Reply', reply)).toEqual([]);
@@ -51,16 +52,26 @@ describe('protocol shapes agree with the JSON Schema', () => {
     expect(check('Reply', value).length).toBeGreaterThan(0);
   });
 
+  it('a done whose usage is not one still counts as done, without the usage', () => {
+    const bad = { type: 'done', messageId: 'm', sessionId: 's', tokens: 3, usage: { model: '', promptTokens: -1 } };
+    expect(check('Reply', bad).length).toBeGreaterThan(0);
+    expect(parseReply(JSON.stringify(bad))).toEqual({ type: 'done', messageId: 'm', sessionId: 's', tokens: 3 });
+  });
+
   it('reads a heartbeat the schema accepts and refuses one it does not', () => {
-    const hb = { workerId: 'w', capacityPerSec: 100, throughputPerSec: 3.5, inFlight: 2, answering: 1, ts: 1 };
+    const measured = { startsPerSec: 4, serviceRatePerSec: 38.5, ttftMs: 212.5, throttledUntil: 0, model: 'simulated' };
+    const hb = { workerId: 'w', capacityPerSec: 100, throughputPerSec: 3.5, inFlight: 2, answering: 1, ts: 1, ...measured };
     expect(check('WorkerHeartbeat', hb)).toEqual([]);
     expect(parseHeartbeat(JSON.stringify(hb))).toEqual(hb);
+    expect(check('WorkerHeartbeat', { ...hb, serviceRatePerSec: null, ttftMs: null })).toEqual([]);
+    expect(parseHeartbeat(JSON.stringify({ ...hb, serviceRatePerSec: null, ttftMs: null }))).toMatchObject({ serviceRatePerSec: null, ttftMs: null });
     expect(parseHeartbeat(JSON.stringify({ ...hb, inFlight: -1 }))).toBeNull();
     expect(parseHeartbeat(JSON.stringify({ ...hb, answering: 0.5 }))).toBeNull();
-    // The previous protocol's heartbeat (no `answering`) still counts as a live worker.
-    const { answering: _, ...old } = hb;
+    // The previous protocol's heartbeat (no `answering`, nothing measured) still counts as a live
+    // worker: its completions stand for its starts, and it teaches the gate no service rate.
+    const old = { workerId: 'w', capacityPerSec: 100, throughputPerSec: 3.5, inFlight: 2, ts: 1 };
     expect(check('WorkerHeartbeat', old).length).toBeGreaterThan(0);
-    expect(parseHeartbeat(JSON.stringify(old))).toEqual({ ...old, answering: 0 });
+    expect(parseHeartbeat(JSON.stringify(old))).toEqual({ ...old, answering: 0, startsPerSec: 3.5, serviceRatePerSec: null, ttftMs: null, throttledUntil: 0 });
     expect(parseHeartbeat(null)).toBeNull();
   });
 });

@@ -21,11 +21,22 @@ export interface TokenReply {
   text: string;
 }
 
+/** What an answer cost, per the model server's usage chunk or counted by the worker. */
+export interface AnswerUsage {
+  model: string;
+  promptTokens: number;
+  completionTokens: number;
+  /** True when the worker counted (the server sent no usage). */
+  counted: boolean;
+}
+
 export interface DoneReply {
   type: 'done';
   messageId: string;
   sessionId: string;
   tokens: number;
+  /** Absent from a worker of the previous protocol. */
+  usage?: AnswerUsage;
 }
 
 /** `ai_unavailable` comes from a gateway, not a worker: the breaker opened while the question was queued. */
@@ -50,6 +61,15 @@ export interface WorkerHeartbeat {
   /** Of those, answers started and not ended; 0 from a worker that does not report it. */
   answering: number;
   ts: number;
+  /** Answers it started per second over its last 5 s (a worker of the previous protocol: its throughputPerSec). */
+  startsPerSec: number;
+  /** Its start rate while questions waited in its line: its measured service rate; null when it had no line long enough. */
+  serviceRatePerSec: number | null;
+  /** Mean time from start to first token over its last 5 s; null with too few answers. */
+  ttftMs: number | null;
+  /** Epoch ms before which it starts nothing (the model server's Retry-After); 0 when not throttled. */
+  throttledUntil: number;
+  model?: string;
 }
 
 const REPLY_ERROR_CODES: ReadonlySet<string> = new Set<ReplyErrorCode>([
@@ -109,8 +129,11 @@ export function parseReply(raw: string): Reply | null {
       return isCount(m['seq']) && typeof m['text'] === 'string'
         ? { type: 'token', ...head, seq: m['seq'], text: m['text'] }
         : null;
-    case 'done':
-      return isCount(m['tokens']) ? { type: 'done', ...head, tokens: m['tokens'] } : null;
+    case 'done': {
+      if (!isCount(m['tokens'])) return null;
+      const usage = parseUsage(m['usage']);
+      return usage ? { type: 'done', ...head, tokens: m['tokens'], usage } : { type: 'done', ...head, tokens: m['tokens'] };
+    }
     case 'error':
       return typeof m['code'] === 'string' && REPLY_ERROR_CODES.has(m['code']) && typeof m['message'] === 'string'
         ? { type: 'error', ...head, code: m['code'] as ReplyErrorCode, message: m['message'] }
@@ -120,16 +143,42 @@ export function parseReply(raw: string): Reply | null {
   }
 }
 
+/** A usage object of a done reply; undefined when absent or not one (the answer still counts as done). */
+function parseUsage(v: unknown): AnswerUsage | undefined {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const u = v as Record<string, unknown>;
+  if (!isNonEmptyString(u['model']) || !isCount(u['promptTokens']) || !isCount(u['completionTokens'])) return undefined;
+  return { model: u['model'], promptTokens: u['promptTokens'], completionTokens: u['completionTokens'], counted: u['counted'] === true };
+}
+
+function isRate(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0;
+}
+
 /** Parses a worker heartbeat value; null when it is not one. */
 export function parseHeartbeat(raw: string | null): WorkerHeartbeat | null {
   if (raw === null) return null;
   try {
-    const v = JSON.parse(raw) as Partial<WorkerHeartbeat>;
-    if (!isNonEmptyString(v.workerId) || typeof v.capacityPerSec !== 'number') return null;
-    if (typeof v.throughputPerSec !== 'number' || !isCount(v.inFlight) || !isCount(v.ts)) return null;
-    if (v.answering !== undefined && !isCount(v.answering)) return null;
-    // A worker of the previous protocol does not say: nothing is subtracted from the gate's depth.
-    return { ...v, answering: v.answering ?? 0 } as WorkerHeartbeat;
+    const v = JSON.parse(raw) as Record<string, unknown>;
+    if (!isNonEmptyString(v['workerId']) || !isRate(v['capacityPerSec'])) return null;
+    if (!isRate(v['throughputPerSec']) || !isCount(v['inFlight']) || !isCount(v['ts'])) return null;
+    if (v['answering'] !== undefined && !isCount(v['answering'])) return null;
+    const opt = (k: string): number | null => (isRate(v[k]) ? (v[k] as number) : null);
+    // A worker of the previous protocol says none of the measured fields: nothing is subtracted
+    // from the gate's depth, its completions stand for its starts, and it teaches no service rate.
+    return {
+      workerId: v['workerId'],
+      capacityPerSec: v['capacityPerSec'],
+      throughputPerSec: v['throughputPerSec'],
+      inFlight: v['inFlight'],
+      answering: (v['answering'] as number | undefined) ?? 0,
+      ts: v['ts'],
+      startsPerSec: opt('startsPerSec') ?? v['throughputPerSec'],
+      serviceRatePerSec: opt('serviceRatePerSec'),
+      ttftMs: opt('ttftMs'),
+      throttledUntil: isCount(v['throttledUntil']) ? v['throttledUntil'] : 0,
+      ...(isNonEmptyString(v['model']) ? { model: v['model'] } : {}),
+    };
   } catch {
     return null;
   }

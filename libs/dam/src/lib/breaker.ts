@@ -126,7 +126,8 @@ export class CircuitBreaker {
     return Math.max(this.state === 'half_open' ? 1_000 : 0, left);
   }
 
-  private async refresh(): Promise<void> {
+  /** Reads the shared state now (the timer does it every pollMs). */
+  async refresh(): Promise<void> {
     try {
       this.apply(await withDeadline(breakerState(this.redis, this.keys, []), this.o.redisTimeoutMs));
     } catch {

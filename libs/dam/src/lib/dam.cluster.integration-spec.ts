@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster } from 'ioredis';
-import { eventually, startLocalRedisCluster, type RedisClusterHandle } from '@traffic-dam/stack';
+import { startTestRedisCluster, waitFor, type RedisClusterHandle } from '@traffic-dam/stack';
 import { Dam } from '../index';
 
 describe('Dam on a real 3-node Redis Cluster', () => {
@@ -25,7 +25,7 @@ describe('Dam on a real 3-node Redis Cluster', () => {
   }
 
   beforeAll(async () => {
-    handle = await startLocalRedisCluster({ dir: mkdtempSync(join(tmpdir(), 'td-dam-cluster-')) });
+    handle = await startTestRedisCluster({ dir: mkdtempSync(join(tmpdir(), 'td-dam-cluster-')) });
   });
 
   afterAll(async () => {
@@ -54,12 +54,12 @@ describe('Dam on a real 3-node Redis Cluster', () => {
     // reads b's per-instance user hash, a key in the same slot).
     clearInterval((b as unknown as { timer: NodeJS.Timeout }).timer);
     const aHeld = admitted.filter((x) => x.on === 'a').length;
-    await eventually('condition', async () => (await a.status()).global?.capacity === 50, 3_000);
+    await waitFor('capacity of one instance', async () => (await a.status()).global?.capacity === 50);
     expect((await a.status()).global).toMatchObject({ used: aHeld, live: 1 });
     const u1OnA = admitted.filter((x) => x.on === 'a' && x.user === 'jwt:u1').length;
     const raw = clients[0] as Cluster;
     // The reap itself runs in a's next heartbeat (the status view already excluded b).
-    await eventually('condition', async () => (await raw.zcard('td:dam:{dam}:instances')) === 1, 2_000);
+    await waitFor('dead instance reaped', async () => (await raw.zcard('td:dam:{dam}:instances')) === 1);
     expect(Number((await raw.hget('td:dam:{dam}:users', 'jwt:u1')) ?? 0)).toBe(u1OnA);
     expect(await raw.exists('td:dam:{dam}:iusers:cl-b')).toBe(0);
     // What is left of one instance's budget, and not one more.

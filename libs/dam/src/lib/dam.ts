@@ -2,6 +2,7 @@ import { BudgetStore, type AdmitReply, type GlobalView } from './budget.store';
 import { withDeadline } from './deadline';
 import { resolveDamOptions, type DamMode, type DamOptions, type FallbackPolicy, type ResolvedDamOptions } from './options';
 import { WaitingLine, type Waiter } from './waiting-line';
+import { redisErrorKind, type RedisErrorKind } from './redis-error';
 
 /** line_full and wait_too_long: refused by the waiting line's bounds (only a request that offered to wait). */
 export type RefusalReason = 'dam_full' | 'instance_full' | 'user_sessions' | 'redis_unavailable' | 'line_full' | 'wait_too_long';
@@ -26,8 +27,10 @@ export interface Lease {
   readonly tier: string;
   /**
    * Settles once Redis applied the release (`ok`), dropped it (`fenced`) or the call failed
-   * (`failed`); null while not released, or when the release did not go to Redis (fallback, no
-   * slot). Callers need not wait for it: the heartbeat heals a lost release. Tests and benchmarks do.
+   * (`failed`: an error, or the connection closed); null while not released, or when the release
+   * did not go to Redis (fallback, no slot). It says what Redis did, so it has no deadline: a slow
+   * reply is still `ok`. Callers need not wait for it (the heartbeat heals a lost release); tests
+   * and benchmarks do.
    */
   readonly confirmation: Promise<ReleaseOutcome> | null;
   release(): void;
@@ -58,7 +61,8 @@ export interface DamStatus {
   /** Sessions admitted without a slot (shadow mode over budget). */
   unbudgeted: number;
   global: (GlobalView & { instances?: string[]; stale: boolean; at: number }) | null;
-  fallback: { active: boolean; since: number | null; policy: FallbackPolicy };
+  /** `reason`: why the last call to Redis failed while in fallback (`oom`: Redis at its memory limit). */
+  fallback: { active: boolean; since: number | null; policy: FallbackPolicy; reason: RedisErrorKind | null };
   generation: string;
   /** The waiting line: its bounds, this instance's waiters, the line's length and turnover as last seen. */
   line: { enabled: boolean; maxWaiters: number; maxWaitMs: number; waitingHere: number; length: number; turnoverPerSec: number | null };
@@ -111,6 +115,7 @@ export class Dam {
   /** The user and tier counts must be sent whole with the next heartbeat. */
   private usersDirty = true;
   private fallbackSince: number | null = null;
+  private fallbackReason: RedisErrorKind | null = null;
   private lastGlobal: (GlobalView & { at: number }) | null = null;
   private timer: NodeJS.Timeout | null = null;
   /** An extra beat at another instance's heartbeat expiry, so a dead one is reaped within its TTL. */
@@ -292,6 +297,7 @@ export class Dam {
     held: number;
     unbudgeted: number;
     fallback: boolean;
+    fallbackReason: RedisErrorKind | null;
     global: (GlobalView & { at: number }) | null;
     /** This instance's waiters, the line's length as of the last heartbeat, the measured turnover. */
     line: { waiting: number; length: number; turnoverPerSec: number | null } | null;
@@ -302,6 +308,7 @@ export class Dam {
       held: this.held,
       unbudgeted: this.unbudgeted,
       fallback: this.fallbackSince !== null,
+      fallbackReason: this.fallbackReason,
       global: this.lastGlobal,
       line: this.line ? { waiting: this.line.size, length: this.line.lineLength, turnoverPerSec: this.line.turnoverPerSec } : null,
       tiers: this.tierNames.map((name, i) => ({ name, sessions: this.tierCounts.get(i) ?? 0 })),
@@ -331,7 +338,7 @@ export class Dam {
       share: this.o.slotsPerInstance,
       unbudgeted: this.unbudgeted,
       global,
-      fallback: { active: this.fallbackSince !== null, since: this.fallbackSince, policy: this.o.fallback },
+      fallback: { active: this.fallbackSince !== null, since: this.fallbackSince, policy: this.o.fallback, reason: this.fallbackReason },
       generation: this.generation,
       line: {
         enabled: this.line !== null,
@@ -365,7 +372,9 @@ export class Dam {
     const tracked = this.o.userMaxSessions > 0 && lease.userId !== null;
     if (tracked) this.decUser(lease.userId as string);
     if (this.fallbackSince !== null || !this.registered) return;
-    lease.confirmation = withDeadline(this.store.release(this.generation, tracked ? (lease.userId as string) : '', lease.tierIndex), this.o.redisTimeoutMs * 5).then(
+    // Nobody waits on a release, so no deadline: one would only turn a late "applied" into a
+    // false "failed". The heartbeat that follows on this connection counts it either way.
+    lease.confirmation = this.store.release(this.generation, tracked ? (lease.userId as string) : '', lease.tierIndex).then(
       (r) => {
         if (r === 'fenced') {
           this.registered = false;
@@ -414,11 +423,12 @@ export class Dam {
         if (this.fallbackSince !== null) {
           this.o.onEvent({ type: 'fallback_left', afterMs: Date.now() - this.fallbackSince, held: this.held });
           this.fallbackSince = null;
+          this.fallbackReason = null;
         }
         return;
       }
     } catch (err) {
-      this.o.onEvent({ type: 'heartbeat_failed', reason: err instanceof Error ? err.message : String(err) });
+      this.o.onEvent({ type: 'heartbeat_failed', reason: err instanceof Error ? err.message : String(err), kind: redisErrorKind(err) });
       this.enterFallback(err);
     }
   }
@@ -439,11 +449,13 @@ export class Dam {
     this.reapTimer.unref();
   }
 
+  /** Also called on each failure while in fallback: the reason shown is the latest one. */
   private enterFallback(err: unknown): void {
     this.usersDirty = true;
+    this.fallbackReason = redisErrorKind(err);
     if (this.fallbackSince !== null) return;
     this.fallbackSince = Date.now();
-    this.o.onEvent({ type: 'fallback_entered', reason: err instanceof Error ? err.message : String(err) });
+    this.o.onEvent({ type: 'fallback_entered', reason: err instanceof Error ? err.message : String(err), kind: this.fallbackReason });
   }
 
   /** Without Redis: 'local' admits up to this instance's share, exact since the budget is per instance. */

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { eventually, startTestRedis, type RedisHandle } from '@traffic-dam/stack';
+import { startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
 import { Dam, type AdmitResult, type Lease, type Waiter, type WaitOutcome } from '../index';
 import type { DamOptions } from './options';
 
@@ -96,7 +96,7 @@ describe('the waiting line against real Redis', () => {
     for (let k = 0; k < 40; k++) {
       const l = k < 10 ? (leases[k] as Lease) : (byPosition[k - 10]?.outcome as { lease: Lease }).lease;
       l.release();
-      await eventually(`waiter ${k + 1} admitted`, () => byPosition[k]?.outcome !== null, 5_000);
+      await waitFor(`waiter ${k + 1} admitted`, () => byPosition[k]?.outcome !== null, 5_000);
       expect(byPosition[k]?.outcome?.admitted).toBe(true);
       expect(byPosition.filter((w) => w.outcome !== null)).toHaveLength(k + 1);
       const g = await global(a);
@@ -104,7 +104,7 @@ describe('the waiting line against real Redis', () => {
       expect(g.length).toBe(39 - k);
     }
     for (const w of byPosition) if (w.outcome?.admitted) (w.outcome as { lease: Lease }).lease.release();
-    await eventually('all slots back', async () => (await global(a)).used === 0);
+    await waitFor('all slots back', async () => (await global(a)).used === 0);
   });
 
   it('a new arrival queues behind existing waiters, even when it lands on the instance whose slot just freed', async () => {
@@ -117,7 +117,7 @@ describe('the waiting line against real Redis', () => {
     // The release on a hands its slot to b's waiter; an arrival on a right behind it finds the budget full.
     const late = await a.admit();
     expect(late).toMatchObject({ admitted: false, reason: 'dam_full' });
-    await eventually('the waiter on b got the slot freed on a', () => first.outcome?.admitted === true);
+    await waitFor('the waiter on b got the slot freed on a', () => first.outcome?.admitted === true);
     expect(await global(a)).toMatchObject({ used: 2, capacity: 2, length: 0 });
   });
 
@@ -134,12 +134,12 @@ describe('the waiting line against real Redis', () => {
     for (let i = 0; i < 8; i++) {
       held.shift()?.release();
       const admitted = waiting.filter((w) => w.outcome?.admitted);
-      await eventually('next admitted', () => waiting.filter((w) => w.outcome?.admitted).length === admitted.length + 1);
+      await waitFor('next admitted', () => waiting.filter((w) => w.outcome?.admitted).length === admitted.length + 1);
       const newest = waiting.filter((w) => w.outcome?.admitted && !admitted.includes(w));
       for (const w of newest) held.push((w.outcome as { lease: Lease }).lease);
       await new Promise((r) => setTimeout(r, 150));
     }
-    await eventually('position 4 with a measured estimate', () => last.waiter.position === 4 && last.waiter.etaMs !== null, 3_000);
+    await waitFor('position 4 with a measured estimate', () => last.waiter.position === 4 && last.waiter.etaMs !== null, 3_000);
     expect(told.length).toBeGreaterThan(0);
     const positions = told.map(([p]) => p);
     expect([...positions].sort((x, y) => y - x)).toEqual(positions);
@@ -158,13 +158,13 @@ describe('the waiting line against real Redis', () => {
     // b "dies": its heartbeat stops; its waiters' connections would have died with it.
     const timer = (b as unknown as { timer: NodeJS.Timeout }).timer;
     clearInterval(timer);
-    await eventually("b's waiters gone from the line", async () => (await global(a)).length === 5, 3_000);
+    await waitFor("b's waiters gone from the line", async () => (await global(a)).length === 5, 3_000);
     const onA = mixed.filter((w) => w.dam === a);
-    await eventually("a's waiters at positions 1..5", () => onA.map((w) => w.waiter.position).join() === '1,2,3,4,5', 2_000);
+    await waitFor("a's waiters at positions 1..5", () => onA.map((w) => w.waiter.position).join() === '1,2,3,4,5', 2_000);
     // b's share left with it: the budget is a's two slots, and a's sessions hold them.
     expect(await global(a)).toEqual({ used: 2, capacity: 2, length: 5 });
     for (const l of sessions.slice(0, 2)) l.release();
-    await eventually("a's first two admitted", () => onA.filter((w) => w.outcome?.admitted).length === 2);
+    await waitFor("a's first two admitted", () => onA.filter((w) => w.outcome?.admitted).length === 2);
     expect(onA.slice(0, 2).every((w) => w.outcome?.admitted)).toBe(true);
     expect(await global(a)).toEqual({ used: 2, capacity: 2, length: 3 });
   });
@@ -178,13 +178,13 @@ describe('the waiting line against real Redis', () => {
     const w2 = watch(b, await b.admit(null, { waitMs: 30_000 }));
     const w3 = watch(a, await a.admit(null, { waitMs: 30_000 }));
     w2.waiter.leave();
-    await eventually('w2 left', () => w2.outcome !== null);
+    await waitFor('w2 left', () => w2.outcome !== null);
     expect(w2.outcome).toMatchObject({ admitted: false, reason: 'left' });
     expect((await global(a)).length).toBe(2);
     // w1 leaves in the same turn as the slot that would be its own is released: it passes on to w3.
     sa.release();
     w1.waiter.leave();
-    await eventually('w3 admitted', () => w3.outcome?.admitted === true);
+    await waitFor('w3 admitted', () => w3.outcome?.admitted === true);
     expect(w1.outcome?.admitted).toBe(false);
     expect(await global(a)).toMatchObject({ used: 2, capacity: 2, length: 0 });
   });
@@ -220,7 +220,7 @@ describe('the waiting line against real Redis', () => {
       if (Math.random() < 0.1) waiters.filter((w) => w.outcome === null)[0]?.waiter.leave();
     }
     for (const w of waiters) w.waiter.leave();
-    await eventually('every wait settled', () => waiters.every((w) => w.outcome !== null), 5_000);
+    await waitFor('every wait settled', () => waiters.every((w) => w.outcome !== null), 5_000);
     for (const w of waiters) if (w.outcome?.admitted && !leases.includes(w.outcome.lease)) leases.push(w.outcome.lease);
     const confirmations = leases.map((l) => {
       l.release();
@@ -252,11 +252,11 @@ describe('the waiting line against real Redis', () => {
     const held = [...leases];
     for (let i = 0; i < 4; i++) {
       held.shift()?.release();
-      await eventually('next', () => waiting[i]?.outcome?.admitted === true);
+      await waitFor('next', () => waiting[i]?.outcome?.admitted === true);
       held.push((waiting[i]?.outcome as { lease: Lease }).lease);
       await new Promise((r) => setTimeout(r, 300));
     }
-    await eventually('turnover known', async () => (await a.status()).line.turnoverPerSec !== null, 3_000);
+    await waitFor('turnover known', async () => (await a.status()).line.turnoverPerSec !== null, 3_000);
     // One waiter left, so the next arrival is position 2; at ~3 slots/s it cannot be served within 100 ms.
     const short = await a.admit(null, { waitMs: 100 });
     expect(short).toMatchObject({ admitted: false, reason: 'wait_too_long' });
@@ -286,7 +286,7 @@ describe('the waiting line against real Redis', () => {
     const a = await dam('deadline-a', { slotsPerInstance: 1 });
     lease(await a.admit());
     const w = watch(a, await a.admit(null, { waitMs: 400 }));
-    await eventually('timed out', () => w.outcome !== null, 3_000);
+    await waitFor('timed out', () => w.outcome !== null, 3_000);
     expect(w.outcome).toMatchObject({ admitted: false, reason: 'timeout' });
     expect((await global(a)).length).toBe(0);
   });
@@ -316,7 +316,7 @@ describe('the waiting line against real Redis', () => {
       ]);
       // A free session ends: its slot goes to the free waiter.
       (free.find((r) => r.admitted) as { lease: Lease }).lease.release();
-      await eventually('free waiter admitted', () => freeWaiter.outcome?.admitted === true);
+      await waitFor('free waiter admitted', () => freeWaiter.outcome?.admitted === true);
     });
 
     it('a free session ending does not hand a pro-reserved slot to a free waiter; a pro waiter goes ahead of free ones', async () => {
@@ -329,16 +329,16 @@ describe('the waiting line against real Redis', () => {
       expect([f1.waiter.position, f2.waiter.position, p1.waiter.position]).toEqual([1, 2, 1]);
       // A pro session ends: the slot is in the pro reserve; the pro waiter takes it.
       pro[0]?.release();
-      await eventually('pro waiter admitted', () => p1.outcome?.admitted === true);
+      await waitFor('pro waiter admitted', () => p1.outcome?.admitted === true);
       expect(f1.outcome).toBeNull();
       // Another pro session ends: the free waiters may not take the reserved slot.
       pro[1]?.release();
-      await eventually('counted', async () => (await a.status()).tiers[0]?.sessions === 1);
+      await waitFor('counted', async () => (await a.status()).tiers[0]?.sessions === 1);
       await a.heartbeat();
       expect(f1.outcome).toBeNull();
       // A free one ends: f1 gets it.
       free[0]?.release();
-      await eventually('f1 admitted', () => f1.outcome?.admitted === true);
+      await waitFor('f1 admitted', () => f1.outcome?.admitted === true);
       expect(f2.outcome).toBeNull();
     });
 
@@ -356,7 +356,7 @@ describe('the waiting line against real Redis', () => {
       } finally {
         redis.child?.signal('SIGCONT');
       }
-      await eventually('back from the fallback, counts reconciled', async () => !a.inFallback && (await a.status()).tiers[1]?.sessions === 8, 3_000);
+      await waitFor('back from the fallback, counts reconciled', async () => !a.inFallback && (await a.status()).tiers[1]?.sessions === 8, 3_000);
     });
 
     it('a full line sheds its last lower-tier waiter for a higher-tier arrival; anonymous is the lowest', async () => {
@@ -372,13 +372,13 @@ describe('the waiting line against real Redis', () => {
       // Full: a free arrival sheds the anonymous waiter; an anonymous one finds nobody lower.
       const f3 = watch(a, await a.admit(null, { tier: 'free', waitMs: 30_000 }));
       expect(f3.waiter.position).toBe(3);
-      await eventually('anonymous waiter shed', () => w[1]?.outcome !== null);
+      await waitFor('anonymous waiter shed', () => w[1]?.outcome !== null);
       expect(w[1]?.outcome).toMatchObject({ admitted: false, reason: 'shed' });
       expect(await a.admit(null, { waitMs: 30_000 })).toMatchObject({ admitted: false, reason: 'line_full' });
       // A pro arrival sheds the last free waiter and goes first.
       const pro = watch(a, await a.admit(null, { tier: 'pro', waitMs: 30_000 }));
       expect(pro.waiter.position).toBe(1);
-      await eventually('last free waiter shed', () => f3.outcome !== null);
+      await waitFor('last free waiter shed', () => f3.outcome !== null);
       expect(f3.outcome).toMatchObject({ admitted: false, reason: 'shed' });
       expect(w[0]?.outcome).toBeNull();
       expect((await global(a)).length).toBe(3);

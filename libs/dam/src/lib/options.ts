@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
+import type { RedisErrorKind } from './redis-error';
 
 /** enforce: refuse what does not fit. shadow: admit all, count what would be refused. off: no dam. */
 export type DamMode = 'enforce' | 'shadow' | 'off';
@@ -86,9 +87,9 @@ export interface TierOption {
 export type DamEvent =
   | { type: 'registered'; generation: string }
   | { type: 'fenced'; generation: string; held: number }
-  | { type: 'fallback_entered'; reason: string }
+  | { type: 'fallback_entered'; reason: string; kind: RedisErrorKind }
   | { type: 'fallback_left'; afterMs: number; held: number }
-  | { type: 'heartbeat_failed'; reason: string };
+  | { type: 'heartbeat_failed'; reason: string; kind: RedisErrorKind };
 
 export interface ResolvedLineOptions extends Required<Omit<LineOptions, 'wakeRedis'>> {
   wakeRedis?: Redis | Cluster;

@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, createWriteStream, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ChildOptions {
   name: string;
@@ -14,6 +13,9 @@ export interface ChildOptions {
   /** Copy each output line to our stdout, prefixed with the name. */
   echo?: boolean;
 }
+
+// The one wait helper lives in wait.ts; re-exported here for the starters that import it with ManagedChild.
+export { waitFor } from './wait';
 
 const alive = new Set<ManagedChild>();
 
@@ -102,45 +104,6 @@ export class ManagedChild {
       await this.exited;
     }
   }
-}
-
-/**
- * Polls until check() is true; throws with the label after timeoutMs. A check that throws counts
- * as not yet. Every wait in the tests goes through here, so every wait has a deadline.
- */
-export async function eventually(label: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000, pollMs = 25): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() >= until) throw new Error(`${label}: not true within ${timeoutMs} ms`);
-    await sleep(pollMs);
-  }
-}
-
-/** Waits for a process to answer check(); fails at once if the process exits first. */
-export async function waitFor(
-  label: string,
-  check: () => Promise<boolean>,
-  timeoutMs = 20_000,
-  child?: ManagedChild,
-): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (child && !child.running) {
-      throw new Error(`${label}: the process exited early; see ${child.opts.logFile}`);
-    }
-    try {
-      if (await check()) return;
-    } catch {
-      // not up yet
-    }
-    await sleep(100);
-  }
-  throw new Error(`${label}: not ready within ${timeoutMs} ms${child ? `; see ${child.opts.logFile}` : ''}`);
 }
 
 /** True when GET url answers with a 2xx. */

@@ -1,4 +1,5 @@
 import { createParser } from 'eventsource-parser';
+import { WAIT_DEFAULT_MS } from './wait';
 
 export interface SseEvent {
   event: string;
@@ -18,7 +19,7 @@ export interface ChatSession {
 
 /**
  * A client of GET /chat/stream for tests and load: parses events as they arrive and lets the
- * caller wait for one with a deadline. Every wait here has a timeout.
+ * caller wait for one with a deadline (by default the workspace's generous one, WAIT_DEFAULT_MS).
  */
 export class SseClient {
   readonly events: SseEvent[] = [];
@@ -100,7 +101,7 @@ export class SseClient {
   }
 
   /** Waits until pred matches an event (from index `from`), or the stream closed, or timeout. */
-  async waitFor(pred: (e: SseEvent) => boolean, timeoutMs = 10_000, from = 0): Promise<SseEvent> {
+  async waitFor(pred: (e: SseEvent) => boolean, timeoutMs = WAIT_DEFAULT_MS, from = 0): Promise<SseEvent> {
     const until = Date.now() + timeoutMs;
     for (;;) {
       const hit = this.events.slice(from).find(pred);
@@ -124,13 +125,13 @@ export class SseClient {
     return undefined;
   }
 
-  async session(timeoutMs = 10_000): Promise<ChatSession> {
+  async session(timeoutMs = WAIT_DEFAULT_MS): Promise<ChatSession> {
     const e = await this.waitFor((x) => x.event === 'session', timeoutMs);
     return e.data as ChatSession;
   }
 
   /** Waits for the stream to end (server side); true if it ended within the timeout. */
-  async ended(timeoutMs = 10_000): Promise<boolean> {
+  async ended(timeoutMs = WAIT_DEFAULT_MS): Promise<boolean> {
     if (this.closed) return true;
     const t = new Promise<false>((r) => setTimeout(r, timeoutMs, false).unref());
     return Promise.race([this.done.then(() => true as const), t]);

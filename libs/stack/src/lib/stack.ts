@@ -5,6 +5,7 @@ import type { EdgeLimits } from './edge-limits';
 import { startNginx, type NginxHandle } from './nginx';
 import { freePort } from './ports';
 import { startLocalRedis, type RedisHandle } from './redis';
+import { ensureLocalCertificate, type LocalCertificate } from './tls';
 
 export function repoRoot(from = __dirname): string {
   let dir = resolve(from);
@@ -30,6 +31,13 @@ export interface StackOptions {
   redisUrl?: string;
   /** nginx's per-client-IP limits (DESIGN.md layer 1); default off. */
   edge?: EdgeLimits;
+  /**
+   * HTTPS (and HTTP/2) at the edge with a certificate for the loopback names, signed by a local
+   * CA made on first use in `<dir>/tls` (clients trust `stack.certificate.caFile`). Default false.
+   */
+  tls?: boolean;
+  /** Also log the refusals a gateway answered in nginx's access log (npm run access-log reads them). */
+  logRefusals?: boolean;
   /** Environment for every gateway and worker (ours is the base). */
   env?: NodeJS.ProcessEnv;
   /** Per-gateway extra environment, by index. */
@@ -52,11 +60,42 @@ export interface WorkerHandle {
   child: ManagedChild;
 }
 
+export interface GatewayProcessOptions {
+  /** The repo root (dist/apps/gateway/main.js must be built). */
+  root: string;
+  name: string;
+  /** Default: a free port. */
+  port?: number;
+  /** The whole environment of the process (REDIS_URL and the gateway's settings); HOST and PORT are set here. */
+  env: NodeJS.ProcessEnv;
+  logFile: string;
+  echo?: boolean;
+}
+
+/** One built gateway process on 127.0.0.1, resolved once /health/ready answers 200. */
+export async function startGatewayProcess(o: GatewayProcessOptions): Promise<Omit<GatewayHandle, 'index'>> {
+  const port = o.port ?? (await freePort());
+  const child = new ManagedChild({
+    name: o.name,
+    command: process.execPath,
+    args: [join(o.root, 'dist/apps/gateway/main.js')],
+    cwd: o.root,
+    env: { ...o.env, HOST: '127.0.0.1', PORT: String(port) },
+    logFile: o.logFile,
+    echo: o.echo,
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(o.name, () => httpOk(`${url}/health/ready`), 30_000, child);
+  return { port, url, child };
+}
+
 /** Starts and restarts the stack's processes; stop() ends every one it started. */
 export class Stack {
   redis?: RedisHandle;
   redisUrl = '';
   nginx?: NginxHandle;
+  /** The edge's certificate and its CA when `tls` is on. */
+  certificate?: LocalCertificate;
   readonly gateways: GatewayHandle[] = [];
   readonly workers: WorkerHandle[] = [];
   readonly root = repoRoot();
@@ -90,6 +129,8 @@ export class Stack {
       const started = await Promise.all(Array.from({ length: gateways }, (_, i) => this.startGateway(i)));
       this.gateways.push(...started);
       const host = this.opts.host ?? '127.0.0.1';
+      if (this.opts.tls) this.certificate = await ensureLocalCertificate(join(this.opts.dir, 'tls'));
+      const cert = this.certificate;
       this.nginx = await startNginx({
         prefix: join(this.opts.dir, 'nginx'),
         template: join(this.root, 'infra/nginx/nginx.conf.template'),
@@ -98,6 +139,8 @@ export class Stack {
         listenPort: this.opts.port || (await freePort()),
         upstreams: this.gateways.map((g) => `127.0.0.1:${g.port}`),
         edge: this.opts.edge,
+        tls: cert ? { certFile: cert.certFile, keyFile: cert.keyFile, ca: cert.ca } : undefined,
+        logRefusals: this.opts.logRefusals,
         echo: this.opts.echo,
       });
     } catch (err) {
@@ -130,26 +173,15 @@ export class Stack {
   }
 
   async startGateway(index: number, port?: number): Promise<GatewayHandle> {
-    const p = port ?? (await freePort());
-    const child = new ManagedChild({
+    const g = await startGatewayProcess({
+      root: this.root,
       name: `gateway${index}`,
-      command: process.execPath,
-      args: [join(this.root, 'dist/apps/gateway/main.js')],
-      cwd: this.root,
-      env: {
-        ...this.env,
-        REDIS_URL: this.redisUrl,
-        HOST: '127.0.0.1',
-        PORT: String(p),
-        INSTANCE_NAME: `gw${index}`,
-        ...this.opts.gatewayEnv?.(index),
-      },
+      port,
+      env: { ...this.env, REDIS_URL: this.redisUrl, INSTANCE_NAME: `gw${index}`, ...this.opts.gatewayEnv?.(index) },
       logFile: join(this.opts.dir, `gateway${index}.log`),
       echo: this.opts.echo,
     });
-    const url = `http://127.0.0.1:${p}`;
-    await waitFor(`gateway ${index}`, () => httpOk(`${url}/health/ready`), 30_000, child);
-    return { index, port: p, url, child };
+    return { index, ...g };
   }
 
   /** Stops gateway i (SIGTERM) and starts it again on the same port. */

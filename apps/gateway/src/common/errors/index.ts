@@ -7,3 +7,4 @@ export { ProblemFilter } from './problem.filter';
 export { sendProblem } from './send-problem';
 export { toSocketProblem } from './socket-problem';
 export type { SocketProblem } from './socket-problem';
+export { isExpectedRefusal, problemCodeOf } from './refusal';

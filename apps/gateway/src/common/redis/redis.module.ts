@@ -1,7 +1,10 @@
 import { Global, Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
 import { Redis } from 'ioredis';
+import { PinoLogger } from 'nestjs-pino';
+import { MetricsService } from '../../metrics/metrics.service';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../config/config';
 import { AdaptiveDeadline } from './adaptive-deadline';
+import { RedisFailures } from './redis-failures';
 
 export const REDIS_COMMANDS = Symbol('REDIS_COMMANDS');
 export const REDIS_SUBSCRIBER = Symbol('REDIS_SUBSCRIBER');
@@ -48,8 +51,16 @@ export function connectRedis(url: string, name: string, commandTimeout: number |
       inject: [GATEWAY_CONFIG],
       useFactory: (c: GatewayConfig) => new AdaptiveDeadline(c.REDIS_REQUEST_TIMEOUT_MS, Math.max(c.REDIS_REQUEST_TIMEOUT_MS, REQUEST_DEADLINE_CAP_MS)),
     },
+    {
+      provide: RedisFailures,
+      inject: [MetricsService, PinoLogger],
+      useFactory: (metrics: MetricsService, logger: PinoLogger) => {
+        logger.setContext(RedisFailures.name);
+        return new RedisFailures(metrics.redisErrors, logger);
+      },
+    },
   ],
-  exports: [REDIS_COMMANDS, REDIS_SUBSCRIBER, REQUEST_DEADLINE],
+  exports: [REDIS_COMMANDS, REDIS_SUBSCRIBER, REQUEST_DEADLINE, RedisFailures],
 })
 export class RedisModule implements OnApplicationShutdown {
   constructor(
