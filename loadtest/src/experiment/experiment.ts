@@ -28,13 +28,13 @@ export const CONFIGURATIONS: readonly Configuration[] = [
   { id: 'after-1gw', label: 'after (dam on), 1 gateway', damMode: 'enforce', gateways: 1 },
   { id: 'before-2gw', label: 'before (dam off), 2 gateways', damMode: 'off', gateways: 2 },
   { id: 'after-2gw', label: 'after (dam on), 2 gateways', damMode: 'enforce', gateways: 2 },
-  { id: 'after-2gw-wait', label: `after (dam on), 2 gateways, waiting clients (wait=${WAIT_SEC})`, damMode: 'enforce', gateways: 2, waitSec: WAIT_SEC },
 ];
 
-/** Run only when asked for (--configs): the same scenarios over Socket.IO instead of SSE. */
+/** Run only when asked for (--configs): the same scenarios over Socket.IO instead of SSE, or with waiting clients. */
 export const OPTIONAL_CONFIGURATIONS: readonly Configuration[] = [
   { id: 'after-2gw-socketio', label: 'after (dam on), 2 gateways, Socket.IO', damMode: 'enforce', gateways: 2, transport: 'socketio' },
   { id: 'after-1gw-wait', label: `after (dam on), 1 gateway, waiting clients (wait=${WAIT_SEC})`, damMode: 'enforce', gateways: 1, waitSec: WAIT_SEC },
+  { id: 'after-2gw-wait', label: `after (dam on), 2 gateways, waiting clients (wait=${WAIT_SEC})`, damMode: 'enforce', gateways: 2, waitSec: WAIT_SEC },
 ];
 
 /** The loaded scenarios, in the order they run after the unloaded baseline. */
