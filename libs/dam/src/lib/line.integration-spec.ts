@@ -269,17 +269,18 @@ describe('the waiting line against real Redis', () => {
   it('a request that waits asks Redis even while the instance decides others on its local share (Redis was only slow)', async () => {
     const a = await dam('slow-a', { slotsPerInstance: 1, instanceCeiling: 2, redisTimeoutMs: 20 });
     lease(await a.admit());
-    redis.child?.signal('SIGSTOP');
-    let refused: AdmitResult;
+    await redis.pause();
+    let pending: Promise<AdmitResult>;
     try {
-      refused = await a.admit();
+      const refused = await a.admit();
+      expect(refused).toMatchObject({ admitted: false, reason: 'dam_full', fallback: true });
+      expect(a.inFallback).toBe(true);
+      // Sent while the instance decides on its local share; Redis answers once it is thawed (within the join's 1 s).
+      pending = a.admit(null, { waitMs: 30_000 });
     } finally {
-      redis.child?.signal('SIGCONT');
+      await redis.resume();
     }
-    expect(refused).toMatchObject({ admitted: false, reason: 'dam_full', fallback: true });
-    expect(a.inFallback).toBe(true);
-    const w = await a.admit(null, { waitMs: 30_000 });
-    expect(w).toMatchObject({ admitted: false, reason: 'queued' });
+    expect(await pending).toMatchObject({ admitted: false, reason: 'queued' });
   });
 
   it('a wait ends at its deadline, out of the line', async () => {
@@ -344,7 +345,7 @@ describe('the waiting line against real Redis', () => {
 
     it('without Redis the local share keeps the same reserve: free sessions take 8 of 10, pro the last 2', async () => {
       const a = await dam('tier-fb', { slotsPerInstance: 10, tiers, redisTimeoutMs: 20 });
-      redis.child?.signal('SIGSTOP');
+      await redis.pause();
       try {
         const free = [];
         for (let i = 0; i < 10; i++) free.push(await a.admit(null, { tier: 'free' }));
@@ -354,7 +355,7 @@ describe('the waiting line against real Redis', () => {
         for (let i = 0; i < 3; i++) pro.push(await a.admit(null, { tier: 'pro' }));
         expect(pro.map((r) => r.admitted)).toEqual([true, true, false]);
       } finally {
-        redis.child?.signal('SIGCONT');
+        await redis.resume();
       }
       await waitFor('back from the fallback, counts reconciled', async () => !a.inFallback && (await a.status()).tiers[1]?.sessions === 8, 3_000);
     });
