@@ -1,4 +1,4 @@
-// npm run loadtest -- <scenario> [--base-url http://127.0.0.1:8080] [--transport sse|socketio] [--scale 1] [--vus-scale 1] [--out file.json]
+// npm run loadtest -- <scenario> [--base-url http://127.0.0.1:8080] [--transport sse|socketio] [--scale 1] [--vus-scale 1] [--wait S] [--out file.json]
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,6 +19,9 @@ const HELP = `npm run loadtest -- <scenario> [options]
   --jwt-secret S     give each VU its own HS256 JWT (the gateway's AUTH_JWT_SECRET) so per-user limits apply
                      (default: env LOADTEST_JWT_SECRET; without it users are anonymous)
   --retry-after-max-ms N   longest Retry-After a refused VU honours (default 60000)
+  --wait S           waiting clients: each offers to wait S seconds in line (GET /chat/stream?wait=S, and
+                     Prefer: wait=S on its question) instead of being refused; SSE only. The summary and
+                     the JSON give every wait and the ETA it was told
   --out FILE         write the JSON results there (default loadtest/results/<scenario>-<time>.json)
   --no-progress      no progress bar
 `;
@@ -45,6 +48,7 @@ async function main(): Promise<void> {
       'vus-scale': { type: 'string' },
       'jwt-secret': { type: 'string' },
       'retry-after-max-ms': { type: 'string' },
+      wait: { type: 'string' },
       out: { type: 'string' },
       'no-progress': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -71,6 +75,7 @@ async function main(): Promise<void> {
     file,
     jwtSecret: values['jwt-secret'] ?? process.env['LOADTEST_JWT_SECRET'],
     retryAfterMaxMs: num('--retry-after-max-ms', values['retry-after-max-ms'], 60_000, 0, 600_000),
+    waitSec: values.wait === undefined ? undefined : num('--wait', values.wait, 0, 1, 3_600),
     progress: !values['no-progress'],
   });
   let interrupted = false;

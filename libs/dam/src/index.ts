@@ -1,6 +1,7 @@
 export { Dam } from './lib/dam';
-export type { AdmitResult, DamStatus, Lease, RefusalReason, ReleaseOutcome } from './lib/dam';
-export type { DamEvent, DamMode, DamOptions, FallbackPolicy } from './lib/options';
+export type { AdmitOptions, AdmitResult, DamStatus, Lease, RefusalReason, ReleaseOutcome } from './lib/dam';
+export type { Waiter, WaitEndReason, WaitOutcome } from './lib/waiting-line';
+export type { DamEvent, DamMode, DamOptions, FallbackPolicy, LineOptions, TierOption } from './lib/options';
 export type { GlobalView } from './lib/budget.store';
 export { RedisDeadlineError, withDeadline } from './lib/deadline';
 export { redisErrorKind } from './lib/redis-error';

@@ -16,7 +16,7 @@ self-contained HTML report (charts, the seed's table before beside after, accept
   --quick            durations x0.07 and a quarter of the users and slots (about 4 minutes)
   --out DIR          where to write report.html and results.json (default loadtest/reports/<time>)
   --configs LIST     only these of: ${CONFIGURATIONS.map((c) => c.id).join(', ')} (the default: all four),
-                     or ${OPTIONAL_CONFIGURATIONS.map((c) => c.id).join(', ')} (the same over Socket.IO)
+                     or ${OPTIONAL_CONFIGURATIONS.map((c) => c.id).join(', ')} (the same over Socket.IO, or with waiting clients: wait=60)
   --scenarios LIST   only these of: ${SCENARIOS.join(', ')} (the baseline always runs)
   --env KEY=VALUE    override a gateway/worker setting (repeatable), e.g. --env DAM_SLOTS_PER_INSTANCE=200
   --no-progress      no progress bars

@@ -16,7 +16,12 @@ export interface Configuration {
   gateways: number;
   /** How the users talk to the gateways; default sse. */
   transport?: Transport;
+  /** Waiting clients: each offers to wait this many seconds (a slot, an answer) instead of being refused. */
+  waitSec?: number;
 }
+
+/** The wait a waiting client offers: the gateways' longest wait offered (DAM_QUEUE_MAX_WAIT_MS, 60 s by default). */
+export const WAIT_SEC = 60;
 
 export const CONFIGURATIONS: readonly Configuration[] = [
   { id: 'before-1gw', label: 'before (dam off), 1 gateway', damMode: 'off', gateways: 1 },
@@ -25,9 +30,11 @@ export const CONFIGURATIONS: readonly Configuration[] = [
   { id: 'after-2gw', label: 'after (dam on), 2 gateways', damMode: 'enforce', gateways: 2 },
 ];
 
-/** Run only when asked for (--configs): the same scenarios over Socket.IO instead of SSE. */
+/** Run only when asked for (--configs): the same scenarios over Socket.IO instead of SSE, or with waiting clients. */
 export const OPTIONAL_CONFIGURATIONS: readonly Configuration[] = [
   { id: 'after-2gw-socketio', label: 'after (dam on), 2 gateways, Socket.IO', damMode: 'enforce', gateways: 2, transport: 'socketio' },
+  { id: 'after-1gw-wait', label: `after (dam on), 1 gateway, waiting clients (wait=${WAIT_SEC})`, damMode: 'enforce', gateways: 1, waitSec: WAIT_SEC },
+  { id: 'after-2gw-wait', label: `after (dam on), 2 gateways, waiting clients (wait=${WAIT_SEC})`, damMode: 'enforce', gateways: 2, waitSec: WAIT_SEC },
 ];
 
 /** The loaded scenarios, in the order they run after the unloaded baseline. */
@@ -200,6 +207,7 @@ export async function runExperiment(o: ExperimentOptions): Promise<ExperimentRes
         const run = await new Runner({
           baseUrl: cur.stack.url,
           transport: config.transport,
+          waitSec: config.waitSec,
           tls: { ca: cur.stack.certificate?.ca },
           file,
           jwtSecret: JWT_SECRET,

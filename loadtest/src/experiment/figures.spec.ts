@@ -103,4 +103,57 @@ describe('figures and acceptance', () => {
     expect(verdict(/s2 abusers held/)).toBe(false);
     expect(verdict(/s2 normal: admitted p95 TTFT/)).toBe(true);
   });
+
+  it('judges waiting clients against the same configuration without waiting: refusals ten times fewer, saturation by questions waiting, the ETA within 25%', () => {
+    const settings = experimentSettings(true);
+    const cap = settings.aiCapacityPerSec;
+    const base = run((m) => answered(m, 'normal', 10, 220));
+    // Without waiting: 60 refusals/s; the AI saturated (the gate refused) at capacity.
+    const refusing = run((m) => {
+      for (let i = 0; i < 600; i++) m.refusal('user', '503');
+      answered(m, 'user', cap * 10, 300);
+    });
+    // With waiting: 2 refusals/s; questions waited every second, answers at capacity; ETAs off by 10-20%.
+    const waiting = run((m) => {
+      for (let i = 0; i < 20; i++) m.refusal('user', '429');
+      answered(m, 'user', cap * 10, 5_000);
+    });
+    for (const s of waiting.seconds) s.queuedQuestions = 5;
+    for (const s of waiting.seconds) s.completed = cap;
+    for (const s of refusing.seconds) {
+      s.refused503 = 60;
+      s.completed = cap;
+    }
+    waiting.waits = {
+      sessions: [],
+      questions: [5_000, 6_000, 7_000, 8_000].map((w, i) => ({ at: i, position: 200, etaMs: w * (i % 2 ? 1.1 : 0.85), waitedMs: w })),
+    };
+    const cfg = (id: string, waitSec?: number): ConfigurationResult['config'] => ({ id, label: id, damMode: 'enforce', gateways: 2, ...(waitSec ? { waitSec } : {}) });
+    const x: ExperimentResult = {
+      startedAt: '',
+      finishedAt: '',
+      quick: true,
+      machine: { cpus: 2, cpuModel: '', node: '', platform: '', loadavgAtStart: [], loadavgAtEnd: [] },
+      settings,
+      seed: {},
+      results: [
+        { config: cfg('after-2gw'), runs: { baseline: base, s1: refusing }, heldAfter: {} },
+        { config: cfg('after-2gw-wait', 60), runs: { baseline: base, s1: waiting }, heldAfter: {} },
+      ],
+    };
+    const checks = acceptance(x).filter((k) => k.config === 'after-2gw-wait');
+    const verdict = (what: RegExp): boolean | undefined => checks.find((k) => what.test(k.what))?.pass;
+    expect(verdict(/s1: refusals and comebacks per second at least 10x fewer/)).toBe(true);
+    expect(verdict(/s1: completed answers\/s once saturated/)).toBe(true);
+    expect(verdict(/s1: the ETA's median absolute error for an answer/)).toBe(true);
+    // Waiting clients' TTFT is their wait: not judged against the unloaded one.
+    expect(checks.some((k) => /admitted p95 TTFT/.test(k.what))).toBe(false);
+    // Estimates twice off fail; so do refusals only 3x fewer.
+    waiting.waits.questions = waiting.waits.questions.map((w) => ({ ...w, etaMs: w.waitedMs * 2 }));
+    const user = waiting.roles['user'];
+    if (user) user.refused429 += 180;
+    const again = acceptance(x).filter((k) => k.config === 'after-2gw-wait');
+    expect(again.find((k) => /ETA's median/.test(k.what))?.pass).toBe(false);
+    expect(again.find((k) => /10x fewer/.test(k.what))?.pass).toBe(false);
+  });
 });

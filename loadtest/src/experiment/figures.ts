@@ -1,6 +1,7 @@
 import type { RoleSummary, Second } from '../runner/metrics';
 import { OPENING_MS } from '../runner/metrics';
 import type { RunResult } from '../runner/runner';
+import { waitFigures } from '../runner/waits';
 import type { ConfigurationResult, ExperimentResult } from './experiment';
 
 /** The figures of one scenario run in one configuration (the table's cell). */
@@ -46,9 +47,12 @@ function ms(n: number, count: number): number | null {
   return count > 0 ? n : null;
 }
 
-/** Seconds in which the AI gate refused, past the first two (warm-up) and before the run's end. */
+/**
+ * Seconds in which the AI queue was full, past the first two (warm-up) and before the run's end:
+ * the gate refused a question, or (waiting clients) a question waited behind others.
+ */
 function saturated(seconds: Second[]): Second[] {
-  return seconds.slice(2, -1).filter((s) => s.refused503 > 0);
+  return seconds.slice(2, -1).filter((s) => s.refused503 > 0 || (s.queuedQuestions ?? 0) > 0);
 }
 
 export function runFigures(run: RunResult, role: string): RunFigures | null {
@@ -95,6 +99,16 @@ export function rolesOf(scenario: string): string[] {
 export const REFUSAL_P99_LIMIT_MS = 100;
 export const TTFT_MARGIN_MS = 250;
 export const SATURATION_SHARE = 0.95;
+/** Waiting clients: refusals and comebacks at least this many times fewer than without waiting. */
+export const WAIT_REFUSAL_FACTOR = 10;
+/** Waiting clients: the ETA's median absolute error at most this share of the median actual wait. */
+export const ETA_ERROR_SHARE = 0.25;
+
+/** Refusals (each one a comeback) per second of a run, of its users. */
+function refusalsPerSec(run: RunResult, role: string): number {
+  const r = run.roles[role];
+  return r ? (r.refused429 + r.refused503) / (run.durationMs / 1_000) : 0;
+}
 
 /** The issue's acceptance, measured, for each "after" configuration. */
 export function acceptance(x: ExperimentResult): Check[] {
@@ -141,7 +155,8 @@ export function acceptance(x: ExperimentResult): Check[] {
             pass: refusedOther.length === 0,
           });
         }
-        if (role !== 'abuser' && base?.ttftP95 != null) {
+        // Waiting clients wait in the AI queue instead of being refused: their TTFT is that wait (judged below).
+        if (role !== 'abuser' && base?.ttftP95 != null && c.config.waitSec === undefined) {
           checks.push({
             config: id,
             what: `${k} ${role}: admitted p95 TTFT within ${TTFT_MARGIN_MS} ms of unloaded (${base.ttftP95} ms)`,
@@ -157,6 +172,7 @@ export function acceptance(x: ExperimentResult): Check[] {
             pass: f.completedPerSecSaturated !== null && f.completedPerSecSaturated >= SATURATION_SHARE * cap,
           });
         }
+        if (role === 'user' && c.config.waitSec !== undefined) checks.push(...waitChecks(x, c, k, run));
         if (role === 'abuser') {
           const minutes = Math.max(1, Math.ceil(run.durationMs / 60_000));
           const perUser = f.completed / 5;
@@ -173,6 +189,42 @@ export function acceptance(x: ExperimentResult): Check[] {
     }
   }
   return checks;
+}
+
+/** Waiting clients against the same configuration without waiting: refusals, and the estimates they were told. */
+function waitChecks(x: ExperimentResult, c: ConfigurationResult, scenario: string, run: RunResult): Check[] {
+  const id = c.config.id;
+  const out: Check[] = [];
+  const twin = x.results.find(
+    (r) => r.config.waitSec === undefined && r.config.damMode === c.config.damMode && r.config.gateways === c.config.gateways && (r.config.transport ?? 'sse') === (c.config.transport ?? 'sse'),
+  );
+  const twinRun = twin?.runs[scenario];
+  if (twinRun) {
+    const without = refusalsPerSec(twinRun, 'user');
+    const withWait = refusalsPerSec(run, 'user');
+    out.push({
+      config: id,
+      what: `${scenario}: refusals and comebacks per second at least ${WAIT_REFUSAL_FACTOR}x fewer than ${twin?.config.id} (no waiting)`,
+      value: `${withWait.toFixed(2)}/s against ${without.toFixed(2)}/s (${withWait > 0 ? `${(without / withWait).toFixed(1)}x fewer` : 'none'})`,
+      pass: withWait * WAIT_REFUSAL_FACTOR <= without && without > 0,
+    });
+  }
+  for (const [kind, samples] of [['a slot (session line)', run.waits?.sessions ?? []], ['an answer (AI queue)', run.waits?.questions ?? []]] as const) {
+    const w = waitFigures(samples);
+    if (w.estimated === 0) {
+      // Waits long enough to judge an estimate, and none was told one: the line did not know its pace.
+      const long = samples.filter((s) => s.waitedMs >= 1_000).length;
+      if (long > 0) out.push({ config: id, what: `${scenario}: waits for ${kind} were told an estimate`, value: `${long} waits of 1 s or more, none told an estimate`, pass: false });
+      continue;
+    }
+    out.push({
+      config: id,
+      what: `${scenario}: the ETA's median absolute error for ${kind} within ${ETA_ERROR_SHARE * 100}% of the actual wait`,
+      value: `${Math.round(w.etaMedianAbsErrorMs ?? 0)} ms = ${Math.round((w.etaMedianAbsErrorShare ?? 0) * 100)}% of the median wait ${Math.round((w.waitedP50 ?? 0) / 100) / 10} s (over ${w.estimated} of ${w.count} waits; per-wait median relative error ${Math.round((w.etaMedianRelativeError ?? 0) * 100)}%)`,
+      pass: (w.etaMedianAbsErrorShare ?? 1) <= ETA_ERROR_SHARE,
+    });
+  }
+  return out;
 }
 
 export function configFigures(c: ConfigurationResult): Record<string, Record<string, RunFigures | null>> {

@@ -4,6 +4,8 @@ import { repoRoot } from '@traffic-dam/stack';
 import type { RunResult } from '../runner/runner';
 import type { ExperimentResult } from './experiment';
 import { acceptance, configFigures, type RunFigures } from './figures';
+import type { WaitSample } from '../runner/chat-client';
+import { waitFigures } from '../runner/waits';
 
 function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
@@ -49,8 +51,24 @@ function chartData(x: ExperimentResult): unknown {
         damCapacity: s.map((v) => v.extra['damCapacity'] ?? null),
         open: s.map((v) => v.extra['openStreams'] ?? null),
         runnerCpu: s.map((v) => v.extra['runnerCpu'] ?? null),
+        ...(run.waits ? { waits: { sessions: thin(run.waits.sessions), questions: thin(run.waits.questions) } } : {}),
       };
     }
+  }
+  return out;
+}
+
+/** At most this many waits per series on the page (every nth, in arrival order): the JSON has them all. */
+const WAIT_POINTS = 4_000;
+
+/** [arrival s, waited s, estimate s | null], thinned evenly. */
+function thin(samples: WaitSample[]): Array<[number, number, number | null]> {
+  const step = Math.max(1, Math.ceil(samples.length / WAIT_POINTS));
+  const sorted = [...samples].sort((a, b) => a.at - b.at);
+  const out: Array<[number, number, number | null]> = [];
+  for (let i = 0; i < sorted.length; i += step) {
+    const w = sorted[i] as WaitSample;
+    out.push([w.at / 1_000, w.waitedMs / 1_000, w.etaMs === null ? null : w.etaMs / 1_000]);
   }
   return out;
 }
@@ -84,6 +102,20 @@ for (const box of document.querySelectorAll('[data-chart]')) {
   if (kind === 'errors') { add(before, 'before', 'status0', 'status 0', COLORS.before); add(before, 'before', 'errors', 'other errors', '#e67e22');
     add(after, 'after', 'r429', '429', COLORS.after); add(after, 'after', 'r503', '503', '#8e44ad'); add(after, 'after', 'status0', 'status 0', '#000000'); add(after, 'after', 'errors', 'other errors', '#16a085');
     add(before, 'before', 'r429', '429', '#f1948a', [4, 4]); add(before, 'before', 'r503', '503', '#d7bde2', [4, 4]); chart(box, '429 / 503 / status 0 / errors per second', '/s', S, xs); }
+  if (kind === 'refusals') { const twin = (X[box.dataset.twin] || {})[scenario], w = (X[box.dataset.config] || {})[scenario];
+    const A = align([twin, w]); const sum = (r) => r ? A.pick(r, 'r429').map((v, i) => v === null ? null : v + (A.pick(r, 'r503')[i] || 0)) : [];
+    const S2 = []; if (twin) S2.push({ label: box.dataset.twin + ' 429+503', data: sum(twin), color: COLORS.before }); if (w) S2.push({ label: box.dataset.config + ' 429+503', data: sum(w), color: COLORS.after });
+    chart(box, 'refusals (each a comeback) per second, without and with waiting', '/s', S2, A.xs); }
+  if (kind === 'waitByArrival' || kind === 'etaVsActual') { const w = ((X[box.dataset.config] || {})[scenario] || {}).waits; if (!w) continue;
+    const which = box.dataset.which, pts = w[which] || []; if (!pts.length) { box.textContent = 'no ' + which + ' waited'; continue; }
+    const dots = { paths: () => null, points: { show: true, size: 3 } };
+    if (kind === 'waitByArrival') { const xs = pts.map(p => p[0]);
+      new uPlot({ title: 'wait for ' + (which === 'sessions' ? 'a slot' : 'an answer') + ' by arrival (s)', width: Math.min(560, window.innerWidth - 40), height: 220, scales: { x: { time: false } },
+        axes: [{ label: 'arrived at (s into the run)' }, { label: 'waited (s)' }], series: [{}, { label: 'waited', stroke: COLORS.after, ...dots }] }, [xs, pts.map(p => p[1])], box); }
+    else { const e = pts.filter(p => p[2] !== null).sort((a, b) => a[2] - b[2]); if (!e.length) { box.textContent = 'no estimate told'; continue; }
+      new uPlot({ title: 'ETA told against the actual wait (s), ' + (which === 'sessions' ? 'slots' : 'answers'), width: Math.min(560, window.innerWidth - 40), height: 220, scales: { x: { time: false } },
+        axes: [{ label: 'ETA told (s)' }, { label: 'actual (s)' }], series: [{}, { label: 'actual', stroke: COLORS.after, ...dots }, { label: 'actual = ETA', stroke: '#7f8c8d', dash: [2, 6] }] },
+        [e.map(p => p[2]), e.map(p => p[1]), e.map(p => p[2])], box); } }
   if (kind === 'dam') { add(after, 'after', 'damUsed', 'dam used', COLORS.after); add(after, 'after', 'damCapacity', 'dam capacity', '#7f8c8d', [2, 6]);
     add(before, 'before', 'open', 'open streams (no dam)', COLORS.before); add(after, 'after', 'open', 'open streams', '#5dade2', [4, 4]);
     chart(box, 'sessions: dam used vs capacity (GET /dam), open streams (/metrics)', 'sessions', S, xs); }
@@ -153,6 +185,31 @@ export function renderReport(x: ExperimentResult): string {
     )
     .join('\n');
 
+  const waiting = x.results.filter((c) => c.config.waitSec !== undefined);
+  const waitSection = waiting
+    .map((c) => {
+      const twin = x.results.find((r) => r.config.waitSec === undefined && r.config.damMode === c.config.damMode && r.config.gateways === c.config.gateways);
+      return Object.entries(c.runs)
+        .filter(([k]) => k !== 'baseline')
+        .map(([k, run]) => {
+          const figs = (['sessions', 'questions'] as const).map((which) => {
+            const w = waitFigures(run.waits?.[which] ?? []);
+            const eta = w.etaMedianAbsErrorShare === null ? 'no estimate to judge' : `ETA median absolute error ${secs(w.etaMedianAbsErrorMs)} = ${Math.round(w.etaMedianAbsErrorShare * 100)}% of the median wait (${w.estimated} judged)`;
+            return `${which === 'sessions' ? 'a slot' : 'an answer'}: ${w.count} waits, median ${secs(w.waitedP50)}, p95 ${secs(w.waitedP95)}, max ${secs(w.waitedMax)}; ${eta}`;
+          });
+          const boxes = [
+            twin ? `<div data-chart="${k}|x|refusals" data-config="${c.config.id}" data-twin="${twin.config.id}"></div>` : '',
+            ...(['sessions', 'questions'] as const).flatMap((which) => [
+              `<div data-chart="${k}|x|waitByArrival" data-config="${c.config.id}" data-which="${which}"></div>`,
+              `<div data-chart="${k}|x|etaVsActual" data-config="${c.config.id}" data-which="${which}"></div>`,
+            ]),
+          ].join('');
+          return `<h3>${esc(x.seed[k]?.title ?? k)} — ${esc(c.config.label)}</h3><p>${figs.map(esc).join('<br>')}</p><div class="charts">${boxes}</div>`;
+        })
+        .join('\n');
+    })
+    .join('\n');
+
   const env = Object.entries(x.settings.env)
     .filter(([k]) => k !== 'AUTH_JWT_SECRET')
     .map(([k, v]) => `${k}=${v}`)
@@ -177,6 +234,7 @@ ${leftovers ? `<p class="warn">Sessions the gateways still held after a run had 
 ${runnerFlags.length ? `<p class="warn">Runs in which the load runner (or a machine too busy to schedule it) may have set the pace: ${esc(runnerFlags.join(' | '))}</p>` : '<p>The load runner was not the bottleneck in any run (CPU and event-loop delay below their limits).</p>'}
 <h2>Over time</h2>
 ${charts}
+${waitSection ? `<h2 id="waiting">Waiting clients: refusals, wait by arrival, ETA against actual</h2>\n<p>Waiting clients offer to wait (GET /chat/stream?wait=N, Prefer: wait=N on the question) instead of being refused; each wait is drawn from its first <code>queued</code> event (the position and ETA it was told) to its <code>session</code> (a slot) or first token (an answer).</p>\n${waitSection}` : ''}
 <h2>Data</h2>
 <p>The full results (every run's per-second series, histograms' summaries, statuses) are in the JSON written beside this page.</p>
 <script id="td-data" type="application/json">${JSON.stringify(data).replace(/</g, '\\u003c')}</script>

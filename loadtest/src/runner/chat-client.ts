@@ -32,10 +32,33 @@ export interface ChatClientOptions {
   jwtSecret?: string;
   /** Longest Retry-After honoured before asking again. Default 60 s. */
   retryAfterMaxMs?: number;
+  /**
+   * A waiting client: offers to wait this many seconds (GET /chat/stream?wait=N, and Prefer: wait=N
+   * on its question) instead of being refused when the gateways are full, and waits in line; its
+   * waits and the estimates it was told are recorded. Undefined: today's client.
+   */
+  waitSec?: number;
+}
+
+/** A wait in a line, as a client saw it: told `queued` at `at` (ms since the run started), served after `waitedMs`. */
+export interface WaitSample {
+  at: number;
+  /** The first position it was told (1 = next). */
+  position: number;
+  /** The first estimate it was told (ms), or null while the line did not know. */
+  etaMs: number | null;
+  waitedMs: number;
 }
 
 interface Problem {
   code?: string;
+  retryAfterMs?: number;
+}
+
+interface QueuedData {
+  messageId?: string;
+  position: number;
+  etaMs: number | null;
 }
 
 function retryAfterMs(headers: Dispatcher.ResponseData['headers']): number | undefined {
@@ -76,8 +99,11 @@ export interface LifecycleClient {
 export class ChatClient implements LifecycleClient {
   private readonly jwt: JwtSigner;
 
+  private readonly waitMs: number;
+
   constructor(private readonly o: ChatClientOptions) {
     this.jwt = new JwtSigner(o.jwtSecret);
+    this.waitMs = (o.waitSec ?? 0) * 1_000;
   }
 
   private authFor(user: string): Record<string, string> {
@@ -123,7 +149,7 @@ export class ChatClient implements LifecycleClient {
       let res: Dispatcher.ResponseData;
       try {
         res = await pool.request({
-          path: '/chat/stream',
+          path: this.waitMs > 0 ? `/chat/stream?wait=${this.o.waitSec}` : '/chat/stream',
           method: 'GET',
           headers: { accept: 'text/event-stream', ...this.authFor(user) },
           signal: ac.signal,
@@ -159,9 +185,37 @@ export class ChatClient implements LifecycleClient {
       let errorCode: string | undefined;
       let ended = false;
       let wake: (() => void) | null = null;
+      // The line, for a waiting client: the first `queued` of the stream and of its question.
+      let lineQueued: { t: number; d: QueuedData } | null = null;
+      let questionQueued: { t: number; d: QueuedData } | null = null;
+      let refused: Problem | null = null;
       const parser = createParser({
         onEvent: (e) => {
           switch (e.event) {
+            case 'queued': {
+              let q: QueuedData | null = null;
+              try {
+                q = JSON.parse(e.data) as QueuedData;
+              } catch {
+                break;
+              }
+              if (q.messageId === undefined && !lineQueued) {
+                lineQueued = { t: performance.now(), d: q };
+                m.queued('session');
+              } else if (q.messageId !== undefined && !questionQueued) {
+                questionQueued = { t: performance.now(), d: q };
+                m.queued('question');
+              }
+              break;
+            }
+            case 'refused':
+              try {
+                refused = JSON.parse(e.data) as Problem;
+              } catch {
+                refused = { code: 'no_json' };
+              }
+              ended = true;
+              break;
             case 'session':
               try {
                 session = JSON.parse(e.data) as { sessionId: string; token: string };
@@ -219,12 +273,26 @@ export class ChatClient implements LifecycleClient {
       };
 
       try {
-        if (!(await until(() => session !== undefined, t0 + d.sessionMs))) {
+        if (!(await until(() => session !== undefined, t0 + d.sessionMs + this.waitMs))) {
+          const r = refused as Problem | null;
+          if (r) {
+            // The wait ran out (or the line shed it): a refusal, read from the stream.
+            const tRefused = performance.now();
+            m.status(role, `stream refused ${r.code ?? 'no_code'}`);
+            // Not a refusal's latency: the client waited for it.
+            m.latency(role, 'refusedAfterWait', tRefused - t0);
+            m.refusal(role, '429');
+            m.outcome(role, 'refused');
+            return { outcome: 'refused', retryAfterMs: r.retryAfterMs };
+          }
           if (errorCode) return fail(`stream ${errorCode}`);
           return fail(ended ? 'stream ended_before_session' : '0 session_timeout', ended ? undefined : 'status0');
         }
         const s = session as unknown as { sessionId: string; token: string };
-        m.latency(role, 'session', performance.now() - t0);
+        const tSession = performance.now();
+        m.latency(role, 'session', tSession - t0);
+        const lq = lineQueued as { t: number; d: QueuedData } | null;
+        if (lq) m.waited('session', { position: lq.d.position, etaMs: lq.d.etaMs, waitedMs: tSession - lq.t }, lq.t);
 
         // A closed-model user whose question is refused (429/503) keeps its stream and asks again
         // after Retry-After (bounded), until the first-token deadline; an abuser does not wait.
@@ -237,7 +305,11 @@ export class ChatClient implements LifecycleClient {
             post = await pool.request({
               path: `/chat/sessions/${encodeURIComponent(s.sessionId)}/messages`,
               method: 'POST',
-              headers: { 'content-type': 'application/json', authorization: `Bearer ${s.token}` },
+              headers: {
+                'content-type': 'application/json',
+                authorization: `Bearer ${s.token}`,
+                ...(this.waitMs > 0 ? { prefer: `wait=${this.o.waitSec}` } : {}),
+              },
               body: JSON.stringify({ question: this.o.question }),
               signal: ac.signal,
               headersTimeout: d.postMs,
@@ -276,12 +348,14 @@ export class ChatClient implements LifecycleClient {
         await post.body.dump();
         m.status(role, 'post 202');
 
-        if (!(await until(() => firstTokenAt > 0, tPost + d.firstTokenMs))) {
+        if (!(await until(() => firstTokenAt > 0, tPost + d.firstTokenMs + this.waitMs))) {
           if (errorCode) return fail(`answer ${errorCode}`);
           return fail(ended ? 'answer stream_ended' : '0 ttft_timeout', ended ? undefined : 'status0');
         }
         m.latency(role, 'ttft', firstTokenAt - tPost);
-        if (!(await until(() => doneAt > 0, tPost + d.doneMs))) {
+        const qq = questionQueued as { t: number; d: QueuedData } | null;
+        if (qq) m.waited('question', { position: qq.d.position, etaMs: qq.d.etaMs, waitedMs: firstTokenAt - qq.t }, qq.t);
+        if (!(await until(() => doneAt > 0, tPost + d.doneMs + this.waitMs))) {
           if (errorCode) return fail(`answer ${errorCode}`);
           return fail(ended ? 'answer stream_ended' : '0 done_timeout', ended ? undefined : 'status0');
         }

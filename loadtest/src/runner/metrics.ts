@@ -1,12 +1,22 @@
 import * as hdr from 'hdr-histogram-js';
+import type { WaitSample } from './chat-client';
 
 /** Latencies are recorded in microseconds up to 10 minutes, 3 significant digits. */
 function histogram(): hdr.Histogram {
   return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: 3 });
 }
 
-export type Phase = 'streamOpen' | 'session' | 'post' | 'ttft' | 'done' | 'refusal' | 'refusalAfterOpening' | 'iteration';
-export const PHASES: readonly Phase[] = ['streamOpen', 'session', 'post', 'ttft', 'done', 'refusal', 'refusalAfterOpening', 'iteration'];
+export type Phase = 'streamOpen' | 'session' | 'post' | 'ttft' | 'done' | 'refusal' | 'refusalAfterOpening' | 'refusedAfterWait' | 'iteration';
+export const PHASES: readonly Phase[] = ['streamOpen', 'session', 'post', 'ttft', 'done', 'refusal', 'refusalAfterOpening', 'refusedAfterWait', 'iteration'];
+
+/** Most wait samples kept per kind: enough for the report's charts and medians. */
+export const MAX_WAIT_SAMPLES = 50_000;
+
+/** What waiting clients saw: the line's (a slot) and the AI queue's (a question), per wait. */
+export interface Waits {
+  sessions: WaitSample[];
+  questions: WaitSample[];
+}
 
 /**
  * Refusals answered this long after the run started are also recorded as `refusalAfterOpening`:
@@ -53,6 +63,9 @@ export interface Second {
   status0: number;
   /** Every other failure: error events, other status codes. */
   errors: number;
+  /** Waiting clients told `queued` this second: streams in the line, questions behind others in the AI queue. */
+  queuedSessions?: number;
+  queuedQuestions?: number;
   ttftP50: number | null;
   ttftP95: number | null;
   /** Extra figures sampled each second (dam used/capacity per gateway, ...). */
@@ -112,11 +125,26 @@ export class Metrics {
   private bucket = this.emptyBucket();
   private bucketTtft: number[] = [];
   droppedIterations = 0;
+  readonly waits: Waits = { sessions: [], questions: [] };
 
   constructor(private readonly startedAt: number) {}
 
   private emptyBucket(): Omit<Second, 't' | 'vus' | 'ttftP50' | 'ttftP95' | 'extra'> {
-    return { started: 0, completed: 0, refused429: 0, refused503: 0, status0: 0, errors: 0 };
+    return { started: 0, completed: 0, refused429: 0, refused503: 0, status0: 0, errors: 0, queuedSessions: 0, queuedQuestions: 0 };
+  }
+
+  /** A waiting client was told `queued` (its first, for a stream or a question). */
+  queued(kind: 'session' | 'question'): void {
+    if (kind === 'session') this.bucket.queuedSessions = (this.bucket.queuedSessions ?? 0) + 1;
+    else this.bucket.queuedQuestions = (this.bucket.queuedQuestions ?? 0) + 1;
+  }
+
+  /** A wait ended with a slot (or the first token); queuedAt is its performance.now() when told `queued`. */
+  waited(kind: 'session' | 'question', w: Omit<WaitSample, 'at'>, queuedAt: number): void {
+    const list = kind === 'session' ? this.waits.sessions : this.waits.questions;
+    if (list.length >= MAX_WAIT_SAMPLES) return;
+    const at = Date.now() - (performance.now() - queuedAt) - this.startedAt;
+    list.push({ at: Math.round(at), position: w.position, etaMs: w.etaMs, waitedMs: Math.round(w.waitedMs) });
   }
 
   private role(name: string): RoleMetrics {

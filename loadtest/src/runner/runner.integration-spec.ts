@@ -9,7 +9,7 @@ import type { ScenarioFile } from '../scenario-scale';
 import { waitFor } from '@traffic-dam/stack';
 import { Runner, assertLoopback } from './runner';
 
-type Mode = 'ok' | 'full' | 'silent' | 'overloaded-once';
+type Mode = 'ok' | 'full' | 'silent' | 'overloaded-once' | 'waiting';
 
 /**
  * A stand-in for the load balancer that speaks the chat contract (SSE session, POST 202, tokens,
@@ -22,6 +22,17 @@ function chatServer(mode: Mode, tls?: { cert: Buffer; key: Buffer }): Promise<{ 
   const refusedOnce = new Set<string>();
   const open = new Map<string, http.ServerResponse>();
   const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    if (req.method === 'GET' && mode === 'waiting' && req.url === '/chat/stream?wait=30') {
+      // Every stream waits in line first: told place 3 and 150 ms, admitted 150 ms later.
+      streams++;
+      const id = `s${streams}`;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`event: queued\ndata: ${JSON.stringify({ position: 3, etaMs: 150 })}\n\n`);
+      setTimeout(() => res.write(`event: session\ndata: ${JSON.stringify({ sessionId: id, token: 't', instanceId: 'x', expiresAt: 0 })}\n\n`), 150);
+      open.set(id, res);
+      req.on('close', () => open.delete(id));
+      return;
+    }
     if (req.method === 'GET' && req.url === '/chat/stream') {
       streams++;
       if (mode === 'full') {
@@ -51,6 +62,7 @@ function chatServer(mode: Mode, tls?: { cert: Buffer; key: Buffer }): Promise<{ 
       res.writeHead(202, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ messageId: 'm' }));
       const stream = open.get(id);
+      if (mode === 'waiting' && req.headers['prefer'] === 'wait=30') stream?.write(`event: queued\ndata: ${JSON.stringify({ messageId: 'm', position: 2, etaMs: 40 })}\n\n`);
       setTimeout(() => {
         stream?.write(`event: token\ndata: ${JSON.stringify({ messageId: 'm', seq: 0, text: 'a' })}\n\n`);
         setTimeout(() => stream?.write(`event: done\ndata: ${JSON.stringify({ messageId: 'm', tokens: 1 })}\n\n`), 20);
@@ -167,6 +179,26 @@ describe('the load runner against a chat server', () => {
       expect(u?.refused503).toBe(srv.streams());
       expect(u?.outcomes.completed).toBe(srv.streams());
       expect(u?.latency.iteration.min).toBeGreaterThanOrEqual(1_000);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a waiting client offers its wait (?wait=, Prefer: wait=) and records each wait from its first queued event with the place and ETA it was told', async () => {
+    const srv = await chatServer('waiting');
+    try {
+      const r = await new Runner({ baseUrl: srv.url, waitSec: 30, file: file({ a: { executor: 'constant-vus', vus: 2, duration: '1s', gracefulStop: '3s', tags: { role: 'user' } } }) }).run();
+      const u = r.roles['user'];
+      expect(u?.outcomes.completed).toBe(srv.streams());
+      expect(r.waitSec).toBe(30);
+      expect(r.waits?.sessions).toHaveLength(srv.streams());
+      expect(r.waits?.questions).toHaveLength(srv.posts());
+      for (const w of r.waits?.sessions ?? []) expect(w).toMatchObject({ position: 3, etaMs: 150 });
+      for (const w of r.waits?.questions ?? []) expect(w).toMatchObject({ position: 2, etaMs: 40 });
+      // The session came after the queued event (the stand-in's 150 ms), the first token after the question's.
+      expect(Math.min(...(r.waits?.sessions ?? []).map((w) => w.waitedMs))).toBeGreaterThan(0);
+      expect(r.seconds.reduce((n, s) => n + (s.queuedSessions ?? 0), 0)).toBe(srv.streams());
+      expect(r.seconds.reduce((n, s) => n + (s.queuedQuestions ?? 0), 0)).toBe(srv.posts());
     } finally {
       await srv.close();
     }

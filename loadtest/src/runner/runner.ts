@@ -13,7 +13,7 @@ import {
   type ScenarioFile,
 } from '../scenario-scale';
 import { ChatClient, DEFAULT_DEADLINES, type Deadlines, type IterationResult, type LifecycleClient } from './chat-client';
-import { Metrics, type RoleSummary, type Second } from './metrics';
+import { Metrics, type RoleSummary, type Second, type Waits } from './metrics';
 import { SelfMonitor, type SelfReport } from './self-monitor';
 import { SocketChatClient } from './socket-chat-client';
 
@@ -33,6 +33,8 @@ export interface RunnerOptions {
   deadlines?: Partial<Deadlines>;
   /** Longest wait a refused VU honours from Retry-After. */
   retryAfterMaxMs?: number;
+  /** Waiting clients: each offers to wait this many seconds for a slot and for its answer (SSE only). */
+  waitSec?: number;
   question?: string;
   progress?: boolean;
   /** Called every second; its figures are stored with that second (e.g. the dam's used/capacity). */
@@ -58,6 +60,9 @@ export interface RunResult {
   peakVus: number;
   /** Completed answers over the whole run / its length in seconds. */
   completedPerSec: number;
+  /** Waiting clients only: the wait they offered, and every wait they had with the estimate they were told. */
+  waitSec?: number;
+  waits?: Waits;
   runner: SelfReport & { cpuPercentPerSecond: number[]; lagMaxMsPerSecond: number[] };
 }
 
@@ -132,7 +137,9 @@ export class Runner {
       jwtSecret: o.jwtSecret,
       retryAfterMaxMs: this.retryAfterMaxMs,
     };
-    this.client = o.transport === 'socketio' ? new SocketChatClient({ ...common, origin: u.origin }) : new ChatClient({ ...common, pool: this.pool });
+    if (o.waitSec !== undefined && o.transport === 'socketio') throw new Error('waiting clients run over SSE only');
+    this.client =
+      o.transport === 'socketio' ? new SocketChatClient({ ...common, origin: u.origin }) : new ChatClient({ ...common, pool: this.pool, waitSec: o.waitSec });
   }
 
   private stopSignals(): AbortSignal[] {
@@ -344,6 +351,7 @@ export class Runner {
       droppedIterations: this.metrics.droppedIterations,
       peakVus: this.peakVus,
       completedPerSec: Math.round((completed / (durationMs / 1_000)) * 10) / 10,
+      ...(this.o.waitSec !== undefined ? { waitSec: this.o.waitSec, waits: this.metrics.waits } : {}),
       runner: { ...report, cpuPercentPerSecond: cpuPerSecond, lagMaxMsPerSecond: lagPerSecond },
     };
     this.metrics.destroy();

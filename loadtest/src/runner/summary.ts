@@ -1,5 +1,6 @@
 import type { LatencySummary, Phase } from './metrics';
 import type { RunResult } from './runner';
+import { waitFigures } from './waits';
 
 const LABELS: Record<Phase, string> = {
   streamOpen: 'stream_open (GET -> status)',
@@ -9,6 +10,7 @@ const LABELS: Record<Phase, string> = {
   done: 'answer (POST -> done)',
   refusal: 'refusal (request -> 429/503)',
   refusalAfterOpening: 'refusal after the first 10 s',
+  refusedAfterWait: 'refused after waiting (refused event)',
   iteration: 'iteration (completed)',
 };
 
@@ -45,6 +47,14 @@ export function formatSummary(r: RunResult): string {
     for (const [k, v] of Object.entries(s.statuses)) out.push(`       ${k.padEnd(40)} ${v}`);
   }
   if (r.droppedIterations) out.push('', `  dropped iterations (no free VU): ${r.droppedIterations}`);
+  if (r.waits) {
+    out.push('', `  waiting clients (wait=${r.waitSec} s):`);
+    for (const [kind, samples] of [['slot (session line)', r.waits.sessions], ['question (AI queue)', r.waits.questions]] as const) {
+      const w = waitFigures(samples);
+      const eta = w.etaMedianAbsErrorShare === null ? 'no estimate to judge' : `ETA median abs error ${fmt(w.etaMedianAbsErrorMs ?? 0)} = ${Math.round(w.etaMedianAbsErrorShare * 100)}% of the median wait (over ${w.estimated})`;
+      out.push(`     ${kind.padEnd(22)}: ${w.count} waited${w.count ? `, med ${fmt(w.waitedP50 ?? 0)} p(95) ${fmt(w.waitedP95 ?? 0)} max ${fmt(w.waitedMax ?? 0)}; ${eta}` : ''}`);
+    }
+  }
   const me = r.runner;
   out.push(
     '',

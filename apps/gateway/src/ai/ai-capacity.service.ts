@@ -54,12 +54,15 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     return this.view;
   }
 
-  /** Enqueues the question if it fits; throws 503 ai_unavailable / ai_overloaded otherwise. */
-  async enqueue(question: Question): Promise<void> {
+  /**
+   * Enqueues the question if its estimated wait fits limitMs (DAM_MAX_QUEUE_WAIT_MS, or the wait a
+   * waiting client offered, less the room kept for higher tiers); throws 503 ai_unavailable /
+   * ai_overloaded otherwise. Returns where it stood: the questions ahead and the line's counter.
+   */
+  async enqueue(question: Question, limitMs: number = this.config.DAM_MAX_QUEUE_WAIT_MS): Promise<AskResult> {
     if (!this.policy.flowControl) {
       // The "before" server: straight onto the queue, however deep.
-      await this.send({ question });
-      return;
+      return this.send({ question });
     }
     this.breaker.assertClosed();
     if (this.refreshed && this.view.liveWorkers === 0) {
@@ -70,38 +73,39 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     const view = this.view;
     const r = await this.send({
       question,
-      gate: { maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, throughputPerSec: view.rate, answering: view.answering, extraWaitMs: extraWaitMs(view, sentAt) },
+      // 0: no gate (DAM_MAX_QUEUE_WAIT_MS=0).
+      gate: { maxWaitMs: limitMs, throughputPerSec: view.rate, answering: view.answering, extraWaitMs: extraWaitMs(view, sentAt) },
     });
     this.lastDepth = r.depth;
     this.lastWaitMs = r.waitMs;
+    // What the line proves is kept only if the gate's inputs have not changed since (see refresh()).
+    const reading = { waitMs: r.waitMs, gateRate: view.rate, maxRate: view.advertised };
     if (r.status === 'queued') {
-      this.known.forget();
-      return;
+      if (sameGateInputs(view, this.view)) this.known.queued(sentAt, reading);
+      else this.known.forget();
+      return r;
     }
-    // Only if the gate's inputs have not changed since (see refresh()).
-    if (sameGateInputs(view, this.view)) {
-      this.known.refused(sentAt, { waitMs: r.waitMs, maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, gateRate: view.rate, maxRate: view.advertised });
-    }
-    throw this.overloaded(r.waitMs, 'overloaded');
+    if (sameGateInputs(view, this.view)) this.known.refused(sentAt, reading);
+    throw this.overloaded(r.waitMs, 'overloaded', limitMs);
   }
 
   /**
    * Throws 503 ai_overloaded, without touching Redis, while the gate's last refusal proves that
    * this question would be refused too. Cheap enough to run before anything else a question costs.
    */
-  refuseIfKnownOverloaded(): void {
-    if (!this.policy.flowControl) return;
-    const waitMs = this.known.overloadedAt(Date.now());
-    if (waitMs !== null) throw this.overloaded(waitMs, 'overloaded_known');
+  refuseIfKnownOverloaded(limitMs: number = this.config.DAM_MAX_QUEUE_WAIT_MS): void {
+    if (!this.policy.flowControl || limitMs <= 0) return;
+    const waitMs = this.known.overloadedAt(Date.now(), limitMs);
+    if (waitMs !== null) throw this.overloaded(waitMs, 'overloaded_known', limitMs);
   }
 
-  private overloaded(waitMs: number, reason: 'overloaded' | 'overloaded_known'): GatewayException {
+  private overloaded(waitMs: number, reason: 'overloaded' | 'overloaded_known', limitMs: number): GatewayException {
     this.metrics.aiRefused.inc({ reason });
     return new GatewayException(
       ErrorCode.AiOverloaded,
       waitMs < 0
         ? 'The AI queue is not draining; try again shortly.'
-        : `Estimated wait ${(waitMs / 1000).toFixed(1)} s is over the ${(this.config.DAM_MAX_QUEUE_WAIT_MS / 1000).toFixed(1)} s limit.`,
+        : `Estimated wait ${(waitMs / 1000).toFixed(1)} s is over the ${(limitMs / 1000).toFixed(1)} s limit.`,
       {
         retryAfterSec: aiRetryAfterSec({
           waitMs,

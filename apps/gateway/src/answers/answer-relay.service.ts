@@ -8,6 +8,15 @@ import { MetricsService } from '../metrics/metrics.service';
 import { ControlChannel } from '../sessions/control-channel';
 import { SessionRegistry, type Inflight, type LocalSession } from '../sessions/session-registry';
 import { SessionRepository } from '../sessions/session.repository';
+import { QueuedQuestions, type QueuePlace } from './queued-questions';
+
+/** An accepted question as the instance holding its session watches it. */
+export interface AcceptedQuestion {
+  deadline: number;
+  acceptedAt?: number;
+  /** Where it stood in the AI queue, when it waits behind others and its client offered to wait. */
+  queue?: QueuePlace;
+}
 
 /** How long past its deadline the gateway waits for the worker's own deadline_exceeded. */
 const ANSWER_GRACE_MS = 1_000;
@@ -31,24 +40,26 @@ export class AnswerRelay implements OnApplicationBootstrap {
     private readonly breaker: BreakerService,
     private readonly metrics: MetricsService,
     private readonly control: ControlChannel,
+    private readonly queued: QueuedQuestions,
   ) {}
 
   onApplicationBootstrap(): void {
     this.ai.handleUnclaimed((r) => this.unclaimed(r));
-    this.control.on('asked', (m) => this.track(m.sessionId, m.messageId, m.deadline));
+    this.control.on('asked', (m) => this.track(m.sessionId, m.messageId, { deadline: m.deadline, acceptedAt: m.acceptedAt, queue: m.queue }));
   }
 
   /**
    * A question was accepted for a session held by `owner`: this instance watches its answer, or
    * tells the owner, which then does. Told until it got the word (or the deadline passed).
    */
-  accepted(owner: string, sessionId: string, messageId: string, deadline: number): void {
+  accepted(owner: string, sessionId: string, messageId: string, q: AcceptedQuestion): void {
     this.registry.touch(sessionId);
     if (owner === this.instanceId) {
-      this.track(sessionId, messageId, deadline);
+      this.track(sessionId, messageId, q);
       return;
     }
-    void this.control.deliver(owner, { type: 'asked', sessionId, messageId, deadline }, deadline).then((told) => {
+    const { deadline, acceptedAt, queue } = q;
+    void this.control.deliver(owner, { type: 'asked', sessionId, messageId, deadline, acceptedAt, ...(queue ? { queue } : {}) }, deadline).then((told) => {
       if (!told) this.logger.warn({ sessionId, messageId, owner }, 'the instance holding the session could not be told of its question');
     });
   }
@@ -59,9 +70,11 @@ export class AnswerRelay implements OnApplicationBootstrap {
   }
 
   /** Watches the answer of an accepted question on a session held here, until done, error or its deadline. */
-  private track(sessionId: string, messageId: string, deadline: number): void {
+  private track(sessionId: string, messageId: string, { deadline, acceptedAt, queue }: AcceptedQuestion): void {
     const s = this.registry.get(sessionId);
     if (!s) return;
+    // Before the answer is watched: kept replies may be delivered as it subscribes, and `queued` comes first.
+    if (queue && s.inflight?.messageId !== messageId && s.lastEnded !== messageId) this.queued.track(sessionId, messageId, queue);
     // Accepted here and announced over the control channel too: whichever comes second is a no-op.
     if (s.inflight?.messageId === messageId) {
       s.inflight.deadline = Math.min(s.inflight.deadline, deadline);
@@ -69,8 +82,8 @@ export class AnswerRelay implements OnApplicationBootstrap {
     }
     if (s.lastEnded === messageId) return;
     s.inflight?.answer?.unsubscribe();
-    // Every instance has the same deadline setting, so the deadline tells when it was accepted.
-    const inflight: Inflight = { messageId, deadline, acceptedAt: deadline - this.config.QUESTION_DEADLINE_MS, lastSeq: -1 };
+    // From an instance that did not say, the deadline tells when it was accepted (every instance has the same setting).
+    const inflight: Inflight = { messageId, deadline, acceptedAt: acceptedAt ?? deadline - this.config.QUESTION_DEADLINE_MS, lastSeq: -1 };
     s.inflight = inflight;
     inflight.answer = this.ai.answer({ messageId, timeoutMs: deadline + ANSWER_GRACE_MS - Date.now() }).subscribe({
       next: (r) => this.onReply(s, inflight, r),

@@ -46,6 +46,8 @@ import { ADMISSION_REDIS, DAM, DamService, USER_RATE } from './dam.service';
           redisTimeoutMs: c.DAM_REDIS_TIMEOUT_MS,
           fallback: c.DAM_REDIS_FALLBACK,
           userMaxSessions: c.DAM_USER_MAX_SESSIONS,
+          line: { maxWaiters: c.DAM_QUEUE_MAX, maxWaitMs: c.DAM_QUEUE_MAX_WAIT_MS },
+          tiers: c.DAM_TIERS?.map((t) => ({ name: t.name, reservedShare: t.sessions })),
           // Resolved lazily: the service that logs events is built after the dam.
           onEvent: (e) => refs.get(DamService, { strict: false }).onEvent(e),
         }),

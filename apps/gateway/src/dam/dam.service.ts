@@ -11,13 +11,16 @@ import {
   type RateDecision,
   type RedisErrorKind,
   type RefusalReason,
+  type Waiter,
 } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
 import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
 import { DamFullRetryAfter } from './dam-full-retry';
-import { resolveIdentity, verifyBearerJwt, type Credentials, type IdentityOptions, type VerifiedIdentity } from './identity';
+import { resolveUser, verifyBearerJwt, type Credentials, type IdentityOptions, type VerifiedIdentity } from './identity';
+import { lineRetryAfterSec, queuedAdmission, type QueuedAdmission } from './queued-admission';
+import { Tiers } from './tiers';
 
 export const DAM = Symbol('DAM');
 export const USER_RATE = Symbol('USER_RATE');
@@ -26,13 +29,18 @@ export const ADMISSION_REDIS = Symbol('ADMISSION_REDIS');
 export interface Admission {
   lease: Lease;
   userId: string | null;
+  /** The session's priority tier (DAM_TIERS), or null without tiers. */
+  tier: string | null;
 }
+
+export type { QueuedAdmission } from './queued-admission';
 
 /** The dam as the session core sees it: identity, admission, refusals as domain errors, metrics, logs. */
 @Injectable()
 export class DamService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly identity: IdentityOptions;
   private readonly damFullRetry = new DamFullRetryAfter();
+  readonly tiers: Tiers;
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -50,6 +58,7 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
       jwtAudience: config.AUTH_JWT_AUDIENCE,
       limitByIp: config.DAM_LIMIT_BY_IP,
     };
+    this.tiers = new Tiers(config.DAM_TIERS);
     metrics.registerDamCollector(() => this.dam.snapshot());
   }
 
@@ -112,16 +121,23 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     return verifyBearerJwt(authorization, { ...this.identity, jwtSecret: secret });
   }
 
-  /** Admits a new session (any transport) or throws the refusal (dam_full, user_session_limit, redis_unavailable). */
-  async admit(credentials: Credentials): Promise<Admission> {
-    const userId = resolveIdentity(credentials, this.identity);
+  /**
+   * Admits a new session (any transport) or throws the refusal (dam_full, user_session_limit,
+   * redis_unavailable). With waitMs > 0 a full budget puts it in the line instead: the result is
+   * then a QueuedAdmission whose `admission` settles once a slot is handed to it (or rejects with
+   * the refusal when its wait ends without one).
+   */
+  async admit(credentials: Credentials, waitMs = 0): Promise<Admission | QueuedAdmission> {
+    const user = resolveUser(credentials, this.identity);
+    const { userId } = user;
+    const tier = this.tiers.of(user.verified);
     if (!this.policy.flowControl) {
-      const r = await this.dam.admit(userId);
+      const r = await this.dam.admit(userId, { tier });
       if (!r.admitted) throw new Error('the dam refused in mode off');
-      return { lease: r.lease, userId };
+      return { lease: r.lease, userId, tier };
     }
     const end = this.metrics.damAdmitDuration.startTimer();
-    const r = await this.dam.admit(userId);
+    const r = await this.dam.admit(userId, { tier, waitMs: this.config.DAM_QUEUE_MAX > 0 ? waitMs : 0 });
     end({ outcome: r.admitted ? 'admitted' : r.reason });
     if (r.admitted) {
       this.metrics.damAdmitted.inc({ fallback: String(r.fallback) });
@@ -129,10 +145,34 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
         this.metrics.damShadowRefused.inc({ reason: r.shadowRefusal });
         this.logger.info({ reason: r.shadowRefusal, userId }, 'dam (shadow): would have refused this stream');
       }
-      return { lease: r.lease, userId };
+      return { lease: r.lease, userId, tier };
     }
+    if (r.reason === 'queued') return this.queued(r.waiter, userId, tier);
     this.metrics.damRefused.inc({ reason: r.reason });
-    throw this.refusal(r.reason, r.global?.capacity);
+    throw this.refusal(r.reason, r.global?.capacity, 'retryAfterMs' in r ? r.retryAfterMs : undefined);
+  }
+
+  private queued(waiter: Waiter<Lease>, userId: string | null, tier: string | null): QueuedAdmission {
+    this.metrics.damQueued.inc();
+    return queuedAdmission(waiter, userId, tier, {
+      admitted: (waitedMs) => {
+        this.metrics.damWaited.observe({ outcome: 'admitted' }, waitedMs / 1000);
+        this.metrics.damAdmitted.inc({ fallback: 'false' });
+      },
+      ended: (reason, waitedMs) => {
+        this.metrics.damWaited.observe({ outcome: reason }, waitedMs / 1000);
+        if (reason !== 'left') this.metrics.damRefused.inc({ reason: `wait_${reason}` });
+      },
+      refusal: (reason, retryAfterMs) =>
+        reason === 'stopped'
+          ? new GatewayException(ErrorCode.Draining, 'This instance is shutting down; open a new stream (it lands on another instance).', { retryAfterSec: 1 })
+          : this.refusal(reason === 'timeout' ? 'wait_timeout' : reason === 'shed' ? 'wait_shed' : 'dam_full', undefined, retryAfterMs),
+    });
+  }
+
+  /** Every wait on this instance ends now (it drains): the waiters get `draining` and reconnect elsewhere. */
+  endWaits(): void {
+    this.dam.endWaits();
   }
 
   /** Per-user question rate; throws user_rate_limited when spent. Returns the limit to report, if one applies. */
@@ -153,10 +193,16 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     });
   }
 
-  async status(): Promise<DamStatus & { limits: Record<string, unknown> }> {
+  async status(): Promise<Omit<DamStatus, 'line' | 'tiers'> & { line: Record<string, unknown>; tiers: unknown[]; limits: Record<string, unknown> }> {
     const s = await this.dam.status();
     return {
       ...s,
+      // The AI gate's limit for a question that does not wait (one that waits: up to line.maxWaitMs).
+      line: { ...s.line, aiGateMs: this.config.DAM_MAX_QUEUE_WAIT_MS },
+      // Each tier's reserved shares (sessions, AI) and the sessions it holds.
+      tiers: this.tiers.enabled
+        ? s.tiers.map((t) => ({ name: t.name, sessions: t.sessions, reserved: { sessions: t.reservedShare, ai: this.tiers.list.find((c) => c.name === t.name)?.ai ?? 0 } }))
+        : [],
       limits: {
         userMaxSessions: this.config.DAM_USER_MAX_SESSIONS,
         userQuestions: this.config.DAM_USER_QUESTIONS,
@@ -167,8 +213,23 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     };
   }
 
-  private refusal(reason: RefusalReason, capacity: number | undefined): GatewayException {
+  private refusal(
+    reason: RefusalReason | 'wait_timeout' | 'wait_shed',
+    capacity: number | undefined,
+    lineEstimateMs?: number | null,
+  ): GatewayException {
     switch (reason) {
+      case 'line_full':
+      case 'wait_too_long':
+      case 'wait_timeout':
+      case 'wait_shed': {
+        // The line's own estimate of when a place frees up, else the crowd's spread (below).
+        const retryAfterSec = lineEstimateMs != null ? lineRetryAfterSec(lineEstimateMs) : this.damFullRetry.refused();
+        return new GatewayException(ErrorCode.DamFull, LINE_DETAIL[reason], {
+          retryAfterSec,
+          rateLimit: { policy: 'sessions', limit: capacity, remaining: 0, resetSec: retryAfterSec },
+        });
+      }
       case 'dam_full':
       case 'instance_full': {
         // Grows with the clients waiting for a slot (see dam-full-retry.ts).
@@ -196,6 +257,13 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     }
   }
 }
+
+const LINE_DETAIL: Record<'line_full' | 'wait_too_long' | 'wait_timeout' | 'wait_shed', string> = {
+  line_full: 'No session slot is free and the waiting line is full; retry after the line\'s estimate.',
+  wait_too_long: 'No session slot is free and the line\'s estimated wait is longer than the wait offered; retry after it.',
+  wait_timeout: 'No session slot was freed for this stream within its wait; retry after the line\'s estimate.',
+  wait_shed: 'A higher tier took this place in the full line; retry after the line\'s estimate.',
+};
 
 /** 1-3 s: small, and jittered so refused clients do not come back in one wave. */
 function smallJitteredRetrySec(): number {

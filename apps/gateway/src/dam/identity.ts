@@ -69,15 +69,27 @@ export function verifyBearerJwt(header: string, o: IdentityOptions & { jwtSecret
  * proxy-addr with the same setting for Socket.IO).
  */
 export function resolveIdentity(req: Credentials, o: IdentityOptions): string | null {
-  if (req.verified) return req.verified.userId;
+  return resolveUser(req, o).userId;
+}
+
+/** Who a request is (see resolveIdentity) and, when a credential verified it, the tier it claims. */
+export interface ResolvedUser {
+  userId: string | null;
+  /** Null without a verified identity (anonymous, or keyed on the IP): the lowest tier. */
+  verified: VerifiedIdentity | null;
+}
+
+export function resolveUser(req: Credentials, o: IdentityOptions): ResolvedUser {
+  if (req.verified) return { userId: req.verified.userId, verified: req.verified };
   const secret = o.jwtSecret;
   if (secret !== undefined) {
     const header = req.headers.authorization;
     if (header === undefined) {
       if (o.jwtRequired) throw new GatewayException(ErrorCode.MissingToken, 'Send a JWT as "Authorization: Bearer <jwt>", or a stream ticket as ?ticket=.');
     } else {
-      return verifyBearerJwt(header, { ...o, jwtSecret: secret }).userId;
+      const verified = verifyBearerJwt(header, { ...o, jwtSecret: secret });
+      return { userId: verified.userId, verified };
     }
   }
-  return o.limitByIp && req.ip ? `ip:${req.ip}` : null;
+  return { userId: o.limitByIp && req.ip ? `ip:${req.ip}` : null, verified: null };
 }

@@ -28,6 +28,7 @@ const CONNECT_PROBLEMS: ErrorCode[] = [
 ];
 
 const WHAT: Record<(typeof SSE_EVENTS)[number], string> = {
+  queued: 'With auth.wait and the budget full: the place in the line (no session yet) and the estimate, then `session`; for an `ask` behind others in the AI queue (with its messageId), before its first token.',
   session: 'Right after connect: the session (its id and the token that POST and DELETE over HTTP take too).',
   token: 'One token of the answer, seq from 0, in order, once each.',
   done: 'The answer ended; `tokens` is how many came.',
@@ -85,6 +86,11 @@ export function buildAsyncApi(config: GatewayConfig): Record<string, unknown> {
           askAck: { name: 'ask acknowledgement', payload: { oneOf: [ref('MessageAccepted'), problem(ASK_PROBLEMS)] } },
           problem: { name: 'problem', summary: 'A refused `ask` that had no acknowledgement.', payload: problem(ASK_PROBLEMS) },
           connectError: { name: 'connect_error', summary: 'The connect was refused; `data` is this problem.', payload: problem(CONNECT_PROBLEMS) },
+          refused: {
+            name: 'refused',
+            summary: 'A connect that waited in the line (auth.wait) and got no slot within its wait: the problem (dam_full with the line\'s estimate as retryAfterMs, or draining), then the disconnect.',
+            payload: problem([ErrorCode.DamFull, ErrorCode.Draining]),
+          },
         },
       },
     },

@@ -101,6 +101,23 @@ export const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Reco
             'with `retry:` = the Retry-After (or `id: end` when waiting does not help), so an EventSource can read it. Without it refusals are plain HTTP statuses.',
         },
         {
+          name: 'wait',
+          in: 'query',
+          required: false,
+          schema: { type: 'number', minimum: 0 },
+          description:
+            'Seconds this client will wait for a slot (also as `Prefer: wait=N`). With the budget full the stream opens at once in the line: ' +
+            '`queued` events, then `session`; a wait that runs out ends with a `refused` event (dam_full, the line\'s estimate as retryAfterMs). ' +
+            'Capped to DAM_QUEUE_MAX_WAIT_MS; a line full or an estimate over the wait is 429 dam_full with that estimate as Retry-After.',
+        },
+        {
+          name: 'Prefer',
+          in: 'header',
+          required: false,
+          schema: { type: 'string' },
+          description: 'RFC 7240 `wait=N`: the same as ?wait=N.',
+        },
+        {
           name: 'Last-Event-ID',
           in: 'header',
           required: false,
@@ -137,6 +154,17 @@ export const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Reco
       description: 'Any instance takes it; the answer arrives on the session\'s stream as `token` events, then `done` or `failed` with this messageId.',
       security: [{ sessionToken: [] }],
       requestBody: { required: true, content: { 'application/json': { schema: ref('QuestionBody') } } },
+      parameters: [
+        {
+          name: 'Prefer',
+          in: 'header',
+          required: false,
+          schema: { type: 'string' },
+          description:
+            'RFC 7240 `wait=N` (seconds, or ?wait=N): the AI gate holds this question to that wait (up to DAM_QUEUE_MAX_WAIT_MS) instead of ' +
+            'DAM_MAX_QUEUE_WAIT_MS, and behind others its session hears `queued` {messageId, position, etaMs} before its first token.',
+        },
+      ],
     },
     ok: { 202: { description: 'Accepted: the answer comes on the stream.', content: { 'application/json': { schema: ref('MessageAccepted') } } } },
     problems: [

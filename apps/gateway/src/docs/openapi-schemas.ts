@@ -5,7 +5,7 @@ import { WHEN, ref, type Schema } from './openapi-routes';
 // OpenAPI document (SSE) and the AsyncAPI document (Socket.IO), whose payloads are the same.
 
 /** The session's events, the same on SSE and Socket.IO. */
-export const SSE_EVENTS = ['session', 'token', 'done', 'failed', 'expired'] as const;
+export const SSE_EVENTS = ['queued', 'session', 'token', 'done', 'failed', 'expired'] as const;
 /** Only on SSE: a refused stream read by an EventSource (?refusal=event). */
 const SSE_ONLY_EVENTS = ['refused'] as const;
 const STREAM_EVENTS = [...SSE_EVENTS, ...SSE_ONLY_EVENTS];
@@ -53,6 +53,19 @@ export const SCHEMAS: Record<string, Schema> = {
       ref('Problem'),
       { type: 'object', properties: { retryAfterMs: { type: 'integer', description: "The Retry-After in ms (also the stream's `retry:`), where waiting helps." } } },
     ],
+  },
+  QueuedEventData: {
+    type: 'object',
+    required: ['position', 'etaMs'],
+    description:
+      'Only for a client that offered to wait (?wait=N or Prefer: wait=N; Socket.IO: auth.wait). Without messageId: the stream ' +
+      'waits in the line for a slot (before `session`, no event id). With messageId: that question waits behind others in the ' +
+      'AI queue (before its first token). Sent again when the position or the estimate changes, at most about once a second.',
+    properties: {
+      messageId: { type: 'string', format: 'uuid' },
+      position: { type: 'integer', minimum: 1, description: '1 = next.' },
+      etaMs: { type: ['integer', 'null'], description: 'Estimated wait: the position over the measured turnover; null until the line has measured it.' },
+    },
   },
   MessageAccepted: { type: 'object', required: ['messageId'], properties: { messageId: { type: 'string', format: 'uuid' } } },
   SessionEventData: {

@@ -20,6 +20,8 @@ export interface DamSnapshot {
   /** Why the last call to Redis failed while in fallback. */
   fallbackReason: string | null;
   global: { used: number; capacity: number; live: number } | null;
+  line: { waiting: number; length: number; turnoverPerSec: number | null } | null;
+  tiers: Array<{ name: string; sessions: number }>;
 }
 
 /** Every metric of the gateway, on one registry labelled with the instance id. */
@@ -45,6 +47,9 @@ export class MetricsService {
   readonly damShadowRefused: Counter<'reason'>;
   readonly damAdmitDuration: Histogram<'outcome'>;
   readonly damEvents: Counter<'type'>;
+  readonly damQueued: Counter;
+  readonly damWaited: Histogram<'outcome'>;
+  readonly questionsQueued: Counter;
   readonly redisErrors: Counter<'kind' | 'op'>;
   private damSnapshot: (() => DamSnapshot) | null = null;
   readonly aiRefused: Counter<'reason'>;
@@ -173,6 +178,23 @@ export class MetricsService {
       labelNames: ['type'],
       registers,
     });
+    this.damQueued = new Counter({
+      name: 'td_dam_queued_total',
+      help: 'Streams that offered to wait and joined the waiting line (the budget was full)',
+      registers,
+    });
+    this.damWaited = new Histogram({
+      name: 'td_dam_wait_seconds',
+      help: 'Time a stream waited in the line, by how the wait ended: admitted, timeout, shed, left, stopped, lost',
+      labelNames: ['outcome'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120],
+      registers,
+    });
+    this.questionsQueued = new Counter({
+      name: 'td_questions_queued_total',
+      help: 'Accepted questions that waited behind others and were told their place (queued events)',
+      registers,
+    });
     this.redisErrors = new Counter({
       name: 'td_redis_errors_total',
       help: 'Redis calls on a request path that failed, by kind (timeout, oom: at its memory limit, unreachable, error) and operation',
@@ -204,6 +226,18 @@ export class MetricsService {
     gauge('td_dam_global_used', 'Sessions held across live instances, as last seen from Redis', (s) => s.global?.used ?? null);
     gauge('td_dam_global_capacity', 'Global budget: slots per instance x live instances, as last seen', (s) => s.global?.capacity ?? null);
     gauge('td_dam_live_instances', 'Instances with a live heartbeat, as last seen', (s) => s.global?.live ?? null);
+    gauge('td_dam_line_waiting', 'Streams waiting in the line on this instance', (s) => s.line?.waiting ?? null);
+    gauge('td_dam_line_length', 'Waiters in the line across all instances, as of the last heartbeat', (s) => s.line?.length ?? null);
+    gauge('td_dam_turnover_per_second', 'Session slots freed per second across the cluster (what the line moves at), when measured', (s) => s.line?.turnoverPerSec ?? null);
+    new Gauge({
+      name: 'td_dam_tier_sessions',
+      help: 'Sessions this instance holds, by priority tier (DAM_TIERS; one tier, default, without)',
+      labelNames: ['tier'],
+      registers,
+      collect() {
+        for (const t of dam()?.tiers ?? []) this.set({ tier: t.name }, t.sessions);
+      },
+    });
     this.aiRefused = new Counter({
       name: 'td_ai_refused_total',
       help: 'Questions refused by the AI gate: overloaded (estimated wait over the limit), overloaded_known (the same, proven by the last refusal without asking Redis), no_worker',

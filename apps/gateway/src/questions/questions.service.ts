@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
-import { EnqueueUnknownError, protocolKeys, type Question } from '@traffic-dam/ai-bridge';
+import { EnqueueUnknownError, protocolKeys, type AskResult, type Question } from '@traffic-dam/ai-bridge';
 import { AiCapacityService } from '../ai/ai-capacity.service';
 import { AnswerRelay } from '../answers/answer-relay.service';
+import type { QueuePlace } from '../answers/queued-questions';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
 import { DamService } from '../dam/dam.service';
@@ -23,6 +24,8 @@ export interface AskInput {
   /** Already checked (question-body.ts). */
   question: string;
   traceId: string;
+  /** The wait this request offers in the AI queue, in ms (Prefer: wait=N on the POST, the handshake's wait on a socket); 0: none. */
+  waitMs?: number;
 }
 
 export interface Accepted {
@@ -50,39 +53,61 @@ export class QuestionsService {
   ) {}
 
   async ask(q: AskInput): Promise<Accepted> {
-    // Before any Redis round trip: under overload most questions end here, at no cost.
-    this.refuseIfKnownOverloaded(q);
+    // Before any Redis round trip: under overload most questions end here, at no cost. The tier is
+    // not known yet: judged at the top tier's limit for this request's wait.
+    const waitMs = q.waitMs ?? 0;
+    this.refuseIfKnownOverloaded(q, this.limitMs(waitMs, null));
     const messageId = randomUUID();
-    const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
-    const claim = await this.claims.claim(q.sessionId, q.token, messageId, this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS).catch((err: unknown) => {
+    const acceptedAt = Date.now();
+    // The claim outlives the longest deadline a question can get (one that waits, below).
+    const claimTtlMs = this.config.QUESTION_DEADLINE_MS + this.config.DAM_QUEUE_MAX_WAIT_MS + INFLIGHT_SLACK_MS;
+    const claim = await this.claims.claim(q.sessionId, q.token, messageId, claimTtlMs).catch((err: unknown) => {
       this.count(q, ErrorCode.RedisUnavailable);
       throw err;
     });
     this.assertClaimed(q, claim);
     let rateLimit: RateLimitInfo | null;
+    const limitMs = this.limitMs(waitMs, claim.tier);
+    // A question that may wait gets that long on top of its deadline: the wait does not eat its answer's time.
+    const deadline = acceptedAt + this.config.QUESTION_DEADLINE_MS + (waitMs > 0 ? limitMs : 0);
+    let place: QueuePlace | undefined;
     try {
       // The gate may have refused others while this claim waited in line for Redis.
-      this.refuseIfKnownOverloaded(q);
+      this.refuseIfKnownOverloaded(q, limitMs);
       rateLimit = await this.dam.checkQuestionRate(claim.userId).catch((err: unknown) => {
         this.count(q, 'rate_limited');
         throw err;
       });
       // replyTo: the channel of the instance holding the session, wherever the question was posted.
       const replyTo = protocolKeys.replyChannel(claim.ownerInstanceId);
-      await this.enqueue(q, { id: messageId, sessionId: q.sessionId, replyTo, question: q.question, deadline, attempt: 1, traceId: q.traceId });
+      const r = await this.enqueue(q, { id: messageId, sessionId: q.sessionId, replyTo, question: q.question, deadline, attempt: 1, traceId: q.traceId }, limitMs);
+      // Behind others, for a client that offered to wait: it hears its place (queued events).
+      if (waitMs > 0 && r.status === 'queued' && r.depth > 0 && (r.dequeued ?? -1) >= 0) place = { position: r.depth + 1, dequeued: r.dequeued as number };
     } catch (err) {
       this.claims.release(q.sessionId, messageId);
       throw err;
     }
     this.count(q, 'accepted');
-    this.relay.accepted(claim.ownerInstanceId, q.sessionId, messageId, deadline);
+    this.relay.accepted(claim.ownerInstanceId, q.sessionId, messageId, { deadline, acceptedAt, queue: place });
     this.logger.debug({ sessionId: q.sessionId, messageId, owner: claim.ownerInstanceId, via: q.via }, 'question accepted');
     return { messageId, rateLimit };
   }
 
-  private async enqueue(q: AskInput, question: Question): Promise<void> {
+  /**
+   * The AI gate's limit for a question: DAM_MAX_QUEUE_WAIT_MS, or for a client that offered to
+   * wait, up to that wait within DAM_QUEUE_MAX_WAIT_MS (the longest wait offered); less the room
+   * kept for the tiers above its own. 0: no gate.
+   */
+  private limitMs(waitMs: number, tier: string | null): number {
+    const base = this.config.DAM_MAX_QUEUE_WAIT_MS;
+    if (base === 0) return 0;
+    const offered = Math.max(base, Math.min(waitMs, this.config.DAM_QUEUE_MAX_WAIT_MS));
+    return Math.max(1, Math.floor(offered * this.dam.tiers.aiRoom(tier)));
+  }
+
+  private async enqueue(q: AskInput, question: Question, limitMs: number): Promise<AskResult> {
     try {
-      await this.gate.enqueue(question);
+      return await this.gate.enqueue(question, limitMs);
     } catch (err) {
       if (err instanceof GatewayException) {
         this.count(q, err.code);
@@ -125,9 +150,9 @@ export class QuestionsService {
     }
   }
 
-  private refuseIfKnownOverloaded(q: AskInput): void {
+  private refuseIfKnownOverloaded(q: AskInput, limitMs: number): void {
     try {
-      this.gate.refuseIfKnownOverloaded();
+      this.gate.refuseIfKnownOverloaded(limitMs);
     } catch (err) {
       this.count(q, ErrorCode.AiOverloaded);
       throw err;

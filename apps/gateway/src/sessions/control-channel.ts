@@ -9,7 +9,8 @@ import type { CloseReason, SessionEvent } from './session-events';
 /** What one instance tells the instance that holds a session (and, for a resume elsewhere, back). */
 export type ControlMessage =
   | { type: 'close'; sessionId: string }
-  | { type: 'asked'; sessionId: string; messageId: string; deadline: number }
+  /** queue: where it stood in the AI queue, when it waits behind others and its client offered to wait. */
+  | { type: 'asked'; sessionId: string; messageId: string; deadline: number; acceptedAt?: number; queue?: { position: number; dequeued: number } }
   // A client resumed on `edge`: carry the session's events there, those after `after` first.
   | { type: 'attach'; sessionId: string; edge: string; attachId: string; after: number }
   // The answer to attach.
@@ -79,7 +80,10 @@ export class ControlChannel implements OnApplicationBootstrap {
         return;
       case 'asked':
         if (str('messageId') && typeof m.deadline === 'number') {
-          this.handlers.asked?.({ type: 'asked', sessionId: m.sessionId, messageId: m.messageId as string, deadline: m.deadline });
+          const q = m['queue'] as { position?: unknown; dequeued?: unknown } | undefined;
+          const queue = q && typeof q.position === 'number' && typeof q.dequeued === 'number' ? { position: q.position, dequeued: q.dequeued } : undefined;
+          const acceptedAt = typeof m['acceptedAt'] === 'number' ? m['acceptedAt'] : undefined;
+          this.handlers.asked?.({ type: 'asked', sessionId: m.sessionId, messageId: m.messageId as string, deadline: m.deadline, acceptedAt, ...(queue ? { queue } : {}) });
         }
         return;
       // Written by our own instances only (the channels are not reachable from outside): shapes are checked, not every field.

@@ -16,6 +16,13 @@ export interface SessionEventData {
   /** An answer that ended without done (the SSE event is not called `error`: EventSource fires its own `error`). */
   failed: { messageId: string; code: string; message: string };
   expired: { reason: ExpiredReason };
+  /** A question accepted behind others in the AI queue: its place (1 = next) and estimated wait, until its first token. */
+  queued: { messageId: string; position: number; etaMs: number | null };
+}
+
+/** Events of a connection waiting in the line, before its session exists: no id (nothing to resume). */
+export interface LineEventData {
+  queued: { position: number; etaMs: number | null };
 }
 
 export type SessionEventName = keyof SessionEventData;
@@ -39,7 +46,7 @@ export interface SessionConnection {
   readonly resumable?: boolean;
   /** True once the client went away; the core looks after every wait while the session opens. */
   readonly gone: boolean;
-  /** The session exists: start the stream (SSE sends its headers). Called once, before any event. */
+  /** The session exists: start the stream (SSE sends its headers, unless it waited in the line). Called once, before any session event. */
   open(ctx?: OpenContext): void;
   /** Delivers one event; false when it could not (gone, or too far behind). */
   send(event: SessionEvent): boolean;
@@ -47,6 +54,15 @@ export interface SessionConnection {
   end(): void;
   /** The one callback for when the connection has closed, for whatever reason; called at once if it already has. */
   onClose(cb: (reason: CloseReason) => void): void;
+}
+
+/** A client's own connection, which can wait in the line before its session exists (SSE, Socket.IO). */
+export interface WaitingConnection extends SessionConnection {
+  /**
+   * Waiting in the line, before any session: the client hears at once (SSE sends its headers,
+   * Socket.IO connects the namespace) and gets the line's event. False when it could not.
+   */
+  notify<N extends keyof LineEventData>(name: N, data: LineEventData[N]): boolean;
 }
 
 /** How a transport reaches a connection it holds on another instance. */

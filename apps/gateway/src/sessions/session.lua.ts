@@ -8,15 +8,15 @@ type SessionKeys = [session: string, inflight: string];
 /**
  * Authorize a question and claim the session's single in-flight slot, in one round trip.
  * A session whose instance is draining takes no new question ('draining').
- * ARGV: tokenHash, messageId, inflightTtlMs. Returns {status, ownerInstanceId, userId}.
+ * ARGV: tokenHash, messageId, inflightTtlMs. Returns {status, ownerInstanceId, userId, tier}.
  */
-export const claimInflight = createScript<SessionKeys, [tokenHash: string, messageId: string, ttlMs: number], [string, string, string]>(`
-local s = redis.call('HMGET', KEYS[1], 'tokenHash', 'instanceId', 'userId', 'draining')
-if not s[1] then return {'not_found', '', ''} end
-if s[1] ~= ARGV[1] then return {'forbidden', '', ''} end
-if s[4] then return {'draining', s[2], s[3] or ''} end
-if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', s[2], s[3] or ''} end
-return {'ok', s[2], s[3] or ''}
+export const claimInflight = createScript<SessionKeys, [tokenHash: string, messageId: string, ttlMs: number], [string, string, string, string]>(`
+local s = redis.call('HMGET', KEYS[1], 'tokenHash', 'instanceId', 'userId', 'draining', 'tier')
+if not s[1] then return {'not_found', '', '', ''} end
+if s[1] ~= ARGV[1] then return {'forbidden', '', '', ''} end
+if s[4] then return {'draining', s[2], s[3] or '', s[5] or ''} end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', s[2], s[3] or '', s[5] or ''} end
+return {'ok', s[2], s[3] or '', s[5] or ''}
 `);
 
 /** Check a token without claiming anything. ARGV: tokenHash. Returns {status, ownerInstanceId, transport}. */

@@ -14,6 +14,8 @@ export interface ClaimResult {
   ownerInstanceId: string;
   /** The identity per-user limits apply to, or null. */
   userId: string | null;
+  /** The session's priority tier, or null without tiers. */
+  tier: string | null;
 }
 
 export interface AuthorizeResult {
@@ -29,6 +31,7 @@ export interface SessionRecord {
   instanceId: string;
   transport: Transport;
   userId: string | null;
+  tier: string | null;
   createdAt: number;
   expiresAt: number;
   /** SHA-256 of the resume handle of a resumable session (its entry is written with it). */
@@ -60,6 +63,7 @@ export class SessionRepository {
         instanceId: s.instanceId,
         transport: s.transport,
         userId: s.userId ?? '',
+        tier: s.tier ?? '',
         createdAt: String(s.createdAt),
         expiresAt: String(s.expiresAt),
       })
@@ -77,8 +81,8 @@ export class SessionRepository {
   }
 
   async claim(sessionId: string, token: string, messageId: string, ttlMs: number): Promise<ClaimResult> {
-    const [status, owner, userId] = await claimInflight(this.redis, both(sessionId), [hashToken(token), messageId, ttlMs]);
-    return { status: status as ClaimStatus, ownerInstanceId: owner, userId: userId === '' ? null : userId };
+    const [status, owner, userId, tier] = await claimInflight(this.redis, both(sessionId), [hashToken(token), messageId, ttlMs]);
+    return { status: status as ClaimStatus, ownerInstanceId: owner, userId: userId === '' ? null : userId, tier: tier ? tier : null };
   }
 
   async authorize(sessionId: string, token: string): Promise<AuthorizeResult> {

@@ -9,6 +9,7 @@ import { SessionMetrics } from './session-metrics';
 import { SessionRegistry } from './session-registry';
 import { SessionRepository } from './session.repository';
 import { SessionsService } from './sessions.service';
+import { WaitingRoom } from './waiting-room';
 
 /** The transport-neutral session core: open, close, expire, drain, and the clean-up behind them. */
 @Module({
@@ -23,6 +24,7 @@ import { SessionsService } from './sessions.service';
     SessionDrainer,
     ControlChannel,
     DrainingGuard,
+    WaitingRoom,
   ],
   exports: [SessionsService, SessionRegistry, SessionRepository, SessionKeeper, ControlChannel, DrainingGuard],
 })

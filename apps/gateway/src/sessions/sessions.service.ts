@@ -7,16 +7,17 @@ import { INSTANCE_ID } from '../common/instance';
 import type { AdaptiveDeadline } from '../common/redis/adaptive-deadline';
 import { RedisFailures } from '../common/redis/redis-failures';
 import { REQUEST_DEADLINE } from '../common/redis/redis.module';
-import { DamService, type Admission } from '../dam/dam.service';
+import type { Admission } from '../dam/dam.service';
 import type { Credentials } from '../dam/identity';
 import { EventRing } from '../resume/event-ring';
 import { hashHandle, newResumeHandle } from '../resume/resume-id';
 import { DetachedConnection } from './detached-connection';
 import { SessionCleanup } from './session-cleanup';
-import type { CloseReason, SessionConnection, Transport, TransportReach } from './session-events';
+import type { CloseReason, SessionConnection, Transport, TransportReach, WaitingConnection } from './session-events';
 import { SessionMetrics } from './session-metrics';
 import { SessionRegistry, type LocalSession, type SessionResume } from './session-registry';
 import { SessionRepository, hashToken, type SessionRecord } from './session.repository';
+import { WaitingRoom } from './waiting-room';
 
 /** The outcome of putting a new connection on a session: `gap` when some events it missed are no longer kept. */
 export type AttachResult = 'ok' | 'gone' | 'gap';
@@ -44,7 +45,7 @@ export class SessionsService {
     private readonly registry: SessionRegistry,
     private readonly repository: SessionRepository,
     private readonly cleanup: SessionCleanup,
-    private readonly dam: DamService,
+    private readonly waitingRoom: WaitingRoom,
     private readonly metrics: SessionMetrics,
     private readonly failures: RedisFailures,
   ) {}
@@ -58,9 +59,13 @@ export class SessionsService {
     this.endedHooks.push(hook);
   }
 
-  /** A slot in the dam for a new session, or the refusal (dam_full, user_session_limit, ...). */
-  admit(credentials: Credentials): Promise<Admission> {
-    return this.dam.admit(credentials);
+  /**
+   * A slot in the dam for a new session, or the refusal (dam_full, user_session_limit, ...). With
+   * waitMs > 0 a full budget puts the connection in the line (see WaitingRoom); null: the client
+   * left while it waited.
+   */
+  async admit(credentials: Credentials, connection: WaitingConnection, waitMs = 0): Promise<Admission | null> {
+    return this.waitingRoom.admit(credentials, connection, waitMs);
   }
 
   /**
@@ -80,6 +85,7 @@ export class SessionsService {
         instanceId: this.instanceId,
         transport: connection.transport,
         userId: admission.userId,
+        tier: admission.tier,
         createdAt: now,
         expiresAt: now + this.config.DAM_SESSION_MAX_MS,
         resumeHash: resume ? hashHandle(resume.handle) : undefined,

@@ -38,31 +38,36 @@ export class ChatGateway implements OnGatewayInit<Namespace>, OnGatewayConnectio
 
   handleConnection(socket: Socket): void {
     const connection = SocketConnection.of(socket);
-    const admission = connection?.take();
-    if (!connection || !admission) {
+    if (!connection) {
       socket.disconnect(true);
       return;
     }
-    connection.started = this.sessions.start(admission, connection).then(
-      (session) => {
-        if (session) void socket.join(roomOf(session.record.sessionId));
-        return session;
-      },
-      () => {
-        socket.disconnect(true);
-        return null;
-      },
-    );
+    connection.connected();
+    // At once, or once the waiting line hands this connection a slot.
+    connection.whenAdmitted((admission) => {
+      connection.started = this.sessions.start(admission, connection).then(
+        (session) => {
+          if (session) void socket.join(roomOf(session.record.sessionId));
+          return session;
+        },
+        () => {
+          socket.disconnect(true);
+          return null;
+        },
+      );
+    });
   }
 
   @SubscribeMessage('ask')
   @UseGuards(BreakerGuard)
   async ask(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<{ messageId: string }> {
-    const session = await SocketConnection.of(socket)?.started;
+    const connection = SocketConnection.of(socket);
+    const session = await connection?.started;
     if (!session) throw new GatewayException(ErrorCode.SessionNotFound, 'This connection has no open session.');
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
     const { sessionId, token } = session.record;
-    const { messageId } = await this.questions.ask({ via: 'socketio', sessionId, token, question, traceId: socket.id });
+    // The handshake's wait holds for the socket's questions too.
+    const { messageId } = await this.questions.ask({ via: 'socketio', sessionId, token, question, traceId: socket.id, waitMs: connection?.waitMs });
     return { messageId };
   }
 }

@@ -1,11 +1,11 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Socket } from 'socket.io';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
-import { toSocketProblem } from '../common/errors';
 import { LifecycleService } from '../common/lifecycle.service';
 import type { Credentials } from '../dam/identity';
 import { assertNotDraining } from '../sessions/draining.guard';
 import { SessionsService } from '../sessions/sessions.service';
+import { requestedWaitMs } from '../sessions/waiting-room';
 import { clientAddress } from './client-address';
 import { SocketConnection } from './socket-connection';
 
@@ -31,29 +31,30 @@ export class SocketAdmission {
   readonly middleware = (socket: Socket, next: Next): void => {
     // Listen for the close first: a client that gives up while the dam answers must free its slot.
     const connection = new SocketConnection(socket).attach();
+    connection.connectWith(next);
     try {
       assertNotDraining(this.lifecycle);
     } catch (err) {
-      next(connectError(err));
+      connection.refuse(err);
       return;
     }
-    this.sessions.admit(this.credentials(socket)).then(
-      (admission) => {
-        connection.hold(admission);
-        next();
-      },
-      (err: unknown) => next(connectError(err)),
+    connection.waitMs = this.waitMs(socket);
+    this.sessions.admit(this.credentials(socket), connection, connection.waitMs).then(
+      // null: the client left while it waited in the line.
+      (admission) => admission && connection.hold(admission),
+      (err: unknown) => connection.refuse(err),
     );
   };
+
+  /** The wait the handshake offers: `auth.wait` or the query's `wait`, in s (as ?wait= on a stream). */
+  private waitMs(socket: Socket): number {
+    const auth = (socket.handshake.auth as { wait?: unknown } | undefined)?.wait;
+    return requestedWaitMs(auth ?? socket.handshake.query['wait'], undefined);
+  }
 
   /** JWT in `auth.token` (the handshake's), the address as the trusted proxy saw it. */
   private credentials(socket: Socket): Credentials {
     const token = (socket.handshake.auth as { token?: unknown } | undefined)?.token;
     return { headers: { authorization: typeof token === 'string' ? `Bearer ${token}` : undefined }, ip: this.ip(socket.request) };
   }
-}
-
-function connectError(err: unknown): Error {
-  const problem = toSocketProblem(err);
-  return Object.assign(new Error(problem.detail), { data: problem });
 }

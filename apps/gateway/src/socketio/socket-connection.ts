@@ -1,7 +1,10 @@
 import type { Socket } from 'socket.io';
+import { toSocketProblem } from '../common/errors';
 import type { Admission } from '../dam/dam.service';
 import type { LocalSession } from '../sessions/session-registry';
-import type { CloseReason, SessionConnection, SessionEvent } from '../sessions/session-events';
+import type { CloseReason, LineEventData, SessionEvent, WaitingConnection } from '../sessions/session-events';
+
+type Next = (err?: Error) => void;
 
 /** The room of a session's socket, through which other instances reach it (via the Redis adapter). */
 export const roomOf = (sessionId: string): string => `session:${sessionId}`;
@@ -9,14 +12,24 @@ export const roomOf = (sessionId: string): string => `session:${sessionId}`;
 /**
  * One Socket.IO connection of the /chat namespace as the session core sees it. It holds the dam's
  * admission from the handshake until the session takes it, and releases it itself if the client
- * leaves before: the slot comes back exactly once either way.
+ * leaves before: the slot comes back exactly once either way. A handshake that offered to wait
+ * and met a full budget connects the namespace at once to hear `queued`; its session starts when
+ * the line hands it a slot, or it hears `refused` and is disconnected.
  */
-export class SocketConnection implements SessionConnection {
+export class SocketConnection implements WaitingConnection {
   readonly transport = 'socketio' as const;
   gone = false;
   /** The session, once it started (null: it could not). */
   started: Promise<LocalSession | null> = Promise.resolve(null);
+  /** The wait the handshake offered, in ms: the socket's questions may wait as long in the AI queue. */
+  waitMs = 0;
   private admission: Admission | null = null;
+  private admitted: ((a: Admission) => void) | null = null;
+  /** The namespace middleware's next(), until the connection is let in or refused. */
+  private next: Next | null = null;
+  /** The last line event, held until the namespace is connected. */
+  private pending: LineEventData['queued'] | null = null;
+  private isConnected = false;
   private endedHere = false;
   private reason: CloseReason = 'client';
   private closed: ((reason: CloseReason) => void) | null = null;
@@ -40,10 +53,54 @@ export class SocketConnection implements SessionConnection {
     return this;
   }
 
-  /** Keeps the handshake's admission until the session takes it. */
+  /** The middleware's next(): called once, by the admission, a refusal or the first line event. */
+  connectWith(next: Next): void {
+    this.next = next;
+  }
+
+  /** Keeps the handshake's admission until the session takes it, and lets the connection in. */
   hold(admission: Admission): void {
-    if (this.gone) admission.lease.release();
+    if (this.gone) {
+      admission.lease.release();
+      return;
+    }
+    if (this.admitted) this.admitted(admission);
     else this.admission = admission;
+    this.letIn();
+  }
+
+  /** Refused: a connect_error before the namespace connected, else `refused` and the end. */
+  refuse(err: unknown): void {
+    const next = this.next;
+    this.next = null;
+    if (next) {
+      const problem = toSocketProblem(err);
+      next(Object.assign(new Error(problem.detail), { data: problem }));
+      return;
+    }
+    if (this.gone) return;
+    this.socket.emit('refused', toSocketProblem(err));
+    this.end();
+  }
+
+  /** The namespace connected (handleConnection): line events held until now go out. */
+  connected(): void {
+    this.isConnected = true;
+    if (this.pending) this.socket.emit('queued', this.pending);
+    this.pending = null;
+  }
+
+  /** Runs cb with the admission, now or once the line hands it a slot. */
+  whenAdmitted(cb: (a: Admission) => void): void {
+    const a = this.take();
+    if (a) cb(a);
+    else this.admitted = cb;
+  }
+
+  private letIn(): void {
+    const next = this.next;
+    this.next = null;
+    next?.();
   }
 
   take(): Admission | null {
@@ -54,6 +111,17 @@ export class SocketConnection implements SessionConnection {
 
   open(): void {
     // Nothing to start: the namespace is connected.
+  }
+
+  notify<N extends keyof LineEventData>(_name: N, data: LineEventData[N]): boolean {
+    if (this.gone) return false;
+    if (!this.isConnected) {
+      this.pending = data;
+      this.letIn();
+      return true;
+    }
+    this.socket.emit('queued', data);
+    return true;
   }
 
   send(event: SessionEvent): boolean {

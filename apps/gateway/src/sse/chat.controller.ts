@@ -7,11 +7,12 @@ import { parseBearer, parseQuestionBody } from '../questions/question-body';
 import { QuestionsService } from '../questions/questions.service';
 import { DrainingGuard } from '../sessions/draining.guard';
 import { SessionsService } from '../sessions/sessions.service';
+import { requestedWaitMs } from '../sessions/waiting-room';
 import type { Credentials } from '../dam/identity';
 import { parseEventId } from '../resume/resume-id';
 import { ResumeService } from '../resume/resume.service';
 import { TicketsService } from '../tickets/tickets.service';
-import { FINAL_EVENT_ID, REFUSAL_AS_EVENT, sendRefusalEvent } from './refusal-event';
+import { FINAL_EVENT_ID, REFUSAL_AS_EVENT, endWithRefusalEvent, sendRefusalEvent } from './refusal-event';
 import { JsonBodyInterceptor } from './json-body.interceptor';
 import { SseConnection, SsePinger } from './sse-connection';
 
@@ -52,11 +53,15 @@ export class ChatController {
         // Drained: a new session for whom the old one was (a JWT or ticket proved it then).
         credentials = r.userId ? { headers: {}, ip: req.ip, verified: { userId: r.userId, claims: {} } } : { headers: req.headers, ip: req.ip };
       }
-      const admission = await this.sessions.admit(credentials ?? (await this.credentials(req)));
-      await this.sessions.start(admission, connection);
+      // ?wait=N or Prefer: wait=N: a full budget opens the stream at once, in the line.
+      const waitMs = requestedWaitMs(req.query['wait'], req.headers.prefer);
+      const admission = await this.sessions.admit(credentials ?? (await this.credentials(req)), connection, waitMs);
+      if (admission) await this.sessions.start(admission, connection);
     } catch (err) {
+      // A stream that waited in the line is open: its refusal can only be an event.
+      if (res.headersSent) return endWithRefusalEvent(res, err);
       // Asked for (?refusal=event): the refusal comes as an event a browser can read.
-      if (req.query['refusal'] !== REFUSAL_AS_EVENT || res.headersSent) throw err;
+      if (req.query['refusal'] !== REFUSAL_AS_EVENT) throw err;
       sendRefusalEvent(res, err);
     }
   }
@@ -85,7 +90,9 @@ export class ChatController {
     }
     if (!SESSION_ID.test(sessionId)) throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
     const question = parseQuestionBody(body, this.config.QUESTION_MAX_CHARS);
-    const { messageId, rateLimit } = await this.questions.ask({ via: 'http', sessionId, token, question, traceId: String(req.id ?? '') });
+    // Prefer: wait=N (or ?wait=N): the question may wait that long in the AI queue, hearing its place.
+    const waitMs = requestedWaitMs(req.query['wait'], req.headers.prefer);
+    const { messageId, rateLimit } = await this.questions.ask({ via: 'http', sessionId, token, question, traceId: String(req.id ?? ''), waitMs });
     if (rateLimit) for (const [k, v] of Object.entries(rateLimitHeaders(rateLimit))) res.setHeader(k, v);
     return { messageId };
   }

@@ -13,12 +13,21 @@ export const REFUSAL_AS_EVENT = 'event';
  * with that Last-Event-ID is answered 204, which stops EventSource for good.
  */
 export function sendRefusalEvent(res: Response, err: unknown): void {
-  const problem = toSocketProblem(err);
   const { headers } = toProblem(err);
   res.status(200);
   for (const [k, v] of Object.entries({ ...headers, ...SSE_HEADERS })) res.setHeader(k, v);
+  res.end(refusalEvent(err));
+}
+
+/** A stream already open (it waited in the line) that ends refused: the same event, then the end. */
+export function endWithRefusalEvent(res: Response, err: unknown): void {
+  if (!res.writableEnded && !res.destroyed) res.end(refusalEvent(err));
+}
+
+function refusalEvent(err: unknown): string {
+  const problem = toSocketProblem(err);
   const head = problem.retryAfterMs !== undefined ? `retry: ${problem.retryAfterMs}\n` : `id: ${FINAL_EVENT_ID}\n`;
-  res.end(`${head}${sseEvent('refused', problem)}`);
+  return `${head}${sseEvent('refused', problem)}`;
 }
 
 /** The id of a refusal that waiting does not fix: its reconnect gets 204. */

@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { randomInt } from 'node:crypto';
 import { formatEventId } from '../resume/resume-id';
-import type { CloseReason, ExpiredReason, OpenContext, SessionConnection, SessionEvent } from '../sessions/session-events';
+import type { CloseReason, ExpiredReason, LineEventData, OpenContext, SessionEvent, WaitingConnection } from '../sessions/session-events';
 import { SSE_HEADERS, SSE_PING, sseEvent, sseRetry } from './sse';
 
 /** Bytes a client may leave unread before it counts as stuck and is cut off. */
@@ -22,7 +22,7 @@ export function retryAfterExpiry(reason: ExpiredReason): number {
 }
 
 /** One SSE stream (GET /chat/stream) as the session core sees it. */
-export class SseConnection implements SessionConnection {
+export class SseConnection implements WaitingConnection {
   readonly transport = 'sse' as const;
   readonly resumable = true;
   gone = false;
@@ -45,18 +45,29 @@ export class SseConnection implements SessionConnection {
 
   open(ctx: OpenContext = {}): void {
     this.handle = ctx.resumeHandle;
+    this.startStream();
+    if (this.handle !== undefined) this.write(sseRetry(RECONNECT_MS));
+  }
+
+  /** 200 and the headers, once: a stream that waited in the line has sent them already. */
+  private startStream(): void {
+    if (this.res.headersSent) return;
     this.res.status(200);
     for (const [k, v] of Object.entries(SSE_HEADERS)) this.res.setHeader(k, v);
     this.res.flushHeaders();
     this.req.socket.setKeepAlive(true, 10_000);
     this.pinger.add(this);
-    if (this.handle !== undefined) this.write(sseRetry(RECONNECT_MS));
   }
 
   send(event: SessionEvent): boolean {
     const id = this.handle === undefined ? undefined : formatEventId(this.handle, event.id);
     const retryMs = event.name === 'expired' ? retryAfterExpiry(event.data.reason) : undefined;
     return this.write(sseEvent(event.name, event.data, { id, retryMs }));
+  }
+
+  notify<N extends keyof LineEventData>(name: N, data: LineEventData[N]): boolean {
+    this.startStream();
+    return this.write(sseEvent(name, data));
   }
 
   ping(): void {

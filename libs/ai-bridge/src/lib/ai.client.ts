@@ -39,7 +39,8 @@ export interface AskGate {
 }
 
 export type AskResult =
-  | { status: 'queued'; entryId: string; waitMs: number; depth: number }
+  /** dequeued: the line's counter of questions that left it, at the gate (-1: unknown; see queueProgress). */
+  | { status: 'queued'; entryId: string; waitMs: number; depth: number; dequeued?: number }
   | { status: 'overloaded'; waitMs: number; depth: number };
 
 export interface EnqueueRequest {
@@ -186,6 +187,22 @@ export class AiClient extends ClientProxy {
     return this.send<Reply, AnswerRequest>(AI_PATTERNS.answer, req);
   }
 
+  /**
+   * The line's counter of questions that ever left it (started, or dropped before they did), as the
+   * consumer group reads it: entries read - pending + answering (those being answered). A question
+   * queued when it stood at d has moved up by its growth since. Null when the group does not exist.
+   */
+  async queueProgress(answering: number): Promise<number | null> {
+    const groups = (await this.o.commands.xinfo('GROUPS', this.stream).catch(() => [])) as unknown[][];
+    const group = this.o.consumerGroup ?? 'workers';
+    for (const g of groups) {
+      const f = new Map<string, unknown>();
+      for (let i = 0; i + 1 < g.length; i += 2) f.set(String(g[i]), g[i + 1]);
+      if (f.get('name') === group) return (Number(f.get('entries-read')) || 0) - Number(f.get('pending') ?? 0) + answering;
+    }
+    return null;
+  }
+
   liveWorkers(): Promise<WorkerHeartbeat[]> {
     return lastValueFrom(this.send<WorkerHeartbeat[], Record<string, never>>(AI_PATTERNS.workers, {}));
   }
@@ -281,7 +298,7 @@ export class AiClient extends ClientProxy {
     const q = req.question;
     // No gate: -1 skips the depth too (the "before" server only appends).
     const maxWait = req.gate ? Math.max(0, Math.floor(req.gate.maxWaitMs)) : -1;
-    const [status, waitMs, depth, entryId] = await gatedAsk(
+    const [status, waitMs, depth, entryId, dequeued] = await gatedAsk(
       this.o.commands,
       [this.stream, outcomeKey(this.stream, q.id)],
       [
@@ -296,7 +313,9 @@ export class AiClient extends ClientProxy {
       ],
     );
     if (status === 'refused') throw new QuestionRefusedError(`${q.id} was settled as refused`);
-    return status === 'ok' ? { status: 'queued', entryId: entryId ?? '', waitMs, depth } : { status: 'overloaded', waitMs, depth };
+    return status === 'ok'
+      ? { status: 'queued', entryId: entryId ?? '', waitMs, depth, dequeued: dequeued ?? -1 }
+      : { status: 'overloaded', waitMs, depth };
   }
 
   private async markCancelled(messageId: string): Promise<void> {

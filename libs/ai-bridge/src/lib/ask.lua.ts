@@ -19,8 +19,10 @@ export function outcomeKey(stream: string, messageId: string): string {
  * (before any answer can start, the line or not: a Retry-After the workers honour, a model slower
  * to its first token than usual), then the question's field/value pairs. Depth = the questions ahead of a new one: entries not yet delivered (lag) +
  * delivered and not yet acknowledged (pending) - those already being answered.
- * Returns {'ok', waitMs, depth, entryId}, {'overloaded', waitMs, depth} (waitMs -1 = unknown) or
- * {'refused', 0, 0} when a gateway had settled it as refused first.
+ * Returns {'ok', waitMs, depth, entryId, dequeued}, {'overloaded', waitMs, depth} (waitMs -1 =
+ * unknown) or {'refused', 0, 0} when a gateway had settled it as refused first. dequeued counts
+ * every question that ever left the line (started, or dropped before it), as the group reads it:
+ * entries read - pending + answering; its growth from here is how far this one moved up (-1: no gate).
  */
 const GATED_ASK_LUA = `
 local prior = redis.call('GET', KEYS[2])
@@ -29,6 +31,7 @@ if prior then return {'ok', 0, 0, prior} end
 local maxWait = tonumber(ARGV[2])
 local depth = 0
 local wait = 0
+local dequeued = -1
 if maxWait >= 0 then
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
   if ok then
@@ -39,6 +42,7 @@ if maxWait >= 0 then
         local lag = tonumber(f['lag'])
         if lag == nil then lag = redis.call('XLEN', KEYS[1]) end
         depth = math.max(0, lag + tonumber(f['pending'] or 0) - tonumber(ARGV[5]))
+        dequeued = (tonumber(f['entries-read']) or 0) - tonumber(f['pending'] or 0) + tonumber(ARGV[5])
       end
     end
   end
@@ -53,13 +57,13 @@ local fields = {}
 for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
 redis.call('SET', KEYS[2], id, 'PX', ARGV[6])
-return {'ok', wait, depth, id}
+return {'ok', wait, depth, id, dequeued}
 `;
 
 export const gatedAsk = createScript<
   [stream: string, outcome: string],
   [group: string, maxWaitMs: number, ratePerSec: number, maxLen: number, answering: number, outcomeTtlMs: number, extraWaitMs: number, ...fields: string[]],
-  [status: 'ok' | 'overloaded' | 'refused', waitMs: number, depth: number, entryId?: string]
+  [status: 'ok' | 'overloaded' | 'refused', waitMs: number, depth: number, entryId?: string, dequeued?: number]
 >(GATED_ASK_LUA);
 
 /**

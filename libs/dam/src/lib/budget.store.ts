@@ -3,6 +3,8 @@ import { budgetDeregister, budgetHeartbeat, budgetOps, budgetStatus, type Budget
 
 export type AdmitStatus = 'ok' | 'fenced' | 'dam_full' | 'user_sessions';
 export type HeartbeatStatus = 'ok' | 'registered' | 'fenced' | 'need_users';
+/** What became of a ticket that left the line (see LEAVE in line.lua.ts). */
+export type LeaveStatus = 'left' | 'released' | 'shed' | 'gone' | 'fenced';
 
 export interface GlobalView {
   used: number;
@@ -10,50 +12,110 @@ export interface GlobalView {
   live: number;
 }
 
-export interface AdmitReply extends GlobalView {
-  status: AdmitStatus;
-}
+export type AdmitReply = GlobalView &
+  (
+    | { status: AdmitStatus }
+    /** Joined the line at this position (1 = next). */
+    | { status: 'queued'; position: number }
+    /** Not queued: the line holds its most waiters (lineLength), or the wait would be too long (position). */
+    | { status: 'line_full'; lineLength: number }
+    | { status: 'wait_too_long'; position: number }
+  );
+
+/** A ticket's state as a heartbeat reads it: its position, or an outcome not collected yet. */
+export type TicketState = number | 'g' | 'x';
 
 export interface HeartbeatReply extends GlobalView {
   status: HeartbeatStatus;
   generation: string;
+  /** Slots freed in the cluster since the budget began (a counter, for the turnover rate). */
+  freed: number;
+  lineLength: number;
+  /** Redis's clock, ms. */
+  now: number;
+  /** Outcomes of this instance's tickets waiting to be collected (a wake-up may have been missed). */
+  outcomes: number;
+  /** This instance's tickets that Redis knows (when asked for). */
+  tickets: Map<string, TicketState>;
+  /** When the next other instance's heartbeat expires (Redis clock, ms; 0: no other instance). */
+  nextExpiry: number;
 }
 
 export interface StatusReply extends GlobalView {
   instances: string[];
+  lineLength: number;
+  /** Sessions per tier index. */
+  tiers: Map<number, number>;
+  freed: number;
+  now: number;
 }
 
-/** Most admits and releases in one script call. */
+/** What the budget's scripts need besides the keys: constant for a dam. */
+export interface BudgetParams {
+  slots: number;
+  /** Reserved share of the budget per tier, highest first. */
+  reserves: readonly number[];
+  /** Most waiters in the line (0: no line). */
+  maxWaiters: number;
+}
+
+export interface AdmitRequest {
+  userId: string;
+  userMax: number;
+  tier: number;
+  /** '' for an admit that does not wait. */
+  ticket: string;
+  /** Most waiters ahead it accepts (-1: any). */
+  maxAhead: number;
+}
+
+/** Most ops in one script call. */
 const MAX_BATCH = 512;
 
 type QueuedOp =
-  | { kind: 'admit'; generation: string; userId: string; userMax: number; resolve: (r: AdmitReply) => void; reject: (err: unknown) => void }
-  | { kind: 'release'; generation: string; userId: string; resolve: (r: 'ok' | 'fenced') => void; reject: (err: unknown) => void };
+  | ({ kind: 'admit'; generation: string; resolve: (r: AdmitReply) => void; reject: (err: unknown) => void } & AdmitRequest)
+  | { kind: 'release'; generation: string; userId: string; tier: number; resolve: (r: 'ok' | 'fenced') => void; reject: (err: unknown) => void }
+  | { kind: 'leave'; generation: string; ticket: string; resolve: (r: LeaveStatus) => void; reject: (err: unknown) => void }
+  | { kind: 'collect'; generation: string; resolve: (r: Array<[ticket: string, outcome: 'g' | 'x']>) => void; reject: (err: unknown) => void };
 
 /** At most one Redis round trip per call, shared by the calls made in the same turn (budget.scripts.ts has the Lua). */
 export class BudgetStore {
   private readonly keys: BudgetKeys;
-  readonly userKeyPrefix: string;
+  /** Every key starts with it; the per-instance keys of others are derived from it in Lua. */
+  readonly base: string;
+  /** The list this instance's blocking pop waits on for a wake-up (a slot was granted, a ticket shed). */
+  readonly noticesKey: string;
+  private readonly reserves: string;
   private readonly queue: QueuedOp[] = [];
   private scheduled = false;
 
   constructor(
     private readonly redis: Redis | Cluster,
     private readonly instanceId: string,
-    private readonly slots: number,
+    private readonly params: BudgetParams,
     keyPrefix: string,
     hashTag: string,
   ) {
     const base = `${keyPrefix}:{${hashTag}}`;
-    this.userKeyPrefix = `${base}:iusers:`;
+    this.base = base;
+    this.noticesKey = `${base}:notices:${instanceId}`;
+    this.reserves = params.reserves.length > 0 ? params.reserves.join(',') : '0';
     this.keys = [
       `${base}:instances`,
       `${base}:held`,
       `${base}:generations`,
       `${base}:users`,
-      `${this.userKeyPrefix}${instanceId}`,
+      `${base}:iusers:${instanceId}`,
       `${base}:generation`,
       `${base}:admits`,
+      `${base}:line`,
+      `${base}:arrivals`,
+      `${base}:iline:${instanceId}`,
+      `${base}:outcomes:${instanceId}`,
+      `${base}:grants`,
+      `${base}:tiers`,
+      `${base}:itiers:${instanceId}`,
+      `${base}:freed`,
     ];
   }
 
@@ -62,17 +124,33 @@ export class BudgetStore {
    * call at the end of that turn (setImmediate): one round trip per admit at most, many per
    * round trip when requests arrive together, and no admit waits for another's reply.
    */
-  admit(generation: string, userId: string, userMax: number): Promise<AdmitReply> {
+  admit(generation: string, req: AdmitRequest): Promise<AdmitReply> {
     return new Promise<AdmitReply>((resolve, reject) => {
-      this.queue.push({ kind: 'admit', generation, userId, userMax, resolve, reject });
+      this.queue.push({ kind: 'admit', generation, ...req, resolve, reject });
       this.schedule();
     });
   }
 
   /** Queues one release, batched with admits. */
-  release(generation: string, userId: string): Promise<'ok' | 'fenced'> {
+  release(generation: string, userId: string, tier: number): Promise<'ok' | 'fenced'> {
     return new Promise<'ok' | 'fenced'>((resolve, reject) => {
-      this.queue.push({ kind: 'release', generation, userId, resolve, reject });
+      this.queue.push({ kind: 'release', generation, userId, tier, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Queues a ticket's leave: out of the line at once, or its granted slot passed on. */
+  leave(generation: string, ticket: string): Promise<LeaveStatus> {
+    return new Promise<LeaveStatus>((resolve, reject) => {
+      this.queue.push({ kind: 'leave', generation, ticket, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Queues a collect of this instance's outcomes (granted slots, shed tickets). */
+  collect(generation: string): Promise<Array<[ticket: string, outcome: 'g' | 'x']>> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ kind: 'collect', generation, resolve, reject });
       this.schedule();
     });
   }
@@ -92,6 +170,8 @@ export class BudgetStore {
     if (!first) return;
     let userMax: number | null = null;
     const releases: Array<Extract<QueuedOp, { kind: 'release' }>> = [];
+    const leaves: Array<Extract<QueuedOp, { kind: 'leave' }>> = [];
+    const collects: Array<Extract<QueuedOp, { kind: 'collect' }>> = [];
     const admits: Array<Extract<QueuedOp, { kind: 'admit' }>> = [];
     let n = 0;
     for (const op of this.queue) {
@@ -100,28 +180,40 @@ export class BudgetStore {
         if (userMax !== null && op.userMax !== userMax) break;
         userMax = op.userMax;
         admits.push(op);
-      } else releases.push(op);
+      } else if (op.kind === 'release') releases.push(op);
+      else if (op.kind === 'leave') leaves.push(op);
+      else collects.push(op);
       n++;
     }
     this.queue.splice(0, n);
+    const args: Array<string | number> = [];
+    for (const r of releases) args.push(r.userId, r.tier);
+    for (const l of leaves) args.push(l.ticket);
+    for (const a of admits) args.push(a.userId, a.tier, a.ticket, a.maxAhead);
     void budgetOps(this.redis, this.keys, [
       this.instanceId,
       first.generation,
-      this.slots,
+      this.params.slots,
       userMax ?? 0,
+      this.base,
+      this.reserves,
+      this.params.maxWaiters,
       releases.length,
-      ...releases.map((r) => r.userId),
-      ...admits.map((a) => a.userId),
+      leaves.length,
+      collects.length > 0 ? '1' : '0',
+      ...args,
     ]).then(
-      ([used, capacity, live, released, ...statuses]) => {
+      ([used, capacity, live, released, leaveStatuses, collected, statuses]) => {
         for (const r of releases) r.resolve(released as 'ok' | 'fenced');
+        leaves.forEach((l, i) => l.resolve((leaveStatuses[i] ?? 'gone') as LeaveStatus));
+        const outcomes: Array<[string, 'g' | 'x']> = [];
+        for (let i = 0; i + 1 < collected.length; i += 2) outcomes.push([collected[i] as string, collected[i + 1] as 'g' | 'x']);
+        collects.forEach((c, i) => c.resolve(i === 0 ? outcomes : []));
         const whole = statuses.length === 1 && statuses[0] === 'fenced';
-        admits.forEach((a, i) => {
-          a.resolve({ status: (whole ? 'fenced' : statuses[i]) as AdmitStatus, used, capacity, live });
-        });
+        admits.forEach((a, i) => a.resolve(admitReply(whole ? 'fenced' : (statuses[i] as string), { used, capacity, live })));
       },
       (err: unknown) => {
-        for (const op of [...releases, ...admits]) op.reject(err);
+        for (const op of [...releases, ...leaves, ...collects, ...admits]) op.reject(err);
       },
     );
   }
@@ -139,30 +231,55 @@ export class BudgetStore {
     held: number,
     okReplies: number,
     ttlMs: number,
-    users: Map<string, number> | null,
+    counts: { users: Map<string, number>; tiers: Map<number, number> } | null,
     tracking: boolean,
+    ranks: boolean,
   ): Promise<HeartbeatReply> {
     this.flushQueued();
-    const [status, gen, used, capacity, live] = await budgetHeartbeat(this.redis, this.keys, [
+    const [status, gen, used, capacity, live, freed, lineLength, now, outcomes, raw, nextExpiry] = await budgetHeartbeat(this.redis, this.keys, [
       this.instanceId,
       generation,
-      this.slots,
+      this.params.slots,
       held,
-      ttlMs,
-      users === null ? '' : JSON.stringify(Object.fromEntries(users)),
+      this.base,
+      counts === null ? '' : JSON.stringify(Object.fromEntries(counts.users)),
       tracking ? '1' : '0',
-      this.userKeyPrefix,
+      ttlMs,
       okReplies,
+      this.reserves,
+      counts === null ? '' : JSON.stringify(Object.fromEntries(counts.tiers)),
+      ranks ? '1' : '0',
     ]);
-    return { status: status as HeartbeatStatus, generation: gen, used, capacity, live };
+    const tickets = new Map<string, TicketState>();
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const v = raw[i + 1];
+      tickets.set(String(raw[i]), typeof v === 'number' ? v : (v as 'g' | 'x'));
+    }
+    return { status: status as HeartbeatStatus, generation: gen, used, capacity, live, freed, lineLength, now, outcomes, tickets, nextExpiry };
   }
 
   async status(): Promise<StatusReply> {
-    const [used, capacity, ...instances] = await budgetStatus(this.redis, [this.keys[0], this.keys[1]], ['', '', this.slots]);
-    return { used: Number(used), capacity: Number(capacity), live: instances.length, instances: instances.map(String) };
+    const [used, capacity, instances, lineLength, tierPairs, freed, now] = await budgetStatus(this.redis, this.keys, ['', '', this.params.slots, '', this.base]);
+    const tiers = new Map<number, number>();
+    for (let i = 0; i + 1 < tierPairs.length; i += 2) tiers.set(Number(tierPairs[i]), Number(tierPairs[i + 1]));
+    return { used, capacity, live: instances.length, instances: instances.map(String), lineLength, tiers, freed, now };
   }
 
   async deregister(): Promise<void> {
-    await budgetDeregister(this.redis, this.keys, [this.instanceId]);
+    await budgetDeregister(this.redis, this.keys, [this.instanceId, '', this.params.slots, '', this.base, this.reserves]);
+  }
+}
+
+function admitReply(status: string, g: GlobalView): AdmitReply {
+  const [kind, n] = status.split(':') as [string, string | undefined];
+  switch (kind) {
+    case 'q':
+      return { ...g, status: 'queued', position: Number(n) };
+    case 'full':
+      return { ...g, status: 'line_full', lineLength: Number(n) };
+    case 'long':
+      return { ...g, status: 'wait_too_long', position: Number(n) };
+    default:
+      return { ...g, status: kind as AdmitStatus };
   }
 }

@@ -10,7 +10,7 @@ describe('Dam on a real 3-node Redis Cluster', () => {
   const clients: Cluster[] = [];
   const dams: Dam[] = [];
 
-  async function dam(id: string, slots: number, userMaxSessions = 0): Promise<Dam> {
+  async function dam(id: string, slots: number, userMaxSessions = 0, line = false): Promise<Dam> {
     const c = new Cluster(handle.nodes, {
       enableOfflineQueue: false,
       redisOptions: { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0 },
@@ -18,7 +18,7 @@ describe('Dam on a real 3-node Redis Cluster', () => {
     c.on('error', () => undefined);
     clients.push(c);
     // Ceiling above the share: the global budget in the cluster is what bounds admission here.
-    const d = new Dam({ redis: c, instanceId: id, slotsPerInstance: slots, instanceCeiling: slots * 2, userMaxSessions, heartbeatMs: 200, heartbeatTtlMs: 600, redisTimeoutMs: 500 });
+    const d = new Dam({ redis: c, instanceId: id, slotsPerInstance: slots, instanceCeiling: slots * 2, userMaxSessions, heartbeatMs: 200, heartbeatTtlMs: 600, redisTimeoutMs: 500, ...(line ? { keyPrefix: 'td:line', line: { maxWaiters: 100 } } : {}) });
     dams.push(d);
     await d.start();
     return d;
@@ -65,5 +65,22 @@ describe('Dam on a real 3-node Redis Cluster', () => {
     // What is left of one instance's budget, and not one more.
     const extra = await Promise.all(Array.from({ length: 60 }, () => a.admit()));
     expect(extra.filter((r) => r.admitted)).toHaveLength(Math.max(0, 50 - aHeld));
+  });
+
+  it('the waiting line runs in the same slot: a release on one instance hands its slot to the waiter on the other, wake-up included', async () => {
+    const a = await dam('ln-a', 1, 0, true);
+    const b = await dam('ln-b', 1, 0, true);
+    const [la, lb] = await Promise.all([a.admit(), b.admit()]);
+    if (!la?.admitted || !lb?.admitted) throw new Error('not admitted');
+    const w1 = await b.admit(null, { waitMs: 30_000 });
+    const w2 = await a.admit(null, { waitMs: 30_000 });
+    if (w1.admitted || w1.reason !== 'queued' || w2.admitted || w2.reason !== 'queued') throw new Error('not queued');
+    expect([w1.waiter.position, w2.waiter.position]).toEqual([1, 2]);
+    la.lease.release();
+    const got = await w1.waiter.outcome;
+    expect(got.admitted).toBe(true);
+    lb.lease.release();
+    expect((await w2.waiter.outcome).admitted).toBe(true);
+    expect((await a.status()).line.length).toBe(0);
   });
 });

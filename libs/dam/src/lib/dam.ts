@@ -1,9 +1,21 @@
-import { BudgetStore, type GlobalView } from './budget.store';
+import { BudgetStore, type AdmitReply, type GlobalView } from './budget.store';
 import { withDeadline } from './deadline';
 import { resolveDamOptions, type DamMode, type DamOptions, type FallbackPolicy, type ResolvedDamOptions } from './options';
+import { WaitingLine, type Waiter } from './waiting-line';
 import { redisErrorKind, type RedisErrorKind } from './redis-error';
 
-export type RefusalReason = 'dam_full' | 'instance_full' | 'user_sessions' | 'redis_unavailable';
+/** line_full and wait_too_long: refused by the waiting line's bounds (only a request that offered to wait). */
+export type RefusalReason = 'dam_full' | 'instance_full' | 'user_sessions' | 'redis_unavailable' | 'line_full' | 'wait_too_long';
+
+export interface AdmitOptions {
+  /** The session's tier (a verified claim); absent or not configured: the last tier. */
+  tier?: string | null;
+  /**
+   * How long the request may wait in the line for a slot, in ms (capped to the line's maxWaitMs).
+   * 0 or absent: no wait, a full budget refuses at once. Ignored when the dam has no line.
+   */
+  waitMs?: number;
+}
 
 /** One admitted session's hold on the budget. release() is idempotent: the slot returns once. */
 export interface Lease {
@@ -11,6 +23,8 @@ export interface Lease {
   /** False when admitted without a slot (shadow over budget, mode off). */
   readonly budgeted: boolean;
   readonly released: boolean;
+  /** The tier the session is counted in. */
+  readonly tier: string;
   /**
    * Settles once Redis applied the release (`ok`), dropped it (`fenced`) or the call failed
    * (`failed`: an error, or the connection closed); null while not released, or when the release
@@ -26,7 +40,16 @@ export type ReleaseOutcome = 'ok' | 'fenced' | 'failed';
 
 export type AdmitResult =
   | { admitted: true; lease: Lease; fallback: boolean; shadowRefusal?: RefusalReason; global?: GlobalView }
-  | { admitted: false; reason: RefusalReason; fallback: boolean; global?: GlobalView };
+  | {
+      admitted: false;
+      reason: RefusalReason;
+      fallback: boolean;
+      global?: GlobalView;
+      /** For line_full and wait_too_long: the line's own estimate of the wait (ms), when it has one. */
+      retryAfterMs?: number | null;
+    }
+  /** In the line: its outcome settles with a lease or why not. */
+  | { admitted: false; reason: 'queued'; waiter: Waiter<Lease>; fallback: false; global?: GlobalView };
 
 export interface DamStatus {
   instanceId: string;
@@ -41,6 +64,10 @@ export interface DamStatus {
   /** `reason`: why the last call to Redis failed while in fallback (`oom`: Redis at its memory limit). */
   fallback: { active: boolean; since: number | null; policy: FallbackPolicy; reason: RedisErrorKind | null };
   generation: string;
+  /** The waiting line: its bounds, this instance's waiters, the line's length and turnover as last seen. */
+  line: { enabled: boolean; maxWaiters: number; maxWaitMs: number; waitingHere: number; length: number; turnoverPerSec: number | null };
+  /** The tiers, highest first, with their reserved share and sessions (cluster-wide when Redis answered, else this instance's). */
+  tiers: Array<{ name: string; reservedShare: number; sessions: number }>;
 }
 
 class DamLease implements Lease {
@@ -50,6 +77,8 @@ class DamLease implements Lease {
     private readonly dam: Dam,
     readonly userId: string | null,
     readonly budgeted: boolean,
+    readonly tierIndex: number,
+    readonly tier: string,
   ) {}
 
   release(): void {
@@ -75,25 +104,58 @@ export class Dam {
   /** Admit replies that said ok, counted as they arrive (even past their deadline). */
   private okReplies = 0;
   private unbudgeted = 0;
+  /** Sessions and waiters per tracked user. */
   private readonly users = new Map<string, number>();
+  /** Sessions per tier index. */
+  private readonly tierCounts = new Map<number, number>();
+  private readonly tierNames: string[];
+  private readonly line: WaitingLine<DamLease> | null;
   private generation = '';
   private registered = false;
+  /** The user and tier counts must be sent whole with the next heartbeat. */
   private usersDirty = true;
   private fallbackSince: number | null = null;
   private fallbackReason: RedisErrorKind | null = null;
   private lastGlobal: (GlobalView & { at: number }) | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** An extra beat at another instance's heartbeat expiry, so a dead one is reaped within its TTL. */
+  private reapTimer: NodeJS.Timeout | null = null;
   private beating: Promise<void> | null = null;
 
   constructor(options: DamOptions) {
     this.o = resolveDamOptions(options);
+    this.tierNames = this.o.tiers.length > 0 ? this.o.tiers.map((t) => t.name) : ['default'];
     this.store = new BudgetStore(
       this.o.redis,
       this.o.instanceId,
-      this.o.slotsPerInstance,
+      { slots: this.o.slotsPerInstance, reserves: this.o.tiers.map((t) => t.reservedShare), maxWaiters: this.o.line.maxWaiters },
       this.o.keyPrefix,
       this.o.hashTag,
     );
+    this.line =
+      this.o.line.maxWaiters > 0 && this.o.mode === 'enforce'
+        ? new WaitingLine<DamLease>(
+            {
+              leave: (ticket) => this.store.leave(this.generation, ticket),
+              collect: () => this.store.collect(this.generation),
+              granted: (userId, tier) => {
+                this.okReplies++;
+                return this.take(userId, tier, false);
+              },
+              waiterGone: (userId) => {
+                if (userId !== null) this.decUser(userId);
+              },
+            },
+            this.o.instanceId,
+            this.o.line,
+          )
+        : null;
+  }
+
+  /** The index of a tier by name; absent or unknown: the last (lowest) tier. */
+  tierIndex(name: string | null | undefined): number {
+    const i = name ? this.tierNames.indexOf(name) : -1;
+    return i >= 0 ? i : this.tierNames.length - 1;
   }
 
   get mode(): DamMode {
@@ -114,7 +176,11 @@ export class Dam {
     if (this.o.mode === 'off' || this.timer) return;
     await this.connected(this.o.heartbeatTtlMs);
     await this.heartbeat();
-    this.timer = setInterval(() => void this.heartbeat(), this.o.heartbeatMs);
+    this.line?.start(this.o.redis, this.o.line.wakeRedis, this.store.noticesKey);
+    this.timer = setInterval(() => {
+      this.line?.expire(Date.now());
+      void this.heartbeat();
+    }, this.o.heartbeatMs);
     this.timer.unref();
   }
 
@@ -136,20 +202,46 @@ export class Dam {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    if (this.reapTimer) clearTimeout(this.reapTimer);
+    this.reapTimer = null;
+    this.line?.stop();
     if (this.o.mode === 'off' || !this.registered) return;
     await withDeadline(this.store.deregister(), 500).catch(() => undefined);
     this.registered = false;
   }
 
-  async admit(userId: string | null = null): Promise<AdmitResult> {
-    if (this.o.mode === 'off') return { admitted: true, lease: new DamLease(this, userId, false), fallback: false };
-    if (this.held + this.pending >= this.o.instanceCeiling) return this.refuse('instance_full', userId);
-    if (this.fallbackSince !== null) return this.decideLocally(userId);
+  /**
+   * Admits a session, or refuses it. With `waitMs` (and a line), a full budget queues it instead:
+   * the result carries a Waiter whose outcome settles with the lease once a slot is handed to it.
+   */
+  async admit(userId: string | null = null, opts: AdmitOptions = {}): Promise<AdmitResult> {
+    const tier = this.tierIndex(opts.tier);
+    if (this.o.mode === 'off') return { admitted: true, lease: this.unbudgetedLease(userId, tier), fallback: false };
+    const waitMs = this.line ? Math.min(opts.waitMs ?? 0, this.o.line.maxWaitMs) : 0;
+    // The ceiling bounds the sessions an instance takes on at once. A request that offered to wait
+    // is decided by the global budget and the line instead, as a slot handed to a waiter is: it
+    // turns a connection the instance already holds into a session, so either may take an
+    // instance above its ceiling (never the cluster above its capacity). Refused here, a client
+    // that asked to wait would meet a 429 while the cluster had room.
+    if (waitMs === 0 && this.held + this.pending >= this.o.instanceCeiling) return this.refuse('instance_full', userId, tier);
+    // A request that waits asks Redis even in the fallback, and gives it longer: it is willing to
+    // wait, and decided locally it would be refused as soon as the local share is full. The
+    // fallback exists to keep admissions fast while Redis is slow or away; under a burst that
+    // slows Redis past DAM_REDIS_TIMEOUT_MS, waiting clients met 429s instead of the line.
+    if (this.fallbackSince !== null && waitMs === 0) return this.decideLocally(userId, tier);
+    const deadlineMs = waitMs > 0 ? Math.max(this.o.redisTimeoutMs, Math.min(waitMs, this.o.line.joinTimeoutMs)) : this.o.redisTimeoutMs;
     const tracked = this.o.userMaxSessions > 0 && userId !== null;
     for (let attempt = 0; attempt < 2; attempt++) {
+      const waiter = waitMs > 0 && this.line ? this.line.create(this.tierNames[tier] as string, tier, tracked ? userId : null, waitMs) : null;
       this.pending++;
-      let reply;
-      const raw = this.store.admit(this.generation, tracked ? userId : '', this.o.userMaxSessions);
+      let reply: AdmitReply;
+      const raw = this.store.admit(this.generation, {
+        userId: tracked ? (userId as string) : '',
+        userMax: this.o.userMaxSessions,
+        tier,
+        ticket: waiter?.ticket ?? '',
+        maxAhead: waiter && this.line ? this.line.reachable(waitMs) : -1,
+      });
       raw.then(
         (r) => {
           if (r.status === 'ok') this.okReplies++;
@@ -157,32 +249,47 @@ export class Dam {
         () => undefined,
       );
       try {
-        reply = await withDeadline(raw, this.o.redisTimeoutMs);
+        reply = await withDeadline(raw, deadlineMs);
       } catch (err) {
         // No longer in flight when decided locally: counted as pending it would take the last slot
-        // from itself (the local share would refuse with one slot still free).
+        // from itself (the local share would refuse with one slot still free). A join that ran
+        // after all is left by the next heartbeat (a ticket nobody here knows).
         this.pending--;
+        if (waiter) this.line?.discard(waiter);
         this.enterFallback(err);
-        return this.decideLocally(userId);
+        return this.decideLocally(userId, tier);
       }
       this.pending--;
       this.lastGlobal = { used: reply.used, capacity: reply.capacity, live: reply.live, at: Date.now() };
+      if (waiter && reply.status !== 'queued') this.line?.discard(waiter);
       switch (reply.status) {
         case 'ok':
-          return { admitted: true, lease: this.take(userId), fallback: false, global: this.lastGlobal };
+          return { admitted: true, lease: this.take(userId, tier, true), fallback: false, global: this.lastGlobal };
+        case 'queued':
+          if (tracked) this.users.set(userId as string, (this.users.get(userId as string) ?? 0) + 1);
+          return { admitted: false, reason: 'queued', waiter: (this.line as WaitingLine<DamLease>).joined(waiter as NonNullable<typeof waiter>, reply.position), fallback: false, global: this.lastGlobal };
+        case 'line_full':
+          return this.refuse('line_full', userId, tier, this.line?.etaMs(reply.lineLength) ?? null);
+        case 'wait_too_long':
+          return this.refuse('wait_too_long', userId, tier, this.line?.etaMs(reply.position) ?? null);
         case 'dam_full':
         case 'user_sessions':
-          return this.refuse(reply.status, userId);
+          return this.refuse(reply.status, userId, tier);
         case 'fenced':
           // Presumed dead while paused or partitioned: re-register with the true count, then retry once.
           this.registered = false;
           this.usersDirty = true;
           await this.heartbeat();
-          if (this.fallbackSince !== null) return this.decideLocally(userId);
+          if (this.fallbackSince !== null) return this.decideLocally(userId, tier);
           break;
       }
     }
-    return this.refuse('dam_full', userId);
+    return this.refuse('dam_full', userId, tier);
+  }
+
+  /** Every wait on this instance ends without a slot (reason 'stopped'), out of the line: it is about to stop. */
+  endWaits(): void {
+    this.line?.endAll('stopped');
   }
 
   /** What this instance knows without asking Redis: for metrics, read on every scrape. */
@@ -192,6 +299,10 @@ export class Dam {
     fallback: boolean;
     fallbackReason: RedisErrorKind | null;
     global: (GlobalView & { at: number }) | null;
+    /** This instance's waiters, the line's length as of the last heartbeat, the measured turnover. */
+    line: { waiting: number; length: number; turnoverPerSec: number | null } | null;
+    /** Sessions this instance holds per tier. */
+    tiers: Array<{ name: string; sessions: number }>;
   } {
     return {
       held: this.held,
@@ -199,15 +310,21 @@ export class Dam {
       fallback: this.fallbackSince !== null,
       fallbackReason: this.fallbackReason,
       global: this.lastGlobal,
+      line: this.line ? { waiting: this.line.size, length: this.line.lineLength, turnoverPerSec: this.line.turnoverPerSec } : null,
+      tiers: this.tierNames.map((name, i) => ({ name, sessions: this.tierCounts.get(i) ?? 0 })),
     };
   }
 
   async status(): Promise<DamStatus> {
     let global: DamStatus['global'] = this.lastGlobal ? { ...this.lastGlobal, stale: true } : null;
+    let tierSessions: Map<number, number> = this.tierCounts;
+    let lineLength = this.line?.lineLength ?? 0;
     if (this.o.mode !== 'off') {
       try {
         const s = await withDeadline(this.store.status(), Math.max(this.o.redisTimeoutMs, 200));
-        global = { ...s, stale: false, at: Date.now() };
+        global = { used: s.used, capacity: s.capacity, live: s.live, instances: s.instances, stale: false, at: Date.now() };
+        if (this.o.tiers.some((t) => t.reservedShare > 0)) tierSessions = s.tiers;
+        lineLength = s.lineLength;
       } catch {
         // Redis away: report what we last saw, marked stale.
       }
@@ -223,6 +340,15 @@ export class Dam {
       global,
       fallback: { active: this.fallbackSince !== null, since: this.fallbackSince, policy: this.o.fallback, reason: this.fallbackReason },
       generation: this.generation,
+      line: {
+        enabled: this.line !== null,
+        maxWaiters: this.o.line.maxWaiters,
+        maxWaitMs: this.o.line.maxWaitMs,
+        waitingHere: this.line?.size ?? 0,
+        length: lineLength,
+        turnoverPerSec: this.line?.turnoverPerSec ?? null,
+      },
+      tiers: this.tierNames.map((name, i) => ({ name, reservedShare: this.o.tiers[i]?.reservedShare ?? 0, sessions: tierSessions.get(i) ?? 0 })),
     };
   }
 
@@ -242,12 +368,13 @@ export class Dam {
       return;
     }
     this.held--;
+    this.addTier(lease.tierIndex, -1);
     const tracked = this.o.userMaxSessions > 0 && lease.userId !== null;
     if (tracked) this.decUser(lease.userId as string);
     if (this.fallbackSince !== null || !this.registered) return;
     // Nobody waits on a release, so no deadline: one would only turn a late "applied" into a
     // false "failed". The heartbeat that follows on this connection counts it either way.
-    lease.confirmation = this.store.release(this.generation, tracked ? (lease.userId as string) : '').then(
+    lease.confirmation = this.store.release(this.generation, tracked ? (lease.userId as string) : '', lease.tierIndex).then(
       (r) => {
         if (r === 'fenced') {
           this.registered = false;
@@ -265,24 +392,30 @@ export class Dam {
 
   private async beat(): Promise<void> {
     const tracking = this.o.userMaxSessions > 0;
+    const counted = tracking || this.o.tiers.some((t) => t.reservedShare > 0);
     const deadline = Math.max(this.o.redisTimeoutMs, Math.min(500, Math.floor(this.o.heartbeatMs / 2)));
     try {
       for (let attempt = 0; attempt < 2; attempt++) {
-        const sendUsers = tracking && (this.usersDirty || !this.registered || attempt > 0);
+        const sendCounts = counted && (this.usersDirty || !this.registered || attempt > 0);
+        // Positions only when waiters are here; a waiter joined after this beat was sent is not asked about.
+        const ranked = this.line !== null && this.line.size > 0;
         const reply = await withDeadline(
           this.store.heartbeat(
             this.generation,
             this.held,
             this.okReplies,
             this.o.heartbeatTtlMs,
-            sendUsers ? new Map(this.users) : null,
+            sendCounts ? { users: new Map(this.users), tiers: new Map(this.tierCounts) } : null,
             tracking,
+            ranked,
           ),
           deadline,
         );
         if (reply.status === 'need_users') continue;
-        if (sendUsers) this.usersDirty = false;
+        if (sendCounts) this.usersDirty = false;
         this.lastGlobal = { used: reply.used, capacity: reply.capacity, live: reply.live, at: Date.now() };
+        this.line?.onHeartbeat({ ...reply, tickets: ranked ? reply.tickets : null });
+        this.beatAtExpiry(reply.nextExpiry, reply.now);
         if (reply.status === 'registered') this.o.onEvent({ type: 'registered', generation: reply.generation });
         if (reply.status === 'fenced') this.o.onEvent({ type: 'fenced', generation: reply.generation, held: this.held });
         this.generation = reply.generation;
@@ -300,6 +433,22 @@ export class Dam {
     }
   }
 
+  /**
+   * Another instance's heartbeat expires before this one's next beat: beat then too, so an
+   * instance that died is reaped (its slots back, its waiters out of the line) within its TTL,
+   * not up to a heartbeat later. A live instance beats long before its expiry, so this rarely fires.
+   */
+  private beatAtExpiry(nextExpiry: number, now: number): void {
+    if (nextExpiry <= 0 || this.reapTimer || this.timer === null) return;
+    const inMs = nextExpiry - now + 1;
+    if (inMs <= 0 || inMs >= this.o.heartbeatMs) return;
+    this.reapTimer = setTimeout(() => {
+      this.reapTimer = null;
+      void this.heartbeat();
+    }, inMs);
+    this.reapTimer.unref();
+  }
+
   /** Also called on each failure while in fallback: the reason shown is the latest one. */
   private enterFallback(err: unknown): void {
     this.usersDirty = true;
@@ -310,26 +459,48 @@ export class Dam {
   }
 
   /** Without Redis: 'local' admits up to this instance's share, exact since the budget is per instance. */
-  private decideLocally(userId: string | null): AdmitResult {
+  private decideLocally(userId: string | null, tier: number): AdmitResult {
     switch (this.o.fallback) {
       case 'reject':
-        return this.refuse('redis_unavailable', userId);
+        return this.refuse('redis_unavailable', userId, tier);
       case 'admit':
         break;
       case 'local':
-        if (this.held + this.pending >= this.o.slotsPerInstance) return this.refuse('dam_full', userId);
+        if (!this.fitsLocally(tier, this.o.slotsPerInstance)) return this.refuse('dam_full', userId, tier);
         break;
     }
     if (this.o.userMaxSessions > 0 && userId !== null && (this.users.get(userId) ?? 0) >= this.o.userMaxSessions) {
-      return this.refuse('user_sessions', userId);
+      return this.refuse('user_sessions', userId, tier);
     }
-    return { admitted: true, lease: this.take(userId), fallback: true };
+    return { admitted: true, lease: this.take(userId, tier, true), fallback: true };
   }
 
-  private take(userId: string | null): DamLease {
+  /**
+   * Whether a session of this tier fits a local budget: as in Redis, the unused part of every
+   * higher tier's reserved share of it stays free (exact, since the instance knows its own counts).
+   */
+  private fitsLocally(tier: number, budget: number): boolean {
+    let keep = 0;
+    for (let h = 0; h < tier; h++) keep += Math.max(0, Math.floor((this.o.tiers[h]?.reservedShare ?? 0) * budget) - (this.tierCounts.get(h) ?? 0));
+    return this.held + this.pending + 1 + keep <= budget;
+  }
+
+  /** A slot for this instance; countUser false for a waiter handed a slot (it was counted when it joined). */
+  private take(userId: string | null, tier: number, countUser: boolean): DamLease {
     this.held++;
-    if (this.o.userMaxSessions > 0 && userId !== null) this.users.set(userId, (this.users.get(userId) ?? 0) + 1);
-    return new DamLease(this, userId, true);
+    this.addTier(tier, 1);
+    if (countUser && this.o.userMaxSessions > 0 && userId !== null) this.users.set(userId, (this.users.get(userId) ?? 0) + 1);
+    return new DamLease(this, userId, true, tier, this.tierNames[tier] as string);
+  }
+
+  private unbudgetedLease(userId: string | null, tier: number): DamLease {
+    return new DamLease(this, userId, false, tier, this.tierNames[tier] as string);
+  }
+
+  private addTier(tier: number, d: number): void {
+    const n = (this.tierCounts.get(tier) ?? 0) + d;
+    if (n > 0) this.tierCounts.set(tier, n);
+    else this.tierCounts.delete(tier);
   }
 
   private decUser(userId: string): void {
@@ -339,13 +510,13 @@ export class Dam {
   }
 
   /** In shadow mode a refusal is only recorded: the session gets in without a slot. */
-  private refuse(reason: RefusalReason, userId: string | null): AdmitResult {
+  private refuse(reason: RefusalReason, userId: string | null, tier: number, retryAfterMs?: number | null): AdmitResult {
     const fallback = this.fallbackSince !== null;
     const global = this.lastGlobal ?? undefined;
     if (this.o.mode === 'shadow') {
       this.unbudgeted++;
-      return { admitted: true, lease: new DamLease(this, userId, false), fallback, shadowRefusal: reason, global };
+      return { admitted: true, lease: this.unbudgetedLease(userId, tier), fallback, shadowRefusal: reason, global };
     }
-    return { admitted: false, reason, fallback, global };
+    return retryAfterMs === undefined ? { admitted: false, reason, fallback, global } : { admitted: false, reason, fallback, global, retryAfterMs };
   }
 }

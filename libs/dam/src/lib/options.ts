@@ -21,9 +21,11 @@ export interface DamOptions {
   /** Sessions each live instance adds to the global budget. Default 1,000. */
   slotsPerInstance?: number;
   /**
-   * Most sessions this instance holds, checked locally and exactly. Default: slotsPerInstance.
+   * Most sessions this instance admits, checked locally and exactly. Default: slotsPerInstance.
    * Above the share it pools idle capacity of other instances, at the price of exactness while
-   * Redis is unreachable (each instance then only knows its own count).
+   * Redis is unreachable (each instance then only knows its own count). A request that waits in
+   * the line, and a slot handed to a waiter, are bounded by the global budget only: they turn a
+   * connection the instance already holds into a session.
    */
   instanceCeiling?: number;
   /** Heartbeat period in ms. Default 1,000. */
@@ -34,14 +36,52 @@ export interface DamOptions {
   redisTimeoutMs?: number;
   /** Default 'local': admit up to this instance's share, which is exact because the budget is per instance. */
   fallback?: FallbackPolicy;
-  /** Most concurrent sessions per identified user, across all instances; 0 turns it off. Default 0. */
+  /** Most concurrent sessions per identified user, across all instances (a waiter in the line counts as one); 0 turns it off. Default 0. */
   userMaxSessions?: number;
+  /**
+   * The waiting line: a request that offers to wait (`admit(user, { waitMs })`) joins one line
+   * across all instances when the budget is full, instead of being refused, and is handed a slot
+   * as one frees up, first come first served (by tier). Off unless given.
+   */
+  line?: LineOptions;
+  /**
+   * Priority tiers, highest first, each with a share of the budget kept for it against every
+   * lower tier (and served first from the line). A session without a tier, or with one not
+   * listed, is in the last tier. Default: one tier, nothing reserved.
+   */
+  tiers?: TierOption[];
   /** Key prefix. Default 'td:dam'. */
   keyPrefix?: string;
   /** Hash tag shared by every key, so the scripts run on Redis Cluster. Default 'dam'. */
   hashTag?: string;
   /** Called for state changes worth a log line or a metric. */
   onEvent?: (event: DamEvent) => void;
+}
+
+export interface LineOptions {
+  /** Most waiters in the line, across all instances; an arrival beyond it is refused (`line_full`). 0 turns the line off. */
+  maxWaiters: number;
+  /** Longest wait the line offers, in ms: a request's waitMs is capped to it, and an arrival whose estimated wait is longer is refused (`wait_too_long`). Default 60,000. */
+  maxWaitMs?: number;
+  /** Window over which the turnover (slots freed per second) is measured for the estimates, in ms. Default 10,000. */
+  turnoverWindowMs?: number;
+  /**
+   * Deadline of a waiting request's admission round trip, in ms (it is willing to wait; past it,
+   * it is decided on the local share). Default 1,000, at least redisTimeoutMs.
+   */
+  joinTimeoutMs?: number;
+  /**
+   * Connection for the line's blocking wake-up (BLMPOP on this instance's notice list), used for
+   * nothing else. Default: a duplicate of `redis`, made at start() and closed at stop().
+   */
+  wakeRedis?: Redis | Cluster;
+}
+
+export interface TierOption {
+  /** The tier's name as the caller passes it (e.g. a verified JWT's `tier` claim). */
+  name: string;
+  /** Share of the global budget (0 to 1) kept free for this tier against every lower tier. Default 0. */
+  reservedShare?: number;
 }
 
 export type DamEvent =
@@ -51,8 +91,14 @@ export type DamEvent =
   | { type: 'fallback_left'; afterMs: number; held: number }
   | { type: 'heartbeat_failed'; reason: string; kind: RedisErrorKind };
 
-export interface ResolvedDamOptions extends Required<Omit<DamOptions, 'onEvent'>> {
+export interface ResolvedLineOptions extends Required<Omit<LineOptions, 'wakeRedis'>> {
+  wakeRedis?: Redis | Cluster;
+}
+
+export interface ResolvedDamOptions extends Required<Omit<DamOptions, 'onEvent' | 'line' | 'tiers'>> {
   onEvent: (event: DamEvent) => void;
+  line: ResolvedLineOptions;
+  tiers: Array<Required<TierOption>>;
 }
 
 export function resolveDamOptions(o: DamOptions): ResolvedDamOptions {
@@ -71,10 +117,26 @@ export function resolveDamOptions(o: DamOptions): ResolvedDamOptions {
     keyPrefix: o.keyPrefix ?? 'td:dam',
     hashTag: o.hashTag ?? 'dam',
     onEvent: o.onEvent ?? (() => undefined),
+    line: {
+      maxWaiters: o.line?.maxWaiters ?? 0,
+      maxWaitMs: o.line?.maxWaitMs ?? 60_000,
+      turnoverWindowMs: o.line?.turnoverWindowMs ?? 10_000,
+      joinTimeoutMs: o.line?.joinTimeoutMs ?? 1_000,
+      wakeRedis: o.line?.wakeRedis,
+    },
+    tiers: (o.tiers ?? []).map((t) => ({ name: t.name, reservedShare: t.reservedShare ?? 0 })),
   };
   if (!Number.isInteger(r.slotsPerInstance) || r.slotsPerInstance < 1) throw new RangeError('slotsPerInstance must be a positive integer');
   if (!Number.isInteger(r.instanceCeiling) || r.instanceCeiling < 1) throw new RangeError('instanceCeiling must be a positive integer');
   if (r.heartbeatTtlMs <= r.heartbeatMs) throw new RangeError('heartbeatTtlMs must be longer than heartbeatMs');
   if (/[{}]/.test(r.hashTag) || r.hashTag.length === 0) throw new RangeError('hashTag must be non-empty and without braces');
+  if (!Number.isInteger(r.line.maxWaiters) || r.line.maxWaiters < 0) throw new RangeError('line.maxWaiters must be a non-negative integer');
+  if (!(r.line.maxWaitMs > 0)) throw new RangeError('line.maxWaitMs must be positive');
+  if (!(r.line.turnoverWindowMs >= 1_000)) throw new RangeError('line.turnoverWindowMs must be at least 1,000');
+  if (!(r.line.joinTimeoutMs > 0)) throw new RangeError('line.joinTimeoutMs must be positive');
+  if (r.tiers.length > 8) throw new RangeError('at most 8 tiers');
+  if (new Set(r.tiers.map((t) => t.name)).size !== r.tiers.length) throw new RangeError('tier names must be unique');
+  if (r.tiers.some((t) => !(t.reservedShare >= 0 && t.reservedShare <= 1))) throw new RangeError("a tier's reservedShare must be within 0 to 1");
+  if (r.tiers.reduce((a, t) => a + t.reservedShare, 0) > 1) throw new RangeError("the tiers' reserved shares must add up to at most 1");
   return r;
 }

@@ -29,14 +29,15 @@ export class SocketChatClient {
   private readonly started = Date.now();
   private waiters: Array<() => void> = [];
 
-  constructor(baseUrl: string, opts: { jwt?: string } = {}) {
+  /** wait: seconds the handshake offers to wait in the line (`auth.wait`) when the budget is full. */
+  constructor(baseUrl: string, opts: { jwt?: string; wait?: number } = {}) {
     this.socket = io(`${baseUrl}/chat`, {
       transports: ['websocket'],
       reconnection: false,
       autoConnect: false,
       forceNew: true,
       timeout: 30_000,
-      auth: opts.jwt ? { token: opts.jwt } : {},
+      auth: { ...(opts.jwt ? { token: opts.jwt } : {}), ...(opts.wait !== undefined ? { wait: opts.wait } : {}) },
     });
     this.socket.onAny((event: string, data: unknown) => {
       this.events.push({ event, data, at: Date.now() - this.started });

@@ -33,7 +33,8 @@ export class SseClient {
   /** The last `retry:` the server sent (ms), or null. */
   retry: number | null = null;
   private readonly abort = new AbortController();
-  private readonly started = Date.now();
+  /** When the stream was requested (epoch ms): an event's `at` is counted from here. */
+  readonly startedAt = Date.now();
   private waiters: Array<() => void> = [];
   private done: Promise<void> = Promise.resolve();
 
@@ -72,7 +73,7 @@ export class SseClient {
         } catch {
           // keep the raw text
         }
-        this.events.push({ event: e.event ?? 'message', data, id: e.id, at: Date.now() - this.started });
+        this.events.push({ event: e.event ?? 'message', data, id: e.id, at: Date.now() - this.startedAt });
         this.wake();
       },
       onRetry: (ms) => {
@@ -140,6 +141,25 @@ export class SseClient {
     this.abort.abort();
   }
 
+  /**
+   * Ends the session (DELETE with its token, where the stream came from), then closes the stream:
+   * a stream that only drops keeps its session and slot for the resume window.
+   */
+  async end(timeoutMs = 10_000): Promise<void> {
+    const s = this.events.find((e) => e.event === 'session')?.data as ChatSession | undefined;
+    try {
+      if (s && !this.closed) {
+        await fetch(`${new URL(this.url).origin}/chat/sessions/${s.sessionId}`, {
+          method: 'DELETE',
+          headers: { Authorization: `Bearer ${s.token}` },
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+      }
+    } finally {
+      this.close();
+    }
+  }
+
   private describe(): string {
     return `${this.url} status ${this.status}, ${this.events.length} events: ${this.events.map((e) => e.event).join(',')}`;
   }
@@ -151,11 +171,17 @@ export interface AskResult {
   headers: Headers;
 }
 
-/** POST a question with the session's token. */
-export async function ask(baseUrl: string, s: Pick<ChatSession, 'sessionId' | 'token'>, question: string, timeoutMs = 10_000): Promise<AskResult> {
+/** POST a question with the session's token (and any other headers, e.g. Prefer: wait=N). */
+export async function ask(
+  baseUrl: string,
+  s: Pick<ChatSession, 'sessionId' | 'token'>,
+  question: string,
+  timeoutMs = 10_000,
+  headers: Record<string, string> = {},
+): Promise<AskResult> {
   const res = await fetch(`${baseUrl}/chat/sessions/${s.sessionId}/messages`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.token}` },
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.token}`, ...headers },
     body: JSON.stringify({ question }),
     signal: AbortSignal.timeout(timeoutMs),
   });

@@ -97,3 +97,31 @@ describe('loadConfig: CORS', () => {
     expect(() => loadConfig({ CORS_ORIGINS: ' , ' })).toThrow(/CORS_ORIGINS/);
   });
 });
+
+describe('loadConfig: the waiting line and the tiers', () => {
+  it('defaults: 10,000 waiters, a minute offered at most, no tiers', () => {
+    const c = loadConfig({});
+    expect(c.DAM_QUEUE_MAX).toBe(10_000);
+    expect(c.DAM_QUEUE_MAX_WAIT_MS).toBe(60_000);
+    expect(c.DAM_TIERS).toBeUndefined();
+  });
+
+  it('parses tiers highest first, with anonymous last', () => {
+    expect(loadConfig({ DAM_TIERS: 'pro:20:30, free:0:10' }).DAM_TIERS).toEqual([
+      { name: 'pro', sessions: 0.2, ai: 0.3 },
+      { name: 'free', sessions: 0, ai: 0.1 },
+      { name: 'anonymous', sessions: 0, ai: 0 },
+    ]);
+    expect(loadConfig({ DAM_TIERS: 'pro:10,anonymous:5' }).DAM_TIERS).toEqual([
+      { name: 'pro', sessions: 0.1, ai: 0 },
+      { name: 'anonymous', sessions: 0.05, ai: 0 },
+    ]);
+  });
+
+  it('reports bad tiers', () => {
+    for (const bad of ['Pro:10', 'pro:101', 'pro:10:x', 'pro,pro', 'anonymous,pro', 'a:60,b:50', 'pro:1:2:3']) {
+      expect(() => loadConfig({ DAM_TIERS: bad })).toThrow(/DAM_TIERS/);
+    }
+    expect(() => loadConfig({ DAM_QUEUE_MAX_WAIT_MS: '500' })).toThrow(/DAM_QUEUE_MAX_WAIT_MS/);
+  });
+});

@@ -62,6 +62,15 @@ const fields = z.object({
   DAM_USER_QUESTIONS: int(60, 0, 1_000_000),
   DAM_USER_QUESTION_WINDOW_SEC: int(60, 1, 86_400),
   DAM_LIMIT_BY_IP: z.stringbool().default(false),
+  // The waiting line (opt-in per request: ?wait=N or Prefer: wait=N; DAM_QUEUE_MAX=0 turns it
+  // off). DAM_QUEUE_MAX_WAIT_MS is the longest wait offered, for a slot and for a question.
+  DAM_QUEUE_MAX: int(10_000, 0, 1_000_000),
+  DAM_QUEUE_MAX_WAIT_MS: int(60_000, 1_000, 600_000),
+  // Priority tiers, highest first: name[:sessions %[:AI %]] (reserved shares); anonymous is always last.
+  DAM_TIERS: z
+    .string()
+    .transform((v, ctx) => parseTiers(v, ctx))
+    .optional(),
   AUTH_JWT_SECRET: z.string().min(32, 'at least 32 characters').optional(),
   AUTH_JWT_REQUIRED: z.stringbool().optional(),
   AUTH_JWT_ISSUER: z.string().min(1).optional(),
@@ -81,6 +90,41 @@ const schema = fields.superRefine((c, ctx) => {
 });
 
 export type GatewayConfig = Readonly<z.infer<typeof schema>>;
+
+/** One priority tier: its name (a JWT's `tier` claim) and the shares reserved for it against every lower tier. */
+export interface TierConfig {
+  name: string;
+  /** Share of the session budget, 0 to 1. */
+  sessions: number;
+  /** Share of the AI queue's room (the longest wait offered at the measured rate), 0 to 1. */
+  ai: number;
+}
+
+/** The tier of anyone without a verified identity: always the lowest. */
+export const ANONYMOUS_TIER = 'anonymous';
+
+/** `pro:20:30,free:0:10` -> tiers, highest first, anonymous appended (or last if listed). */
+function parseTiers(v: string, ctx: z.RefinementCtx): TierConfig[] {
+  const tiers: TierConfig[] = [];
+  for (const part of v.split(',').map((p) => p.trim()).filter((p) => p.length > 0)) {
+    const [name = '', sessions = '0', ai = '0', ...rest] = part.split(':');
+    const pct = (x: string): number => (/^\d{1,3}(\.\d+)?$/.test(x) && Number(x) <= 100 ? Number(x) / 100 : NaN);
+    if (!/^[a-z0-9_-]{1,32}$/.test(name) || rest.length > 0 || Number.isNaN(pct(sessions)) || Number.isNaN(pct(ai))) {
+      ctx.addIssue({ code: 'custom', message: `"${part}" is not name[:sessions %[:AI %]] (name: a-z 0-9 _ -, percents 0 to 100)` });
+      return [];
+    }
+    tiers.push({ name, sessions: pct(sessions), ai: pct(ai) });
+  }
+  if (new Set(tiers.map((t) => t.name)).size !== tiers.length) ctx.addIssue({ code: 'custom', message: 'a tier is named twice' });
+  const anon = tiers.findIndex((t) => t.name === ANONYMOUS_TIER);
+  if (anon >= 0 && anon !== tiers.length - 1) ctx.addIssue({ code: 'custom', message: `${ANONYMOUS_TIER} is the lowest tier: list it last or not at all` });
+  if (anon < 0) tiers.push({ name: ANONYMOUS_TIER, sessions: 0, ai: 0 });
+  for (const k of ['sessions', 'ai'] as const) {
+    if (tiers.reduce((a, t) => a + t[k], 0) > 1 + 1e-9) ctx.addIssue({ code: 'custom', message: `the ${k} shares add up to more than 100%` });
+  }
+  if (tiers.length > 8) ctx.addIssue({ code: 'custom', message: 'at most 8 tiers' });
+  return tiers;
+}
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
