@@ -172,8 +172,13 @@ describe('the stack with AI_BACKEND=openai against an OpenAI-compatible server',
       await waitFor('dead-lettered', async () => (await redis.xlen('td:dlq')) - dlqBefore >= n, 10_000);
       const letters = (await redis.xrange('td:dlq', '-', '+')).map(([, f]) => Object.fromEntries(Array.from({ length: f.length / 2 }, (_, k) => [f[2 * k], f[2 * k + 1]])));
       expect(letters.filter((l) => ids.includes(l['id'] as string)).map((l) => l['reason'])).toEqual(Array(n).fill('worker_error'));
-      // Counted by the breaker: 8 failures in its window open it for every instance.
-      await waitFor('breaker open', async () => (await metricValue(stack.url, 'td_breaker_state')) === 2, 10_000);
+      // Counted by the breaker: 8 failures in its window open it for every instance (each learns
+      // it at its next poll, so the ask below waits until every one of them has).
+      await waitFor(
+        'breaker open on every instance',
+        async () => (await Promise.all(stack.gateways.map((g) => metricValue(g.url, 'td_breaker_state')))).every((v) => v === 2),
+        10_000,
+      );
       const after = await ask(stack.url, (sessions[0] as { s: ChatSession }).s, 'are you there?');
       expect(after.status).toBe(503);
       expect((after.body as { code: string }).code).toBe('ai_unavailable');
