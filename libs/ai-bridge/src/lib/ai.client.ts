@@ -138,7 +138,12 @@ export class AiClient extends ClientProxy {
     return this.replies.name;
   }
 
-  /** Replies that failed to parse since start. */
+  /** The channel where workers publish batches of this instance's replies. */
+  get replyBatchChannel(): string {
+    return this.replies.batchName;
+  }
+
+  /** Replies that failed to parse since start (a bad entry of a batch counts alone). */
   get invalidReplyCount(): number {
     return this.replies.invalidReplyCount;
   }
