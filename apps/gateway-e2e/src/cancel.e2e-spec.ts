@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { SseClient, ask, waitFor, type Stack } from '@traffic-dam/stack';
-import { startE2eStack } from './e2e-stack';
+import { startE2eStack, watchReplies } from './e2e-stack';
 
 describe('a client that drops mid-answer', () => {
   let stack: Stack;
@@ -15,15 +15,12 @@ describe('a client that drops mid-answer', () => {
   });
 
   it('stops the worker within one token, frees the slot, and leaves no question in flight', async () => {
-    const sub = new Redis(stack.redisUrl);
     const probe = new Redis(stack.redisUrl);
     const seen: Array<{ type: string; at: number }> = [];
     let messageId = '';
-    sub.on('pmessage', (_p: string, _c: string, payload: string) => {
-      const m = JSON.parse(payload) as { type: string; messageId: string };
+    const sub = await watchReplies(stack.redisUrl, (m) => {
       if (m.messageId === messageId) seen.push({ type: m.type, at: Date.now() });
     });
-    await sub.psubscribe('td:replies:*');
     const dlqBefore = await probe.xlen('td:dlq');
     try {
       const sse = await new SseClient(`${stack.url}/chat/stream`).open();

@@ -1,3 +1,4 @@
+import type { Socket as NetSocket } from 'node:net';
 import type { Socket } from 'socket.io';
 import type { Admission } from '../dam/dam.service';
 import type { LocalSession } from '../sessions/session-registry';
@@ -10,6 +11,10 @@ export const roomOf = (sessionId: string): string => `session:${sessionId}`;
  * One Socket.IO connection of the /chat namespace as the session core sees it. It holds the dam's
  * admission from the handshake until the session takes it, and releases it itself if the client
  * leaves before: the slot comes back exactly once either way.
+ *
+ * Its TCP socket is corked from the first frame engine.io writes in a turn to the next tick, so
+ * the frames of one turn (the tokens of a reply batch; those engine.io queued while the previous
+ * write was under way) go out in one write, as the SSE adapter writes one chunk per turn.
  */
 export class SocketConnection implements SessionConnection {
   readonly transport = 'socketio' as const;
@@ -20,8 +25,12 @@ export class SocketConnection implements SessionConnection {
   private endedHere = false;
   private reason: CloseReason = 'client';
   private closed: ((reason: CloseReason) => void) | null = null;
+  private corked = false;
 
   constructor(private readonly socket: Socket) {
+    // The upgraded HTTP request's socket is the WebSocket's (engine.io's transports: websocket).
+    const raw = (socket.conn.request as { socket?: NetSocket } | undefined)?.socket;
+    if (raw && typeof raw.cork === 'function') socket.conn.on('flush', () => this.corkForTurn(raw));
     // The engine's close comes even when the namespace never connected (a refused handshake).
     socket.conn.once('close', () => this.gone_());
     socket.once('disconnect', (why: string) => {
@@ -71,6 +80,16 @@ export class SocketConnection implements SessionConnection {
   onClose(cb: (reason: CloseReason) => void): void {
     if (this.gone) queueMicrotask(() => cb(this.reason));
     else this.closed = cb;
+  }
+
+  private corkForTurn(raw: NetSocket): void {
+    if (this.corked || raw.destroyed) return;
+    this.corked = true;
+    raw.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      raw.uncork();
+    });
   }
 
   private gone_(): void {

@@ -7,12 +7,20 @@ import { SSE_HEADERS, SSE_PING, sseEvent } from './sse';
 /** Bytes a client may leave unread before it counts as stuck and is cut off. */
 const MAX_UNREAD_BYTES = 512 * 1024;
 
-/** One SSE stream (GET /chat/stream) as the session core sees it. */
+/**
+ * One SSE stream (GET /chat/stream) as the session core sees it. Events are written once per
+ * event-loop turn: those of one turn (the tokens of a reply batch, a token and its done) are one
+ * chunk, one write to the socket.
+ */
 export class SseConnection implements SessionConnection {
   readonly transport = 'sse' as const;
   gone = false;
   private reason: CloseReason = 'client';
   private closed: ((reason: CloseReason) => void) | null = null;
+  /** Events of this turn not yet written. */
+  private queued = '';
+  /** Cut off (slow client): nothing more is queued. */
+  private ended = false;
 
   /** Listens for the close at once: a client that gives up while the dam answers must still free its slot. */
   constructor(
@@ -44,6 +52,7 @@ export class SseConnection implements SessionConnection {
   }
 
   end(): void {
+    this.flush();
     if (!this.res.writableEnded) this.res.end();
   }
 
@@ -52,16 +61,33 @@ export class SseConnection implements SessionConnection {
     else this.closed = cb;
   }
 
+  /** Queues the chunk for this turn; the response's own state is read once per turn, at the flush. */
   private write(chunk: string): boolean {
-    if (this.res.writableEnded || this.res.destroyed) return false;
-    if (this.res.writableLength > MAX_UNREAD_BYTES) {
-      this.reason = 'slow_client';
-      this.res.destroy();
-      return false;
+    if (this.gone || this.ended) return false;
+    if (this.queued === '') {
+      if (this.res.writableEnded || this.res.destroyed || !this.roomFor(chunk)) return false;
+      process.nextTick(this.flush);
     }
-    this.res.write(chunk);
+    this.queued += chunk;
     return true;
   }
+
+  /** Whether the client keeps up: one that left MAX_UNREAD_BYTES unread is cut off. */
+  private roomFor(chunk: string): boolean {
+    if (this.res.writableLength + this.queued.length + chunk.length <= MAX_UNREAD_BYTES) return true;
+    this.reason = 'slow_client';
+    this.queued = '';
+    this.ended = true;
+    this.res.destroy();
+    return false;
+  }
+
+  private readonly flush = (): void => {
+    const chunk = this.queued;
+    if (chunk === '') return;
+    this.queued = '';
+    if (!this.res.writableEnded && !this.res.destroyed && this.roomFor('')) this.res.write(chunk);
+  };
 }
 
 /** Pings every open SSE stream from one timer: 1,000 idle streams cost one wake-up per interval. */

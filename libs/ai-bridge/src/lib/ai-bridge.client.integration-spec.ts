@@ -67,6 +67,29 @@ describe('AiClient and the protocol against real Redis', () => {
     expect(bridge.invalidReplyCount).toBe(1);
   });
 
+  it('reads the batches on its batch channel in order, beside single replies, a bad entry costing only itself', async () => {
+    const before = bridge.invalidReplyCount;
+    const pub = new Redis(redis.url);
+    const answers: Record<string, Reply[]> = { 'b-1': [], 'b-2': [] };
+    const watches = Object.keys(answers).map((id) =>
+      bridge.answer({ messageId: id, timeoutMs: 10_000 }).subscribe({ next: (r) => answers[id]?.push(r) }),
+    );
+    const token = (messageId: string, seq: number) => ({ type: 'token', messageId, sessionId: `s-${messageId}`, seq, text: `${seq} ` });
+    const batch = { type: 'batch', replies: [token('b-1', 0), token('b-2', 0), token('b-1', 1), { type: 'token', messageId: 'b-2' }, token('b-2', 1)] };
+    // As a worker sends them: batches on the batch channel, a lone reply singly on the reply channel.
+    expect(await pub.publish(bridge.replyBatchChannel, JSON.stringify(batch))).toBe(1);
+    await pub.publish(bridge.replyChannel, JSON.stringify(token('b-1', 2)));
+    const end = { type: 'batch', replies: [{ type: 'done', messageId: 'b-1', sessionId: 's-b-1', tokens: 3 }, { type: 'done', messageId: 'b-2', sessionId: 's-b-2', tokens: 2 }] };
+    expect(check('ReplyMessage', end)).toEqual([]);
+    await pub.publish(bridge.replyBatchChannel, JSON.stringify(end));
+    await waitFor('both answers done', () => Object.values(answers).every((rs) => rs.at(-1)?.type === 'done'));
+    for (const w of watches) w.unsubscribe();
+    pub.disconnect();
+    expect(answers['b-1']?.map((r) => (r.type === 'token' ? r.seq : r.type))).toEqual([0, 1, 2, 'done']);
+    expect(answers['b-2']?.map((r) => (r.type === 'token' ? r.seq : r.type))).toEqual([0, 1, 'done']);
+    expect(bridge.invalidReplyCount - before).toBe(1);
+  });
+
   it('marks a question cancelled with a TTL', async () => {
     await bridge.cancel('m-9');
     expect(await commands.exists('td:cancel:m-9')).toBe(1);
