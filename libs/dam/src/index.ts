@@ -3,6 +3,7 @@ export type { AdmitResult, DamStatus, Lease, RefusalReason, ReleaseOutcome } fro
 export type { DamEvent, DamMode, DamOptions, FallbackPolicy } from './lib/options';
 export type { GlobalView } from './lib/budget.store';
 export { RedisDeadlineError, withDeadline } from './lib/deadline';
+export { AdaptiveDeadline } from './lib/adaptive-deadline';
 export { redisErrorKind } from './lib/redis-error';
 export type { RedisErrorKind } from './lib/redis-error';
 export { UserRateLimiter } from './lib/user-rate';

@@ -157,7 +157,7 @@ export class Dam {
         () => undefined,
       );
       try {
-        reply = await withDeadline(raw, this.o.redisTimeoutMs);
+        reply = await this.o.redisDeadline.run(raw);
       } catch (err) {
         // No longer in flight when decided locally: counted as pending it would take the last slot
         // from itself (the local share would refuse with one slot still free).
@@ -206,7 +206,7 @@ export class Dam {
     let global: DamStatus['global'] = this.lastGlobal ? { ...this.lastGlobal, stale: true } : null;
     if (this.o.mode !== 'off') {
       try {
-        const s = await withDeadline(this.store.status(), Math.max(this.o.redisTimeoutMs, 200));
+        const s = await withDeadline(this.store.status(), Math.max(this.o.redisDeadline.currentMs, 200));
         global = { ...s, stale: false, at: Date.now() };
       } catch {
         // Redis away: report what we last saw, marked stale.
@@ -265,11 +265,11 @@ export class Dam {
 
   private async beat(): Promise<void> {
     const tracking = this.o.userMaxSessions > 0;
-    const deadline = Math.max(this.o.redisTimeoutMs, Math.min(500, Math.floor(this.o.heartbeatMs / 2)));
+    const atLeast = Math.min(500, Math.floor(this.o.heartbeatMs / 2));
     try {
       for (let attempt = 0; attempt < 2; attempt++) {
         const sendUsers = tracking && (this.usersDirty || !this.registered || attempt > 0);
-        const reply = await withDeadline(
+        const reply = await this.o.redisDeadline.run(
           this.store.heartbeat(
             this.generation,
             this.held,
@@ -278,7 +278,7 @@ export class Dam {
             sendUsers ? new Map(this.users) : null,
             tracking,
           ),
-          deadline,
+          atLeast,
         );
         if (reply.status === 'need_users') continue;
         if (sendUsers) this.usersDirty = false;
