@@ -78,9 +78,11 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       this.known.forget();
       return;
     }
-    // Only if the gate's inputs have not changed since (see refresh()).
+    // Only if the gate's inputs have not changed since (see refresh()), and only what the line's
+    // length proves: a refusal because its oldest entry waited too long proves nothing about the
+    // next (once that entry starts, the next may have come much later).
     if (sameGateInputs(view, this.view)) {
-      this.known.refused(sentAt, { waitMs: r.waitMs, maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, gateRate: view.rate, maxRate: view.advertised });
+      this.known.refused(sentAt, { waitMs: r.rateWaitMs, maxWaitMs: this.config.DAM_MAX_QUEUE_WAIT_MS, gateRate: view.rate, maxRate: view.advertised });
     }
     throw this.overloaded(r.waitMs, 'overloaded');
   }

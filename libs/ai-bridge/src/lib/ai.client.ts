@@ -40,7 +40,11 @@ export interface AskGate {
 
 export type AskResult =
   | { status: 'queued'; entryId: string; waitMs: number; depth: number }
-  | { status: 'overloaded'; waitMs: number; depth: number };
+  /**
+   * waitMs: the gate's estimate (the longer of the line's length / throughput and what its oldest
+   * entry measurably waited); rateWaitMs: the first alone, what the line's length proves.
+   */
+  | { status: 'overloaded'; waitMs: number; depth: number; rateWaitMs: number };
 
 export interface EnqueueRequest {
   question: Question;
@@ -286,7 +290,7 @@ export class AiClient extends ClientProxy {
     const q = req.question;
     // No gate: -1 skips the depth too (the "before" server only appends).
     const maxWait = req.gate ? Math.max(0, Math.floor(req.gate.maxWaitMs)) : -1;
-    const [status, waitMs, depth, entryId] = await gatedAsk(
+    const [status, waitMs, depth, entryId, rateWaitMs] = await gatedAsk(
       this.o.commands,
       [this.stream, outcomeKey(this.stream, q.id)],
       [
@@ -301,7 +305,7 @@ export class AiClient extends ClientProxy {
       ],
     );
     if (status === 'refused') throw new QuestionRefusedError(`${q.id} was settled as refused`);
-    return status === 'ok' ? { status: 'queued', entryId: entryId ?? '', waitMs, depth } : { status: 'overloaded', waitMs, depth };
+    return status === 'ok' ? { status: 'queued', entryId: entryId ?? '', waitMs, depth } : { status: 'overloaded', waitMs, depth, rateWaitMs: rateWaitMs ?? waitMs };
   }
 
   private async markCancelled(messageId: string): Promise<void> {
