@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Checks infra/ without a container engine (none runs on CI machines): the compose file with
-# Debian's docker-compose, Prometheus config and alert rules with promtool (syntax and unit
-# tests), the compose nginx config with nginx -t, the Dockerfiles' COPY sources, and the
-# dashboard's datasources. That every metric the dashboard and rules name is exported by a live
-# gateway, and that Prometheus really scrapes it, is apps/gateway-e2e/src/observability.e2e-spec.ts.
+# Checks infra/ statically, without a container engine: the compose file with Debian's
+# docker-compose, every image a variable with its public default, Prometheus config and alert
+# rules with promtool (syntax and unit tests), the compose nginx config with nginx -t, the
+# Dockerfiles' COPY sources, and the dashboard's datasources. The stack itself on the engine is
+# apps/gateway-e2e/src/compose.e2e-spec.ts; that every metric the dashboard and rules name is
+# exported by a live gateway, and that Prometheus scrapes it, is observability.e2e-spec.ts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
@@ -53,6 +54,18 @@ if problems:
     sys.exit(1)
 print("   compose: ok")
 PY
+
+echo "-- every image is a variable with its public default (a registry-less machine passes its own)"
+grep -nE '^\s*image:' infra/compose/docker-compose.yml | grep -vE 'image: \$\{[A-Z_]+_IMAGE:-[^}]+\}$' \
+  && { echo "docker-compose.yml: an image above is not \${NAME_IMAGE:-public/default}" >&2; exit 1; }
+for f in infra/docker/*.Dockerfile infra/docker/local/*.Dockerfile; do
+  # FROM ${X_IMAGE} [AS stage], or FROM an earlier stage.
+  awk '/^FROM / { ok = ($2 ~ /^\$\{[A-Z_]+_IMAGE\}$/) || ($2 in stage); if ($3 == "AS") stage[$4] = 1
+                  if (!ok) { print FILENAME ":" FNR ": " $0 " (not an ARG image)"; bad = 1 } }
+       END { exit bad }' "$f" >&2 || exit 1
+  grep -qE '^ARG [A-Z_]+_IMAGE=' "$f" || { echo "$f: no ARG NAME_IMAGE=<default>" >&2; exit 1; }
+done
+echo "   images: ok"
 
 echo "-- promtool"
 promtool check config infra/prometheus/prometheus.yml

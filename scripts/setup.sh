@@ -14,6 +14,8 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ "${SETUP_TEST_TOOLS:-0}" = 1 ]; then
   command -v docker-compose >/dev/null || need+=(docker-compose)
   command -v prometheus >/dev/null || need+=(prometheus)
+  # The browser tests drive Debian's Chromium (playwright-core never downloads one).
+  command -v chromium >/dev/null || need+=(chromium)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

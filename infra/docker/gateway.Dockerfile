@@ -13,6 +13,7 @@ COPY tsconfig.base.json ./
 COPY apps/gateway ./apps/gateway
 COPY libs/ai-bridge ./libs/ai-bridge
 COPY libs/dam ./libs/dam
+COPY libs/redis-script ./libs/redis-script
 RUN node apps/gateway/scripts/build.mjs
 # The dead-letter CLI (npm run dlq in a checkout), bundled so operators can run it in the container:
 #   docker compose exec gateway node dist/dlq.js list

@@ -71,6 +71,7 @@ export function lifecycle(user: string, retry: boolean): number {
   // Set inside the stream's callbacks, which TypeScript's narrowing does not see.
   let outcome = 'open' as 'completed' | 'refused' | 'error' | 'status0' | 'open';
   let wait = 0;
+  let opened: { sessionId: string; token: string } | null = null;
   const res = sse.open(`${BASE_URL}/chat/stream`, { method: 'GET', headers: { Accept: 'text/event-stream', ...authFor(user) } }, (client) => {
     client.on('event', (e) => {
       const now = Date.now();
@@ -84,6 +85,7 @@ export function lifecycle(user: string, retry: boolean): number {
         case 'session': {
           session.add(now - t0);
           const s = JSON.parse(e.data) as { sessionId: string; token: string };
+          opened = s;
           const firstPost = Date.now();
           // A refused question (429/503) is asked again on the same stream after Retry-After
           // (bounded), until the first-token deadline; an abuser does not wait.
@@ -125,7 +127,7 @@ export function lifecycle(user: string, retry: boolean): number {
           outcome = 'completed';
           client.close();
           break;
-        case 'error':
+        case 'failed':
         case 'expired':
           outcome = 'error';
           client.close();
@@ -138,6 +140,15 @@ export function lifecycle(user: string, retry: boolean): number {
       if (outcome === 'open') outcome = 'status0';
     });
   });
+  // Done with the session: a stream that only drops keeps its slot for the resume window (SSE_RESUME_MS).
+  const done = opened as { sessionId: string; token: string } | null;
+  if (done) {
+    http.del(`${BASE_URL}/chat/sessions/${done.sessionId}`, null, {
+      headers: { Authorization: `Bearer ${done.token}` },
+      timeout: '10s',
+      tags: { name: 'DELETE /chat/sessions/{id}' },
+    });
+  }
   if (res.status === 429 || res.status === 503) {
     refusal.add(Date.now() - t0);
     refused.add(1, { status: String(res.status), on: 'stream' });

@@ -52,7 +52,7 @@ describe('the AI-capacity gate through nginx', () => {
           const mine = (x: { data: unknown }) => (x.data as { messageId: string }).messageId === messageId;
           await sse.waitFor((x) => x.event === 'token' && mine(x), 30_000);
           waits.push(Date.now() - a.answeredAt);
-          const e = await sse.waitFor((x) => (x.event === 'done' || x.event === 'error') && mine(x), 30_000);
+          const e = await sse.waitFor((x) => (x.event === 'done' || x.event === 'failed') && mine(x), 30_000);
           return { event: e.event, after: Date.now() - t0 };
         }),
       );

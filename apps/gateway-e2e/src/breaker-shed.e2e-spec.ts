@@ -43,7 +43,7 @@ describe('the breaker opens while questions wait in the queue', () => {
     const ends = await Promise.all(
       accepted.map(async ({ i, messageId }) => {
         const e = await (streams[i] as SseClient).waitFor(
-          (ev) => (ev.event === 'done' || ev.event === 'error') && (ev.data as { messageId: string }).messageId === messageId,
+          (ev) => (ev.event === 'done' || ev.event === 'failed') && (ev.data as { messageId: string }).messageId === messageId,
           15_000,
         );
         return { event: e.event, code: (e.data as { code?: string }).code, at: Date.now() - started };

@@ -45,7 +45,7 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
       await Promise.all(
         sessions.map(({ sse }, k) =>
           results[k]?.status === 202
-            ? sse.waitFor((e) => e.event === 'error' && (e.data as { messageId: string }).messageId === (results[k]?.body as { messageId: string }).messageId)
+            ? sse.waitFor((e) => e.event === 'failed' && (e.data as { messageId: string }).messageId === (results[k]?.body as { messageId: string }).messageId)
             : null,
         ),
       );
@@ -99,7 +99,7 @@ describe('the circuit breaker toward the worker, shared by both gateways', () =>
     const { sse, s } = sessions[0] as { sse: SseClient; s: ChatSession };
     const r = await ask(stack.url, s, 'back?');
     expect(r.status).toBe(202);
-    const end = await sse.waitFor((e) => (e.event === 'done' || e.event === 'error') && (e.data as { messageId: string }).messageId === (r.body as { messageId: string }).messageId);
+    const end = await sse.waitFor((e) => (e.event === 'done' || e.event === 'failed') && (e.data as { messageId: string }).messageId === (r.body as { messageId: string }).messageId);
     expect(end.event).toBe('done');
   });
 });

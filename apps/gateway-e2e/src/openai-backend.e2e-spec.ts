@@ -41,7 +41,7 @@ describe('the stack with AI_BACKEND=openai against an OpenAI-compatible server',
     return { sse, s: await sse.session() };
   };
   const endOf = (sse: SseClient, messageId: string) =>
-    sse.waitFor((e) => (e.event === 'done' || e.event === 'error') && (e.data as { messageId: string }).messageId === messageId, 30_000);
+    sse.waitFor((e) => (e.event === 'done' || e.event === 'failed') && (e.data as { messageId: string }).messageId === messageId, 30_000);
 
   beforeAll(async () => {
     const dir = mkdtempSync(join(tmpdir(), 'td-e2e-openai-'));
@@ -133,12 +133,16 @@ describe('the stack with AI_BACKEND=openai against an OpenAI-compatible server',
     }
   });
 
-  it('a client that drops mid-answer: the upstream connection is closed within a token', async () => {
+  // A stream that only drops keeps its session for the resume window (SSE_RESUME_MS) and is then
+  // closed the same way (cancel.e2e-spec.ts has both); DELETE closes it at once.
+  it('a client that closes its session mid-answer (DELETE): the upstream connection is closed within a token', async () => {
     const question = Array.from({ length: 60 }, (_, i) => `drop${i}`).join(' ');
     const { sse, s } = await session();
     const r = await ask(stack.url, s, question);
     expect(r.status).toBe(202);
     await sse.waitFor((e) => e.event === 'token' && (e.data as { seq: number }).seq >= 3, 15_000);
+    const del = await fetch(`${stack.url}/chat/sessions/${s.sessionId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.token}` } });
+    expect(del.status).toBe(204);
     const seen = sse.events.filter((e) => e.event === 'token').length;
     sse.close();
     await waitFor('llmock saw its client go', async () => (await requestFor(question)).some((x) => !x.completed && x.ended_at > x.started_at), 15_000);

@@ -21,7 +21,7 @@ async function metricSum(url: string, prefix: string): Promise<number> {
 }
 const idOf = (r: { body: unknown }) => (r.body as { messageId: string }).messageId;
 const isEnd = (messageId: string) => (e: { event: string; data: unknown }) =>
-  (e.event === 'done' || e.event === 'error') && (e.data as { messageId?: string }).messageId === messageId;
+  (e.event === 'done' || e.event === 'failed') && (e.data as { messageId?: string }).messageId === messageId;
 
 describe('Redis at its memory limit (maxmemory, noeviction)', () => {
   let stack: Stack;

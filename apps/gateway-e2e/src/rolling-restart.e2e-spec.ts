@@ -50,7 +50,7 @@ describe('rolling restart of 2 gateways under load', () => {
     const loadUntil = Date.now() + LOAD_LIMIT_MS;
 
     const isEnd = (messageId: string) => (e: SseEvent) =>
-      e.event === 'expired' || ((e.event === 'done' || e.event === 'error') && (e.data as { messageId?: string }).messageId === messageId);
+      e.event === 'expired' || ((e.event === 'done' || e.event === 'failed') && (e.data as { messageId?: string }).messageId === messageId);
 
     async function client(k: number): Promise<void> {
       let asked = 0;
@@ -77,7 +77,7 @@ describe('rolling restart of 2 gateways under load', () => {
               rec.endedAt = Date.now();
               if (end instanceof Error) rec.outcome = `lost:${end.message}`;
               else if (end.event === 'done') rec.outcome = 'done';
-              else if (end.event === 'error') rec.outcome = `error:${(end.data as { code: string }).code}`;
+              else if (end.event === 'failed') rec.outcome = `error:${(end.data as { code: string }).code}`;
               else rec.outcome = `lost:expired before its answer (${JSON.stringify(end.data)})`;
             } else {
               const problem = (r.headers.get('content-type') ?? '').includes('application/problem+json');
@@ -143,7 +143,7 @@ describe('rolling restart of 2 gateways under load', () => {
         // Marked draining in Redis at once: a question for its session is refused, on any instance.
         await waitFor('the witness session marked draining', async () => (await redis.hget(`td:session:{${w.s.sessionId}}`, 'draining')) === '1');
         const again = await ask(stack.url, w.s, 'one more while draining?');
-        const end = await w.sse.waitFor((e) => (e.event === 'done' || e.event === 'error') && (e.data as { messageId?: string }).messageId === w.rec.messageId);
+        const end = await w.sse.waitFor((e) => (e.event === 'done' || e.event === 'failed') && (e.data as { messageId?: string }).messageId === w.rec.messageId);
         w.rec.outcome = end.event === 'done' ? 'done' : `error:${(end.data as { code: string }).code}`;
         w.rec.endedAt = Date.now();
         const expired = await w.sse.waitFor((e) => e.event === 'expired');
@@ -194,7 +194,7 @@ describe('rolling restart of 2 gateways under load', () => {
     expect(witnesses.map((w) => w.instanceId)).toEqual(oldIds);
     for (const w of witnesses) {
       expect(w.outcome === 'done' || w.outcome === 'error:worker_error').toBe(true);
-      expect(w.events).toEqual(['session', w.outcome === 'done' ? 'done' : 'error', 'expired:draining']);
+      expect(w.events).toEqual(['session', w.outcome === 'done' ? 'done' : 'failed', 'expired:draining']);
     }
 
     // None vanished: each accepted question ended in done or error, and every error is a dead letter with a reason.

@@ -19,12 +19,18 @@ describe('security defaults through nginx', () => {
     await stack?.stop();
   });
 
-  it('logs no token (JWT or session) and no question text, at debug level and above', async () => {
+  it('logs no token (JWT, stream ticket or session) and no question text, at debug level and above', async () => {
     const userJwt = jwt.sign({ sub: 'log-hygiene-user' }, SECRET, { algorithm: 'HS256', expiresIn: '5m' });
     const marker = `MARKER-${randomUUID()}`;
-    const sse = await new SseClient(`${stack.url}/chat/stream`, { headers: { Authorization: `Bearer ${userJwt}` } }).open();
+    // A browser's way in: a ticket for the JWT, in the stream's URL; then the same ticket again (refused).
+    const issued = await fetch(`${stack.url}/chat/tickets`, { method: 'POST', headers: { Authorization: `Bearer ${userJwt}` } });
+    expect(issued.status).toBe(201);
+    const { ticket } = (await issued.json()) as { ticket: string };
+    const sse = await new SseClient(`${stack.url}/chat/stream?refusal=event&ticket=${ticket}`).open();
     expect(sse.status).toBe(200);
     const s = await sse.session();
+    const reused = await new SseClient(`${stack.url}/chat/stream?ticket=${ticket}`).open();
+    expect((reused.refusal as { code: string }).code).toBe('invalid_ticket');
     const messageIds: string[] = [];
     try {
       // Several questions, so POSTs land on both instances.
@@ -65,13 +71,19 @@ describe('security defaults through nginx', () => {
     for (const id of messageIds) expect(lines.some((l) => l.includes(id))).toBe(true);
     expect(lines.some((l) => l.includes(s.sessionId))).toBe(true);
     // ...and none of the secrets or the question text, at any level.
-    const secrets = { marker, jwt: userJwt, jwtSignature: userJwt.split('.')[2] ?? userJwt, sessionToken: s.token, jwtSecret: SECRET };
+    const secrets = { marker, jwt: userJwt, jwtSignature: userJwt.split('.')[2] ?? userJwt, sessionToken: s.token, jwtSecret: SECRET, ticket };
     for (const [name, value] of Object.entries(secrets)) {
       const leaks = lines.filter((l) => l.includes(value));
       expect({ name, leaks }).toEqual({ name, leaks: [] });
     }
     expect(access).toContain(s.sessionId);
-    for (const value of [marker, userJwt, s.token]) expect(access.includes(value)).toBe(false);
+    // The streams opened with a ticket are logged, without it.
+    expect(access).toContain('GET /chat/stream?[redacted] HTTP/1.1');
+    const errors = readFileSync(join(stack.opts.dir, 'nginx', 'error.log'), 'utf8');
+    for (const value of [marker, userJwt, s.token, ticket]) {
+      expect(access.includes(value)).toBe(false);
+      expect(errors.includes(value)).toBe(false);
+    }
   });
 
   it('serves no /admin path at the edge; /metrics only to loopback', async () => {

@@ -21,8 +21,8 @@ class Events {
   }
   async answer(messageId: string): Promise<{ tokens: number[]; done: Record<string, unknown> }> {
     const mine = (e: { data: Record<string, unknown> }): boolean => e.data['messageId'] === messageId;
-    await waitFor('done event', () => this.list.some((e) => (e.event === 'done' || e.event === 'error') && mine(e)), 15_000);
-    const end = this.list.find((e) => (e.event === 'done' || e.event === 'error') && mine(e));
+    await waitFor('done event', () => this.list.some((e) => (e.event === 'done' || e.event === 'failed') && mine(e)), 15_000);
+    const end = this.list.find((e) => (e.event === 'done' || e.event === 'failed') && mine(e));
     expect(end?.event).toBe('done');
     return { tokens: this.list.filter((e) => e.event === 'token' && mine(e)).map((e) => e.data['seq'] as number), done: end?.data ?? {} };
   }

@@ -38,7 +38,7 @@ describe('the worker killed with questions in flight', () => {
         accepted.map(async ({ i, messageId }) => {
           const sse = streams[i] as SseClient;
           const end = await sse.waitFor(
-            (e) => (e.event === 'done' || e.event === 'error') && (e.data as { messageId: string }).messageId === messageId,
+            (e) => (e.event === 'done' || e.event === 'failed') && (e.data as { messageId: string }).messageId === messageId,
             40_000,
           );
           const seqs = sse.events.filter((e) => e.event === 'token').map((e) => (e.data as { seq: number }).seq);
@@ -46,7 +46,7 @@ describe('the worker killed with questions in flight', () => {
         }),
       );
       const done = ends.filter((e) => e.event === 'done').length;
-      const errored = ends.filter((e) => e.event === 'error').length;
+      const errored = ends.filter((e) => e.event === 'failed').length;
       process.stdout.write(`worker crash: ${accepted.length} accepted, ${done} done, ${errored} error\n`);
       expect(done + errored).toBe(accepted.length);
       // Their 30 s deadlines allow it, so the restarted worker answers every one of them.
@@ -90,7 +90,7 @@ describe('the worker killed with questions in flight', () => {
       const ends = await Promise.all(
         accepted.map(async ({ i, messageId }) => {
           const e = await (streams[i] as SseClient).waitFor(
-            (x) => (x.event === 'done' || x.event === 'error') && (x.data as { messageId: string }).messageId === messageId,
+            (x) => (x.event === 'done' || x.event === 'failed') && (x.data as { messageId: string }).messageId === messageId,
             40_000,
           );
           return e.event;

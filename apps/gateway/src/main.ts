@@ -76,6 +76,15 @@ function main(): void {
     return;
   }
   runInstance(config).catch((err: unknown) => {
+    // ioredis gives up on a Redis that is not there with a stack trace that names no address.
+    if (err instanceof Error && err.name === 'MaxRetriesPerRequestError') {
+      const at = config.REDIS_URL.replace(/\/\/([^@/]*)@/, '//***@');
+      process.stderr.write(
+        `gateway failed to start: Redis at ${at} (REDIS_URL) does not answer. Start Redis, or run ` +
+          '`npx nx serve gateway` (starts one) or `npm start` (the whole stack).\n',
+      );
+      process.exit(1);
+    }
     process.stderr.write(`gateway failed to start: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exit(1);
   });

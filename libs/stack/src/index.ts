@@ -20,7 +20,7 @@ export { SocketChatClient } from './lib/socket-client';
 export type { AskAck, SocketProblem } from './lib/socket-client';
 export { SseClient, ask } from './lib/sse-client';
 export type { AskResult, ChatSession, SseEvent } from './lib/sse-client';
-export { startLocalRedisCluster } from './lib/redis-cluster';
+export { startLocalRedisCluster, startTestRedisCluster } from './lib/redis-cluster';
 export type { LocalRedisClusterOptions, RedisClusterHandle } from './lib/redis-cluster';
 export { TimedHttp, percentile } from './lib/timed-http';
 export type { TimedResponse } from './lib/timed-http';

@@ -112,6 +112,7 @@ export class Processes {
     const h = await startNginx({
       prefix: join(this.dir, name),
       template: join(this.root, 'infra/nginx/nginx.conf.template'),
+      webRoot: join(this.root, 'infra/web'),
       listenHost: '127.0.0.1',
       listenPort: await freePort(),
       upstreams,

@@ -85,6 +85,23 @@ export class ChatClient implements LifecycleClient {
     return t ? { authorization: `Bearer ${t}` } : {};
   }
 
+  /** DELETE the session; a failure only leaves it to the resume window. */
+  private async close(s: { sessionId: string; token: string }): Promise<void> {
+    const { pool, deadlines: d } = this.o;
+    try {
+      const r = await pool.request({
+        path: `/chat/sessions/${encodeURIComponent(s.sessionId)}`,
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${s.token}` },
+        headersTimeout: d.postMs,
+        bodyTimeout: d.postMs,
+      });
+      await r.body.dump();
+    } catch {
+      // the stream's close and the resume window end it all the same
+    }
+  }
+
   /** `retry`: ask again after a refused question (a user); false for an abuser's one-shot. */
   async lifecycle(role: string, user: string, stop: AbortSignal, retry = true): Promise<IterationResult> {
     const { metrics: m, pool, deadlines: d } = this.o;
@@ -158,7 +175,7 @@ export class ChatClient implements LifecycleClient {
             case 'done':
               doneAt = performance.now();
               break;
-            case 'error':
+            case 'failed':
               try {
                 errorCode = (JSON.parse(e.data) as Problem).code ?? 'no_code';
               } catch {
@@ -274,7 +291,9 @@ export class ChatClient implements LifecycleClient {
         m.outcome(role, 'completed');
         return { outcome: 'completed' };
       } finally {
-        // Closing the stream ends the session on the server (and frees its slot).
+        // A client done with its session says so: a stream that only drops keeps its slot for the
+        // gateway's resume window (SSE_RESUME_MS), in case the client comes back.
+        if (session) await this.close(session);
         ac.abort();
         res.body.destroy();
       }

@@ -74,7 +74,7 @@ export class SocketChatClient implements LifecycleClient {
       doneAt = performance.now();
       poke();
     });
-    socket.on('error', (e: Problem) => {
+    socket.on('failed', (e: Problem) => {
       errorCode = e?.code ?? 'no_code';
       poke();
     });

@@ -191,7 +191,7 @@ export async function runTimings(o: TimingsOptions = {}): Promise<Timing[]> {
     await sse.waitFor((e) => e.event === 'token');
     w.child.signal('SIGSTOP');
     try {
-      const e = await sse.waitFor((x) => x.event === 'error');
+      const e = await sse.waitFor((x) => x.event === 'failed');
       const late = Date.now() - asked - DEADLINE_MS;
       if ((e.data as { code: string }).code !== 'deadline_exceeded') throw new Error(`expected deadline_exceeded: ${JSON.stringify(e.data)}`);
       out.push(timing("error deadline_exceeded for a lost answer, past the question's deadline", [late], 1_000 + 1_000));

@@ -6,6 +6,7 @@ import { INSTANCE_ID } from '../common/instance';
 import type { AdaptiveDeadline } from '../common/redis/adaptive-deadline';
 import { REDIS_COMMANDS, REDIS_SUBSCRIBER, REQUEST_DEADLINE } from '../common/redis/redis.module';
 import { AiCapacityService } from './ai-capacity.service';
+import { AiStatus } from './ai-status';
 import { BreakerGuard } from './breaker.guard';
 import { BreakerService } from './breaker.service';
 import { SweeperService } from './sweeper.service';
@@ -33,8 +34,9 @@ import { SweeperService } from './sweeper.service';
     BreakerService,
     BreakerGuard,
     SweeperService,
+    AiStatus,
   ],
-  exports: [AiClient, AiCapacityService, BreakerService, BreakerGuard],
+  exports: [AiClient, AiCapacityService, BreakerService, BreakerGuard, AiStatus],
 })
 export class AiModule implements OnApplicationBootstrap {
   constructor(@Inject(AiClient) private readonly ai: AiClient) {}

@@ -14,7 +14,7 @@ const ANSWER_GRACE_MS = 1_000;
 
 /**
  * Relays answers to the sessions this instance holds: the worker's replies become the session's
- * `token`, `done` and `error` events. Only a question the session was told was accepted is
+ * `token`, `done` and `failed` events. Only a question the session was told was accepted is
  * relayed: accepted here, or announced by the instance that accepted it. The instance holding the
  * session watches the deadline, so a lost answer still ends in an error, and the tokens are
  * passed on in order, once each, or the answer ends in `answer_lost`.
@@ -119,7 +119,7 @@ export class AnswerRelay implements OnApplicationBootstrap {
     if (reply.type === 'done' && reply.tokens !== inflight.lastSeq + 1) return this.incomplete(s, inflight);
     this.finish(s, inflight, reply.type === 'done' ? 'done' : reply.code);
     if (reply.type === 'done') this.registry.emit(sessionId, 'done', { messageId: inflight.messageId, tokens: reply.tokens, ...(reply.usage ? { usage: reply.usage } : {}) });
-    else this.registry.emit(sessionId, 'error', { messageId: inflight.messageId, code: reply.code, message: reply.message });
+    else this.registry.emit(sessionId, 'failed', { messageId: inflight.messageId, code: reply.code, message: reply.message });
     this.logger.debug({ sessionId, messageId: inflight.messageId, outcome: reply.type }, 'answer finished');
   }
 
@@ -133,7 +133,7 @@ export class AnswerRelay implements OnApplicationBootstrap {
   private lost(s: LocalSession, inflight: Inflight, code: string, message: string): void {
     if (s.inflight !== inflight) return;
     this.finish(s, inflight, code === 'deadline_exceeded' ? 'lost' : code);
-    this.registry.emit(s.record.sessionId, 'error', { messageId: inflight.messageId, code, message });
+    this.registry.emit(s.record.sessionId, 'failed', { messageId: inflight.messageId, code, message });
     this.metrics.answersLost.inc();
     if (code === 'deadline_exceeded') this.breaker.recordTimeout();
     this.logger.warn({ sessionId: s.record.sessionId, messageId: inflight.messageId, code }, 'answer lost');

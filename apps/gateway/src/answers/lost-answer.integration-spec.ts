@@ -34,7 +34,7 @@ describe('an answer that never comes (real Redis)', () => {
       const r = await ask(b.url, s, 'hello?');
       expect(r.status).toBe(202);
       const { messageId } = r.body as { messageId: string };
-      const e = await sse.waitFor((x) => x.event === 'error');
+      const e = await sse.waitFor((x) => x.event === 'failed');
       expect(e.data).toEqual({ messageId, code: 'deadline_exceeded', message: 'No answer arrived before the deadline.' });
       // Not before the deadline (how soon after it is a figure for a benchmark, not a test).
       expect(Date.now() - posted).toBeGreaterThanOrEqual(600);

@@ -18,6 +18,8 @@ import { QuestionsModule } from '../questions/questions.module';
 import { SessionsModule } from '../sessions/sessions.module';
 import { SocketIoModule } from '../socketio/socketio.module';
 import { SseModule } from '../sse/sse.module';
+import { TicketsModule } from '../tickets/tickets.module';
+import { redactUrl } from '../common/redact-url';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -60,7 +62,8 @@ export class AppModule {
               req: (req: { id: string; method: string; url: string; remoteAddress?: string }) => ({
                 id: req.id,
                 method: req.method,
-                url: req.url,
+                // A stream ticket in the query is a credential.
+                url: redactUrl(req.url),
                 remoteAddress: req.remoteAddress,
               }),
               // The status is what a request line is read for; the response headers were most of its bytes.
@@ -77,6 +80,7 @@ export class AppModule {
         SessionsModule,
         AnswersModule,
         QuestionsModule,
+        TicketsModule,
         SseModule,
         SocketIoModule,
       ],

@@ -173,7 +173,8 @@ describe('the dam in the gateway (real Redis)', () => {
     let g: TestInstance;
 
     beforeAll(async () => {
-      g = await startInstance(redis.url, 'full', { DAM_SLOTS_PER_INSTANCE: '5' });
+      // Closed streams hold their slot for the resume window (resume/); kept short where a test reopens at once.
+      g = await startInstance(redis.url, 'full', { DAM_SLOTS_PER_INSTANCE: '5', SSE_RESUME_MS: '200' });
     });
 
     afterAll(async () => {
@@ -209,7 +210,7 @@ describe('the dam in the gateway (real Redis)', () => {
     it('a crowd kept out gets a longer Retry-After, however fast the holders leave and come back', async () => {
       // Its own instance with 50 slots, so streams can turn over at the rate of the experiment's S1,
       // where nearly every admission is a user reopening right after its own answer.
-      const c = await startInstance(redis.url, 'crowd', { DAM_SLOTS_PER_INSTANCE: '50' });
+      const c = await startInstance(redis.url, 'crowd', { DAM_SLOTS_PER_INSTANCE: '50', SSE_RESUME_MS: '200' });
       const openAll = (): Promise<SseClient[]> => Promise.all(Array.from({ length: 50 }, () => new SseClient(`${c.url}/chat/stream`).open()));
       let streams = await openAll();
       try {
@@ -250,7 +251,7 @@ describe('the dam in the gateway (real Redis)', () => {
 
   describe('modes', () => {
     it('shadow admits everything, counts what it would have refused, and keeps the budget exact', async () => {
-      const g = await startInstance(redis.url, 'shadow', { DAM_MODE: 'shadow', DAM_SLOTS_PER_INSTANCE: '2' });
+      const g = await startInstance(redis.url, 'shadow', { DAM_MODE: 'shadow', DAM_SLOTS_PER_INSTANCE: '2', SSE_RESUME_MS: '200' });
       const streams = await Promise.all(Array.from({ length: 5 }, () => new SseClient(`${g.url}/chat/stream`).open()));
       try {
         expect(streams.map((s) => s.status)).toEqual([200, 200, 200, 200, 200]);

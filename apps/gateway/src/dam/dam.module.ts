@@ -5,6 +5,7 @@ import { AdaptiveDeadline, Dam, UserRateLimiter } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
 import { INSTANCE_ID } from '../common/instance';
+import { AiModule } from '../ai/ai.module';
 import { DamController } from './dam.controller';
 import { ADMISSION_REDIS, DAM, DamService, USER_RATE } from './dam.service';
 
@@ -14,6 +15,7 @@ const ADMISSION_DEADLINE_CAP_MS = 1_000;
 
 @Global()
 @Module({
+  imports: [AiModule],
   controllers: [DamController],
   providers: [
     {

@@ -17,7 +17,7 @@ import { DamModePolicy } from '../common/dam-mode.policy';
 import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
 import { DamFullRetryAfter } from './dam-full-retry';
-import { resolveIdentity, type Credentials, type IdentityOptions } from './identity';
+import { resolveIdentity, verifyBearerJwt, type Credentials, type IdentityOptions, type VerifiedIdentity } from './identity';
 
 export const DAM = Symbol('DAM');
 export const USER_RATE = Symbol('USER_RATE');
@@ -97,6 +97,19 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
   get redisFailure(): RedisErrorKind | null {
     const s = this.dam.snapshot();
     return s.fallback ? s.fallbackReason : null;
+  }
+
+  /** Whether users are verified by JWT (AUTH_JWT_SECRET); stream tickets exist only then. */
+  get verifiesJwt(): boolean {
+    return this.identity.jwtSecret !== undefined;
+  }
+
+  /** The identity of `Authorization: Bearer <jwt>`; throws missing_token / invalid_credentials. */
+  verifyJwt(authorization: string | undefined): VerifiedIdentity {
+    const secret = this.identity.jwtSecret;
+    if (secret === undefined) throw new Error('no JWT secret configured');
+    if (authorization === undefined) throw new GatewayException(ErrorCode.MissingToken, 'Send a JWT as "Authorization: Bearer <jwt>".');
+    return verifyBearerJwt(authorization, { ...this.identity, jwtSecret: secret });
   }
 
   /** Admits a new session (any transport) or throws the refusal (dam_full, user_session_limit, redis_unavailable). */

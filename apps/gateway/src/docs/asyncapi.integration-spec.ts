@@ -41,7 +41,7 @@ describe('the Socket.IO contract (AsyncAPI at /docs-asyncapi)', () => {
     expect(openapi.info.description).toContain('/docs-asyncapi');
     expect(doc.asyncapi).toBe('3.0.0');
     expect(doc.channels.chat.address).toBe('/chat');
-    expect(Object.keys(doc.channels.chat.messages).sort()).toEqual(['ask', 'askAck', 'connectError', 'done', 'error', 'expired', 'problem', 'session', 'token']);
+    expect(Object.keys(doc.channels.chat.messages).sort()).toEqual(['ask', 'askAck', 'connectError', 'done', 'expired', 'failed', 'problem', 'session', 'token']);
     expect(doc.operations['receiveAsk']?.action).toBe('receive');
     for (const m of JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/(\w+)"/g)) expect(doc.components.schemas[m[1] ?? '']).toBeDefined();
     for (const m of JSON.stringify(doc).matchAll(/"\$ref":"#\/channels\/chat\/messages\/(\w+)"/g)) expect(doc.channels.chat.messages[m[1] ?? '']).toBeDefined();

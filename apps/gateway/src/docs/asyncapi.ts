@@ -31,7 +31,7 @@ const WHAT: Record<(typeof SSE_EVENTS)[number], string> = {
   session: 'Right after connect: the session (its id and the token that POST and DELETE over HTTP take too).',
   token: 'One token of the answer, seq from 0, in order, once each.',
   done: 'The answer ended; `tokens` is how many came.',
-  error: 'The answer ended without done, with why (see ErrorEventData).',
+  failed: 'The answer ended without done, with why (see FailedEventData).',
   expired: 'The session ends (idle, lifetime, draining); the server disconnects right after. Do not reconnect on `draining` to the same URL at once: reconnect after a second, through the load balancer.',
 };
 
@@ -60,7 +60,7 @@ export function buildAsyncApi(config: GatewayConfig): Record<string, unknown> {
         '`retryAfterMs`): do not reconnect before `retryAfterMs`. With AUTH_JWT_SECRET set, send the JWT as the ' +
         'handshake\'s `auth.token`. After `session`, emit `ask` {question} with an acknowledgement: it is {messageId} ' +
         'or a problem with the codes of POST /chat/sessions/{id}/messages; the answer follows as `token` events and one ' +
-        '`done` or `error`. `expired` ends the session; a DELETE /chat/sessions/{id} from any instance disconnects the ' +
+        '`done` or `failed`. `expired` ends the session; a DELETE /chat/sessions/{id} from any instance disconnects the ' +
         'socket. An `ask` without an acknowledgement that is refused gets a `problem` event instead.',
     },
     servers: {

@@ -28,6 +28,7 @@ export const HEADERS: Partial<Record<ErrorCode, string[]>> = {
   [ErrorCode.MissingToken]: ['WWW-Authenticate'],
   [ErrorCode.InvalidToken]: ['WWW-Authenticate'],
   [ErrorCode.InvalidCredentials]: ['WWW-Authenticate'],
+  [ErrorCode.InvalidTicket]: ['WWW-Authenticate'],
   [ErrorCode.Draining]: ['Retry-After'],
   [ErrorCode.RedisUnavailable]: ['Retry-After'],
   [ErrorCode.AiOverloaded]: ['Retry-After'],
@@ -46,14 +47,16 @@ export const WHEN: Record<ErrorCode, string> = {
   [ErrorCode.BadJson]: 'the body is not valid JSON',
   [ErrorCode.BadRequest]: 'the body is not {"question": "<text>"} (missing, empty, not a string, unknown fields)',
   [ErrorCode.MissingToken]: 'no `Authorization: Bearer` header (the session token; on GET /chat/stream a JWT when AUTH_JWT_REQUIRED)',
-  [ErrorCode.InvalidCredentials]: 'the JWT on GET /chat/stream is malformed, expired, or fails issuer/audience/signature checks',
+  [ErrorCode.InvalidCredentials]: 'the JWT (GET /chat/stream, POST /chat/tickets) is malformed, expired, or fails issuer/audience/signature checks',
+  [ErrorCode.InvalidTicket]: 'the stream ticket (?ticket=) is unknown, already used, or past STREAM_TICKET_TTL_MS',
+  [ErrorCode.TicketsDisabled]: 'POST /chat/tickets on a gateway without AUTH_JWT_SECRET (streams need no ticket then)',
   [ErrorCode.DamFull]: 'the global session budget (slots per instance x live instances) is spent',
   [ErrorCode.UserSessionLimit]: 'this user already holds DAM_USER_MAX_SESSIONS open sessions',
   [ErrorCode.UserRateLimited]: 'this user asked DAM_USER_QUESTIONS questions within DAM_USER_QUESTION_WINDOW_SEC',
   [ErrorCode.InvalidToken]: 'the bearer token is not the token of this session',
   [ErrorCode.SessionNotFound]: 'no open session with this id (never existed, closed, or expired)',
   [ErrorCode.NotFound]: 'no route matches the path',
-  [ErrorCode.QuestionInFlight]: 'a question on this session has not ended yet (done or error)',
+  [ErrorCode.QuestionInFlight]: 'a question on this session has not ended yet (done or failed)',
   [ErrorCode.QuestionTooLarge]: 'the question is over QUESTION_MAX_CHARS characters',
   [ErrorCode.BodyTooLarge]: 'the body is over BODY_MAX_BYTES',
   [ErrorCode.UnsupportedMediaType]: 'the body is not application/json',
@@ -74,24 +77,64 @@ export const ROUTES: Record<string, { op: Omit<Operation, 'responses'>; ok: Reco
       summary: 'Open a session: a Server-Sent Events stream',
       description:
         'Admitted through the dam, or refused at once. The first event is `session` with the token that POST and ' +
-        'DELETE need. Then, per question: `token` events (seq from 0) and one `done` or `error`. `expired` ends the ' +
-        'stream (idle, lifetime, draining). A `: ping` comment line comes at least every SSE_PING_MS (15 s). Each ' +
+        'DELETE need. Then, per question: `token` events (seq from 0) and one `done` or `failed`. `expired` ends the ' +
+        'stream (idle, lifetime, draining); a reconnect after it is 204 (after draining: a new session). Every event has an ' +
+        '`id: <resume handle>.<n>`: a reconnect with `Last-Event-ID` within SSE_RESUME_MS gets the same session and the events ' +
+        'after n, on any instance, with no new slot (204 when the session is over). A `: ping` comment line comes at least every SSE_PING_MS (15 s). Each ' +
         'event is `event: <name>` and one `data: <JSON>` line; see the schema SseEvent.',
       security: [{}, { jwt: [] }],
+      parameters: [
+        {
+          name: 'ticket',
+          in: 'query',
+          required: false,
+          schema: { type: 'string' },
+          description: 'A stream ticket from POST /chat/tickets, instead of the JWT header (EventSource sends no headers). Single use; never logged.',
+        },
+        {
+          name: 'refusal',
+          in: 'query',
+          required: false,
+          schema: { type: 'string', enum: ['event'] },
+          description:
+            '`event`: a refusal (401, 429, 503 but draining) comes as 200 with one `refused` event (the problem and retryAfterMs) and the end, ' +
+            'with `retry:` = the Retry-After (or `id: end` when waiting does not help), so an EventSource can read it. Without it refusals are plain HTTP statuses.',
+        },
+        {
+          name: 'Last-Event-ID',
+          in: 'header',
+          required: false,
+          schema: { type: 'string' },
+          description: 'What EventSource sends when it reconnects: the id of the last event it has (`<resume handle>.<n>`, or `end`).',
+        },
+      ],
     },
     ok: {
+      204: { description: 'A reconnect (Last-Event-ID) for a session that is over: expired, deleted, unknown, its instance gone, or its missed events no longer kept. EventSource stops.' },
       200: {
         description: 'The stream. Events as in SseEvent (the `event` field is the SSE event name, `data` the JSON data line).',
         content: { 'text/event-stream': { schema: ref('SseEvent') } },
       },
     },
-    problems: [ErrorCode.MissingToken, ErrorCode.InvalidCredentials, ErrorCode.DamFull, ErrorCode.UserSessionLimit, ErrorCode.RedisUnavailable, ErrorCode.Draining],
+    problems: [ErrorCode.MissingToken, ErrorCode.InvalidCredentials, ErrorCode.InvalidTicket, ErrorCode.DamFull, ErrorCode.UserSessionLimit, ErrorCode.RedisUnavailable, ErrorCode.Draining],
+  },
+  'post /chat/tickets': {
+    op: {
+      tags: ['chat'],
+      summary: 'Trade a JWT for a stream ticket (for EventSource, which cannot send headers)',
+      description:
+        'Send `Authorization: Bearer <jwt>`; the ticket carries its verified identity for one GET /chat/stream?ticket=<ticket> ' +
+        'within STREAM_TICKET_TTL_MS (30 s). Only its SHA-256 is stored; taking it deletes it, so a second use is invalid_ticket.',
+      security: [{ jwt: [] }],
+    },
+    ok: { 201: { description: 'The ticket.', content: { 'application/json': { schema: ref('StreamTicket') } } } },
+    problems: [ErrorCode.MissingToken, ErrorCode.InvalidCredentials, ErrorCode.TicketsDisabled, ErrorCode.RedisUnavailable],
   },
   'post /chat/sessions/{sessionId}/messages': {
     op: {
       tags: ['chat'],
       summary: 'Ask a question on a session',
-      description: 'Any instance takes it; the answer arrives on the session\'s stream as `token` events, then `done` or `error` with this messageId.',
+      description: 'Any instance takes it; the answer arrives on the session\'s stream as `token` events, then `done` or `failed` with this messageId.',
       security: [{ sessionToken: [] }],
       requestBody: { required: true, content: { 'application/json': { schema: ref('QuestionBody') } } },
     },

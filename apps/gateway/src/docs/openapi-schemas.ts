@@ -4,7 +4,11 @@ import { WHEN, ref, type Schema } from './openapi-routes';
 // The JSON Schemas of the contract: problems, bodies, and the session events, shared by the
 // OpenAPI document (SSE) and the AsyncAPI document (Socket.IO), whose payloads are the same.
 
-export const SSE_EVENTS = ['session', 'token', 'done', 'error', 'expired'] as const;
+/** The session's events, the same on SSE and Socket.IO. */
+export const SSE_EVENTS = ['session', 'token', 'done', 'failed', 'expired'] as const;
+/** Only on SSE: a refused stream read by an EventSource (?refusal=event). */
+const SSE_ONLY_EVENTS = ['refused'] as const;
+const STREAM_EVENTS = [...SSE_EVENTS, ...SSE_ONLY_EVENTS];
 /** `done` -> `DoneEvent` (and its data: `DoneEventData`). */
 export const eventSchema = (e: string): string => `${e.charAt(0).toUpperCase()}${e.slice(1)}Event`;
 
@@ -34,6 +38,21 @@ export const SCHEMAS: Record<string, Schema> = {
     additionalProperties: false,
     required: ['question'],
     properties: { question: { type: 'string', minLength: 1, description: 'At most QUESTION_MAX_CHARS characters (code points).' } },
+  },
+  StreamTicket: {
+    type: 'object',
+    required: ['ticket', 'expiresAt'],
+    properties: {
+      ticket: { type: 'string', description: 'Put it in GET /chat/stream?ticket=; good once.' },
+      expiresAt: { type: 'integer', description: 'Epoch ms after which it is refused.' },
+    },
+  },
+  RefusedEventData: {
+    description: 'Only with ?refusal=event: the problem of the refused stream, then the stream ends.',
+    allOf: [
+      ref('Problem'),
+      { type: 'object', properties: { retryAfterMs: { type: 'integer', description: "The Retry-After in ms (also the stream's `retry:`), where waiting helps." } } },
+    ],
   },
   MessageAccepted: { type: 'object', required: ['messageId'], properties: { messageId: { type: 'string', format: 'uuid' } } },
   SessionEventData: {
@@ -70,7 +89,7 @@ export const SCHEMAS: Record<string, Schema> = {
       },
     },
   },
-  ErrorEventData: {
+  FailedEventData: {
     type: 'object',
     required: ['messageId', 'code', 'message'],
     properties: {
@@ -91,10 +110,12 @@ export const SCHEMAS: Record<string, Schema> = {
     type: 'object',
     required: ['reason'],
     properties: { reason: { type: 'string', enum: ['idle', 'lifetime', 'draining'] } },
-    description: 'The server closes the stream right after. `draining`: open a new stream (it lands on another instance).',
+    description:
+      'The server closes the stream right after, with a `retry:` suited to the reason: idle and lifetime 2 s, and the reconnect is ' +
+      'answered 204 (EventSource stops); draining 250-1000 ms, and the reconnect gets a new session on another instance.',
   },
   ...Object.fromEntries(
-    SSE_EVENTS.map((e) => [
+    STREAM_EVENTS.map((e) => [
       eventSchema(e),
       {
         type: 'object',
@@ -105,10 +126,10 @@ export const SCHEMAS: Record<string, Schema> = {
   ),
   SseEvent: {
     description:
-      'One event of GET /chat/stream, on the wire `event: <event>\ndata: <JSON data>\n\n`. Keep-alive: a comment line `: ping` ' +
-      'at least every 15 s (no event, no data).',
-    oneOf: SSE_EVENTS.map((e) => ref(eventSchema(e))),
-    discriminator: { propertyName: 'event', mapping: Object.fromEntries(SSE_EVENTS.map((e) => [e, `#/components/schemas/${eventSchema(e)}`])) },
+      'One event of GET /chat/stream, on the wire `id: <resume handle>.<n>\nevent: <event>\ndata: <JSON data>\n\n`. Keep-alive: a comment line `: ping` ' +
+      'at least every 15 s (no event, no data). The stream starts with `retry: 1000`.',
+    oneOf: STREAM_EVENTS.map((e) => ref(eventSchema(e))),
+    discriminator: { propertyName: 'event', mapping: Object.fromEntries(STREAM_EVENTS.map((e) => [e, `#/components/schemas/${eventSchema(e)}`])) },
   },
   Liveness: {
     type: 'object',
@@ -127,7 +148,7 @@ export const SCHEMAS: Record<string, Schema> = {
   },
   DamStatus: {
     type: 'object',
-    description: 'held: sessions this instance holds; ceiling and share: its local limits; global: used/capacity/live instances from Redis (stale when Redis is away); fallback: whether the Redis fallback is active; limits: the per-user limits in force.',
+    description: 'held: sessions this instance holds; ceiling and share: its local limits; global: used/capacity/live instances from Redis (stale when Redis is away); fallback: whether the Redis fallback is active; limits: the per-user limits in force; ai: the AI path.',
     properties: {
       instanceId: { type: 'string' },
       mode: { type: 'string', enum: ['enforce', 'shadow', 'off'] },
@@ -137,6 +158,19 @@ export const SCHEMAS: Record<string, Schema> = {
       global: { type: ['object', 'null'], properties: { used: { type: 'integer' }, capacity: { type: 'integer' }, live: { type: 'integer' } } },
       fallback: { type: 'object' },
       limits: { type: 'object' },
+      ai: {
+        type: 'object',
+        description: 'The AI path: the estimated wait of a question asked now (ms; -1 unknown, null when Redis did not answer) and its limit, the line, the live workers, the rate the gate counts on, the breaker.',
+        properties: {
+          estimatedWaitMs: { type: ['integer', 'null'] },
+          maxWaitMs: { type: 'integer' },
+          queueDepth: { type: ['integer', 'null'] },
+          liveWorkers: { type: 'integer' },
+          ratePerSec: { type: 'number' },
+          answering: { type: 'integer' },
+          breaker: { type: 'string', enum: ['closed', 'half_open', 'open'] },
+        },
+      },
     },
   },
 };

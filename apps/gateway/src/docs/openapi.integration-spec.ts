@@ -90,7 +90,7 @@ describe('OpenAPI at /docs', () => {
     expect(doc.openapi).toBe('3.1.0');
     const refs = (doc.components.schemas['SseEvent'] as unknown as { oneOf: Array<{ $ref: string }> }).oneOf.map((o) => o.$ref.split('/').pop() ?? '');
     const events = refs.map((name) => (doc.components.schemas[name] as unknown as { properties: { event: { const: string } } }).properties.event.const);
-    expect(events).toEqual(['session', 'token', 'done', 'error', 'expired']);
+    expect(events).toEqual(['session', 'token', 'done', 'failed', 'expired', 'refused']);
     // Every $ref in the document resolves.
     for (const m of JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/(\w+)"/g)) expect(doc.components.schemas[m[1] ?? '']).toBeDefined();
     const expired = doc.components.schemas['ExpiredEventData'] as unknown as { properties: { reason: { enum: string[] } } };

@@ -68,7 +68,7 @@ export function buildOpenApi(app: INestApplication, config: GatewayConfig): Open
       item[method] = {
         ...op,
         ...spec.op,
-        parameters: params,
+        parameters: [...params, ...(spec.op.parameters ?? [])],
         responses: { ...spec.ok, ...problemResponses([...spec.problems, ...ALWAYS]) },
       };
     }

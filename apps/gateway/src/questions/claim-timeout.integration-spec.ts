@@ -42,7 +42,7 @@ describe('a question whose claim times out (real Redis)', () => {
       const again = await ask(gw.url, s, 'and now?');
       expect(again.status).toBe(202);
       const { messageId } = again.body as { messageId: string };
-      const end = await sse.waitFor((e) => (e.event === 'done' || e.event === 'error') && (e.data as { messageId: string }).messageId === messageId, 5_000);
+      const end = await sse.waitFor((e) => (e.event === 'done' || e.event === 'failed') && (e.data as { messageId: string }).messageId === messageId, 5_000);
       expect(end.event).toBe('done');
     } finally {
       admin.disconnect();

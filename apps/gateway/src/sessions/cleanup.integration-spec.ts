@@ -24,8 +24,8 @@ describe('closing a session while Redis is away (real Redis)', () => {
     proxy = await TcpProxy.start(u.hostname, Number(u.port));
     worker = new WorkerDouble(redis.url);
     await worker.start();
-    // A reaches Redis only through the proxy; B directly.
-    [a, b] = await Promise.all([startInstance(proxy.url(redis.url), 'cleanup-a'), startInstance(redis.url, 'cleanup-b')]);
+    // A reaches Redis only through the proxy; B directly. A's dropped streams end after a short resume window.
+    [a, b] = await Promise.all([startInstance(proxy.url(redis.url), 'cleanup-a', { SSE_RESUME_MS: '200' }), startInstance(redis.url, 'cleanup-b')]);
     probe = new Redis(redis.url);
   });
 

@@ -4,11 +4,20 @@ import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
 import { INSTANCE_ID } from '../common/instance';
 import { REDIS_COMMANDS, REDIS_SUBSCRIBER } from '../common/redis/redis.module';
+import type { CloseReason, SessionEvent } from './session-events';
 
-/** What one instance tells the instance that holds a session. */
+/** What one instance tells the instance that holds a session (and, for a resume elsewhere, back). */
 export type ControlMessage =
   | { type: 'close'; sessionId: string }
-  | { type: 'asked'; sessionId: string; messageId: string; deadline: number };
+  | { type: 'asked'; sessionId: string; messageId: string; deadline: number }
+  // A client resumed on `edge`: carry the session's events there, those after `after` first.
+  | { type: 'attach'; sessionId: string; edge: string; attachId: string; after: number }
+  // The answer to attach.
+  | { type: 'attached'; sessionId: string; attachId: string; from: string; status: 'ok' | 'gone' | 'gap' }
+  // Events for the client held at the edge (none: a keep-alive); `end`: the session ended this connection.
+  | { type: 'relay'; sessionId: string; attachId: string; from: string; events: SessionEvent[]; end?: boolean }
+  // The client held at the edge went away.
+  | { type: 'detach'; sessionId: string; attachId: string; reason: CloseReason };
 
 const channelOf = (instanceId: string) => `td:control:${instanceId}`;
 
@@ -63,9 +72,31 @@ export class ControlChannel implements OnApplicationBootstrap {
       return;
     }
     if (typeof m.sessionId !== 'string') return;
-    if (m.type === 'close') this.handlers.close?.({ type: 'close', sessionId: m.sessionId });
-    if (m.type === 'asked' && typeof m.messageId === 'string' && typeof m.deadline === 'number') {
-      this.handlers.asked?.({ type: 'asked', sessionId: m.sessionId, messageId: m.messageId, deadline: m.deadline });
+    const str = (k: string) => typeof m[k] === 'string';
+    switch (m.type) {
+      case 'close':
+        this.handlers.close?.({ type: 'close', sessionId: m.sessionId });
+        return;
+      case 'asked':
+        if (str('messageId') && typeof m.deadline === 'number') {
+          this.handlers.asked?.({ type: 'asked', sessionId: m.sessionId, messageId: m.messageId as string, deadline: m.deadline });
+        }
+        return;
+      // Written by our own instances only (the channels are not reachable from outside): shapes are checked, not every field.
+      case 'attach':
+        if (str('edge') && str('attachId') && typeof m['after'] === 'number') this.handlers.attach?.(m as Extract<ControlMessage, { type: 'attach' }>);
+        return;
+      case 'attached':
+        if (str('attachId') && str('from') && str('status')) this.handlers.attached?.(m as Extract<ControlMessage, { type: 'attached' }>);
+        return;
+      case 'relay':
+        if (str('attachId') && str('from') && Array.isArray(m['events'])) this.handlers.relay?.(m as Extract<ControlMessage, { type: 'relay' }>);
+        return;
+      case 'detach':
+        if (str('attachId')) this.handlers.detach?.(m as Extract<ControlMessage, { type: 'detach' }>);
+        return;
+      default:
+        return;
     }
   }
 }

@@ -134,7 +134,7 @@ describe('graceful drain (real Redis)', () => {
       await a.app.get(LifecycleService).drain('graceful');
       const waited = Date.now() - started;
       expect(waited).toBeGreaterThanOrEqual(700);
-      const err = await sse.waitFor((e) => e.event === 'error');
+      const err = await sse.waitFor((e) => e.event === 'failed');
       expect(err.data).toMatchObject({ messageId, code: 'draining' });
       const expired = await sse.waitFor((e) => e.event === 'expired');
       expect(expired.data).toEqual({ reason: 'draining' });

@@ -23,7 +23,7 @@ const CLOSE_WAIT_MS = 2_000;
  * 2. after DRAIN_GRACE_MS: each session with nothing in flight ends with `expired: draining`;
  *    one with an answer running ends right after its done or error;
  * 3. at DRAIN_INFLIGHT_MS: answers still running are cut: dead-lettered (reason draining),
- *    the client gets `error` code draining, then `expired: draining`.
+ *    the client gets `failed` code draining, then `expired: draining`.
  * Ending a session releases its dam slot through its connection's close handler, whatever the
  * transport; its Redis clean-up is waited for (bounded) before the instance leaves.
  */
@@ -123,7 +123,7 @@ export class SessionDrainer {
         const dlq = written.includes(messageId);
         this.logger.warn({ sessionId: a.sessionId, messageId, dlq, reason: 'draining' }, dlq ? 'dead-lettered' : 'answer cut, not dead-lettered');
         const detail = dlq ? 'it was dead-lettered and can be replayed' : 'it could not be dead-lettered';
-        hub.emit(a.sessionId, 'error', { messageId, code: 'draining', message: `The instance shut down before the answer finished; ${detail}.` });
+        hub.emit(a.sessionId, 'failed', { messageId, code: 'draining', message: `The instance shut down before the answer finished; ${detail}.` });
       }
     }
     for (const id of ids) hub.end(id, 'draining', 'draining');

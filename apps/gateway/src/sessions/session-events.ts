@@ -13,7 +13,8 @@ export interface SessionEventData {
   token: { messageId: string; seq: number; text: string };
   /** usage: what the answer cost, per the model server's usage chunk or counted by the worker (absent from older workers). */
   done: { messageId: string; tokens: number; usage?: { model: string; promptTokens: number; completionTokens: number; counted: boolean } };
-  error: { messageId: string; code: string; message: string };
+  /** An answer that ended without done (the SSE event is not called `error`: EventSource fires its own `error`). */
+  failed: { messageId: string; code: string; message: string };
   expired: { reason: ExpiredReason };
 }
 
@@ -22,13 +23,24 @@ export type SessionEventName = keyof SessionEventData;
 /** One event of a session. `id` counts up from 1 within the session (for resuming a stream later). */
 export type SessionEvent = { [N in SessionEventName]: { id: number; name: N; data: SessionEventData[N] } }[SessionEventName];
 
+/** What a connection is told when a session starts, or resumes, on it. */
+export interface OpenContext {
+  /** The session's resume handle (resumable transports): every event id carries it. */
+  resumeHandle?: string;
+}
+
 /** One client connection that carries a session's events. */
 export interface SessionConnection {
   readonly transport: Transport;
+  /**
+   * True when a client can come back to its session on a new connection (SSE's Last-Event-ID): the
+   * session then outlives a dropped connection for SSE_RESUME_MS. Socket.IO sessions end at once.
+   */
+  readonly resumable?: boolean;
   /** True once the client went away; the core looks after every wait while the session opens. */
   readonly gone: boolean;
   /** The session exists: start the stream (SSE sends its headers). Called once, before any event. */
-  open(): void;
+  open(ctx?: OpenContext): void;
   /** Delivers one event; false when it could not (gone, or too far behind). */
   send(event: SessionEvent): boolean;
   /** Ends the connection from the server side. The close is reported through onClose. */

@@ -9,7 +9,8 @@ import { SessionRepository } from './session.repository';
 
 /**
  * The sessions' clocks, one timer each for all of them (no timer per session): idle and lifetime
- * expiry, and writing the records of sessions opened while Redis was away.
+ * expiry, the end of the resume window of a session whose client went away, and writing the
+ * records of sessions opened while Redis was away.
  */
 @Injectable()
 export class SessionKeeper implements OnApplicationBootstrap, OnModuleDestroy {
@@ -27,11 +28,14 @@ export class SessionKeeper implements OnApplicationBootstrap, OnModuleDestroy {
   onApplicationBootstrap(): void {
     // Fine enough that a short test TTL is kept to ~1/4.
     const c = this.config;
-    const shortest = Math.min(c.DAM_SESSION_IDLE_MS, c.DAM_SESSION_MAX_MS, c.QUESTION_DEADLINE_MS);
+    const shortest = Math.min(c.DAM_SESSION_IDLE_MS, c.DAM_SESSION_MAX_MS, c.QUESTION_DEADLINE_MS, c.SSE_RESUME_MS || Infinity);
     const sweepMs = Math.max(50, Math.min(1_000, Math.floor(shortest / 4)));
     this.expiryTimer = setInterval(() => {
-      const n = this.registry.expire(Date.now(), c.DAM_SESSION_IDLE_MS);
+      const now = Date.now();
+      const n = this.registry.expire(now, c.DAM_SESSION_IDLE_MS);
       if (n > 0) this.logger.info({ expired: n }, 'sessions expired');
+      // No client came back within the window: the session ends as if the drop had ended it.
+      for (const s of this.registry.detachedBefore(now - c.SSE_RESUME_MS)) this.registry.end(s.record.sessionId, 'client');
     }, sweepMs);
     this.expiryTimer.unref();
     this.persistTimer = setInterval(() => void this.persistPending(), 1_000);

@@ -13,10 +13,22 @@ export interface Inflight {
   answer?: { unsubscribe(): void };
 }
 
+/** What a resumable session keeps for a client that reconnects (see resume/). */
+export interface SessionResume {
+  /** The credential in every event id (`<handle>.<n>`); Redis has only its hash. */
+  readonly handle: string;
+  /** The last events sent, for a client that reconnects. */
+  readonly ring: { push(e: SessionEvent): void; since(after: number): SessionEvent[] | null };
+}
+
 /** A session this instance holds: its record, its connection and its hold on the dam. */
 export interface LocalSession {
   readonly record: SessionRecord;
-  readonly connection: SessionConnection;
+  /** The connection carrying its events now; a resume puts a new one in its place. */
+  connection: SessionConnection;
+  readonly resume?: SessionResume;
+  /** Since when it has had no client (the connection dropped; a resume may still come). */
+  detachedAt?: number;
   /** The dam's hold; released exactly once, when the session ends. */
   readonly lease: Lease;
   readonly openedAt: number;
@@ -47,9 +59,9 @@ export class SessionRegistry {
     return n;
   }
 
-  add(record: SessionRecord, connection: SessionConnection, lease: Lease, persisted: boolean): LocalSession {
+  add(record: SessionRecord, connection: SessionConnection, lease: Lease, persisted: boolean, resume?: SessionResume): LocalSession {
     const now = Date.now();
-    const s: LocalSession = { record, connection, lease, openedAt: now, persisted, lastActivity: now, lastEventId: 0 };
+    const s: LocalSession = { record, connection, resume, lease, openedAt: now, persisted, lastActivity: now, lastEventId: 0 };
     this.sessions.set(record.sessionId, s);
     return s;
   }
@@ -78,7 +90,10 @@ export class SessionRegistry {
   emit<N extends SessionEventName>(sessionId: string, name: N, data: SessionEventData[N]): boolean {
     const s = this.sessions.get(sessionId);
     if (!s) return false;
-    return s.connection.send({ id: ++s.lastEventId, name, data } as SessionEvent);
+    const event = { id: ++s.lastEventId, name, data } as SessionEvent;
+    // Kept whether or not the client has it now: a resume replays from here.
+    s.resume?.ring.push(event);
+    return s.connection.send(event);
   }
 
   /** Ends a session from the server side, after `expired` when it expires. Its close handler cleans up. */
@@ -95,6 +110,11 @@ export class SessionRegistry {
   touch(sessionId: string): void {
     const s = this.sessions.get(sessionId);
     if (s) s.lastActivity = Date.now();
+  }
+
+  /** Sessions without a client since before `since` (their resume window is over). */
+  detachedBefore(since: number): LocalSession[] {
+    return [...this.sessions.values()].filter((s) => s.detachedAt !== undefined && s.detachedAt <= since && s.closeReason === undefined);
   }
 
   /** Ends every session past its lifetime or idle for idleMs, with `expired`; returns how many. */

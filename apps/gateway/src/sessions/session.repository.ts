@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { REDIS_COMMANDS } from '../common/redis/redis.module';
+import { TOMBSTONE_MS, resumeKey } from '../resume/resume.repository';
 import type { Transport } from './session-events';
 import { authorizeSession, claimInflight, markDraining, releaseInflight, removeSession } from './session.lua';
 
@@ -30,6 +31,8 @@ export interface SessionRecord {
   userId: string | null;
   createdAt: number;
   expiresAt: number;
+  /** SHA-256 of the resume handle of a resumable session (its entry is written with it). */
+  resumeHash?: string;
 }
 
 export function hashToken(token: string): string {
@@ -48,9 +51,9 @@ const both = (id: string): [string, string] => [keys.session(id), keys.inflight(
 export class SessionRepository {
   constructor(@Inject(REDIS_COMMANDS) private readonly redis: Redis) {}
 
-  /** Stores only the token's hash: a Redis dump must not hand out sessions. */
+  /** Stores only the token's hash: a Redis dump must not hand out sessions. With it, the resume entry (another slot). */
   async create(s: SessionRecord): Promise<void> {
-    await this.redis
+    const session = this.redis
       .multi()
       .hset(keys.session(s.sessionId), {
         tokenHash: hashToken(s.token),
@@ -62,6 +65,15 @@ export class SessionRepository {
       })
       .pexpireat(keys.session(s.sessionId), s.expiresAt)
       .exec();
+    const resume = s.resumeHash
+      ? this.redis
+          .multi()
+          .hset(resumeKey(s.resumeHash), { sessionId: s.sessionId, home: s.instanceId, userId: s.userId ?? '' })
+          .pexpireat(resumeKey(s.resumeHash), s.expiresAt + TOMBSTONE_MS)
+          .exec()
+      : null;
+    // Both awaited, so neither can fail unheard.
+    await Promise.all([session, resume]);
   }
 
   async claim(sessionId: string, token: string, messageId: string, ttlMs: number): Promise<ClaimResult> {

@@ -9,20 +9,32 @@ import { RedisFailures } from '../common/redis/redis-failures';
 import { REQUEST_DEADLINE } from '../common/redis/redis.module';
 import { DamService, type Admission } from '../dam/dam.service';
 import type { Credentials } from '../dam/identity';
+import { EventRing } from '../resume/event-ring';
+import { hashHandle, newResumeHandle } from '../resume/resume-id';
+import { DetachedConnection } from './detached-connection';
 import { SessionCleanup } from './session-cleanup';
 import type { CloseReason, SessionConnection, Transport, TransportReach } from './session-events';
 import { SessionMetrics } from './session-metrics';
-import { SessionRegistry, type LocalSession } from './session-registry';
+import { SessionRegistry, type LocalSession, type SessionResume } from './session-registry';
 import { SessionRepository, hashToken, type SessionRecord } from './session.repository';
+
+/** The outcome of putting a new connection on a session: `gap` when some events it missed are no longer kept. */
+export type AttachResult = 'ok' | 'gone' | 'gap';
+
+/** Told of every session that ended here, once, with why. */
+export type SessionEndedHook = (s: LocalSession, reason: CloseReason) => void;
 
 /**
  * The session core: open (admit through the dam, store the session), close (from any instance)
  * and the end of a session, for every transport. It emits events to a SessionConnection and
- * never sees the transport under it.
+ * never sees the transport under it. A resumable session outlives a dropped connection for
+ * SSE_RESUME_MS: its slot stays, its answer goes on into its event ring, and a new connection
+ * (attach) gets what it missed; only when the window ends is it closed like any other.
  */
 @Injectable()
 export class SessionsService {
   private readonly reaches = new Map<Transport, TransportReach>();
+  private readonly endedHooks: SessionEndedHook[] = [];
 
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
@@ -42,6 +54,10 @@ export class SessionsService {
     this.reaches.set(transport, reach);
   }
 
+  onEnded(hook: SessionEndedHook): void {
+    this.endedHooks.push(hook);
+  }
+
   /** A slot in the dam for a new session, or the refusal (dam_full, user_session_limit, ...). */
   admit(credentials: Credentials): Promise<Admission> {
     return this.dam.admit(credentials);
@@ -57,6 +73,7 @@ export class SessionsService {
     try {
       if (connection.gone) return this.goneEarly(connection.transport);
       const now = Date.now();
+      const resume = this.newResume(connection);
       const record: SessionRecord = {
         sessionId: randomUUID(),
         token: randomBytes(32).toString('base64url'),
@@ -65,6 +82,7 @@ export class SessionsService {
         userId: admission.userId,
         createdAt: now,
         expiresAt: now + this.config.DAM_SESSION_MAX_MS,
+        resumeHash: resume ? hashHandle(resume.handle) : undefined,
       };
       // Redis away must not hold the session up: it starts local and is written later.
       const persisted = await this.deadline.run(this.repository.create(record)).then(
@@ -78,10 +96,9 @@ export class SessionsService {
         this.cleanup.close(record.sessionId, record.expiresAt);
         return this.goneEarly(connection.transport);
       }
-      connection.open();
-      session = this.registry.add(record, connection, admission.lease, persisted);
-      const opened = session;
-      connection.onClose((reason) => this.closed(opened, reason));
+      connection.open({ resumeHandle: resume?.handle });
+      session = this.registry.add(record, connection, admission.lease, persisted, resume);
+      this.watch(session, connection);
       this.metrics.sessionOpened(record.transport);
       const { sessionId, token, expiresAt } = record;
       this.registry.emit(sessionId, 'session', { sessionId, token, instanceId: this.instanceId, expiresAt });
@@ -120,7 +137,56 @@ export class SessionsService {
     if (reach) await this.deadline.run(reach.closeRemote(auth.ownerInstanceId, sessionId)).catch((err: unknown) => Promise.reject(this.failures.refusal('session', err)));
   }
 
-  /** The connection closed (the client left, or the server ended it): frees everything, once. */
+  /**
+   * Puts a new connection on a session held here (a resume): it gets the events after `after`, then
+   * everything as it comes. A connection still on the session (the server may not have seen the
+   * old one go) is ended; the dam is not asked, the session keeps its one slot.
+   */
+  attach(sessionId: string, connection: SessionConnection, after: number): AttachResult {
+    const s = this.registry.get(sessionId);
+    if (!s?.resume || s.closeReason !== undefined || connection.gone) return 'gone';
+    const missed = s.resume.ring.since(after);
+    if (missed === null) return 'gap';
+    const old = s.connection;
+    s.connection = connection;
+    s.detachedAt = undefined;
+    this.watch(s, connection);
+    connection.open({ resumeHandle: s.resume.handle });
+    for (const e of missed) connection.send(e);
+    // Its close is ignored now: it is no longer the session's connection.
+    old.end();
+    this.logger.debug({ sessionId, transport: s.record.transport, replayed: missed.length }, 'session resumed');
+    return 'ok';
+  }
+
+  private newResume(connection: SessionConnection): SessionResume | undefined {
+    if (!connection.resumable || this.config.SSE_RESUME_MS === 0) return undefined;
+    return { handle: newResumeHandle(), ring: new EventRing(this.config.SSE_RESUME_EVENTS) };
+  }
+
+  private watch(s: LocalSession, connection: SessionConnection): void {
+    connection.onClose((reason) => this.connectionClosed(s, connection, reason));
+  }
+
+  /**
+   * A connection closed. The session's current one only (a superseded one is no news): a
+   * resumable session the server did not end waits for its client (the keeper ends the wait);
+   * any other is over.
+   */
+  private connectionClosed(s: LocalSession, connection: SessionConnection, reason: CloseReason): void {
+    if (this.registry.get(s.record.sessionId) !== s || s.connection !== connection) return;
+    if (s.resume && s.closeReason === undefined && (reason === 'client' || reason === 'slow_client')) {
+      const waiting = new DetachedConnection(connection.transport);
+      s.connection = waiting;
+      s.detachedAt = Date.now();
+      this.watch(s, waiting);
+      this.logger.debug({ sessionId: s.record.sessionId, reason, resumeMs: this.config.SSE_RESUME_MS }, 'stream dropped; the session waits for its client');
+      return;
+    }
+    this.closed(s, reason);
+  }
+
+  /** The session is over (the client left for good, or the server ended it): frees everything, once. */
   private closed(opened: LocalSession, reason: CloseReason): void {
     const s = this.registry.remove(opened.record.sessionId);
     if (!s) return;
@@ -130,6 +196,7 @@ export class SessionsService {
     const why = s.closeReason ?? reason;
     this.metrics.sessionClosed(s.record.transport, why);
     this.cleanup.close(s.record.sessionId, s.record.expiresAt);
+    for (const hook of this.endedHooks) hook(s, why);
     this.logger.debug({ sessionId: s.record.sessionId, transport: s.record.transport, reason: why }, 'session closed');
   }
 

@@ -29,7 +29,8 @@ describe('Socket.IO /chat over the session core, two instances (real Redis)', ()
     redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-socketio-')));
     worker = new WorkerDouble(redis.url);
     await worker.start();
-    const env = { DAM_SLOTS_PER_INSTANCE: '4', QUESTION_MAX_CHARS: '50' };
+    // SSE streams closed here keep their slot for the resume window: short, so each test starts empty.
+    const env = { DAM_SLOTS_PER_INSTANCE: '4', QUESTION_MAX_CHARS: '50', SSE_RESUME_MS: '200' };
     [a, b] = await Promise.all([startInstance(redis.url, 'sio-a', env), startInstance(redis.url, 'sio-b', env)]);
     probe = new Redis(redis.url);
   });

@@ -14,7 +14,7 @@ import { SocketProblemFilter } from './socket-problem.filter';
 /**
  * The Socket.IO face of the session core, namespace /chat: connect opens a session (the `session`
  * event follows), `ask` {question} is acknowledged with {messageId} or a problem, and the answer
- * comes as `token`, `done`, `error`; `expired` ends the session. Payloads as over SSE.
+ * comes as `token`, `done`, `failed`; `expired` ends the session. Payloads as over SSE.
  */
 @WebSocketGateway({ namespace: '/chat' })
 @UseFilters(SocketProblemFilter)

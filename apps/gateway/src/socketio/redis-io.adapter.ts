@@ -25,7 +25,8 @@ export class RedisIoAdapter extends IoAdapter {
     const server = super.createIOServer(port, {
       ...options,
       transports: ['websocket'],
-      serveClient: false,
+      // The browser client, /socket.io/socket.io.min.js from the socket.io package: the demo page loads it from here, no CDN.
+      serveClient: true,
       // A question is at most BODY_MAX_BYTES over HTTP; a bigger frame closes the connection.
       maxHttpBufferSize: this.config.BODY_MAX_BYTES,
       ...(this.config.CORS_ORIGINS ? { cors: { origin: this.config.CORS_ORIGINS.includes('*') ? '*' : this.config.CORS_ORIGINS } } : {}),

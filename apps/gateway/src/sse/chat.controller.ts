@@ -7,6 +7,11 @@ import { parseBearer, parseQuestionBody } from '../questions/question-body';
 import { QuestionsService } from '../questions/questions.service';
 import { DrainingGuard } from '../sessions/draining.guard';
 import { SessionsService } from '../sessions/sessions.service';
+import type { Credentials } from '../dam/identity';
+import { parseEventId } from '../resume/resume-id';
+import { ResumeService } from '../resume/resume.service';
+import { TicketsService } from '../tickets/tickets.service';
+import { FINAL_EVENT_ID, REFUSAL_AS_EVENT, sendRefusalEvent } from './refusal-event';
 import { JsonBodyInterceptor } from './json-body.interceptor';
 import { SseConnection, SsePinger } from './sse-connection';
 
@@ -21,14 +26,47 @@ export class ChatController {
     private readonly sessions: SessionsService,
     private readonly questions: QuestionsService,
     private readonly pinger: SsePinger,
+    private readonly tickets: TicketsService,
+    private readonly resume: ResumeService,
   ) {}
 
   @Get('stream')
   @UseGuards(DrainingGuard)
   async stream(@Req() req: Request, @Res() res: Response): Promise<void> {
+    if (req.headers['last-event-id'] === FINAL_EVENT_ID) {
+      res.status(204).end();
+      return;
+    }
     const connection = new SseConnection(req, res, this.pinger);
-    const admission = await this.sessions.admit(req);
-    await this.sessions.start(admission, connection);
+    try {
+      let credentials: Credentials | null = null;
+      // EventSource's reconnect: the same URL (its ticket spent) and the id of the last event it has.
+      const point = parseEventId(req.header('last-event-id'));
+      if (point) {
+        const r = await this.resume.resume(point, connection);
+        if (r.kind === 'resumed') return;
+        if (r.kind === 'ended') {
+          if (!res.headersSent) res.status(204).end();
+          return;
+        }
+        // Drained: a new session for whom the old one was (a JWT or ticket proved it then).
+        credentials = r.userId ? { headers: {}, ip: req.ip, verified: { userId: r.userId, claims: {} } } : { headers: req.headers, ip: req.ip };
+      }
+      const admission = await this.sessions.admit(credentials ?? (await this.credentials(req)));
+      await this.sessions.start(admission, connection);
+    } catch (err) {
+      // Asked for (?refusal=event): the refusal comes as an event a browser can read.
+      if (req.query['refusal'] !== REFUSAL_AS_EVENT || res.headersSent) throw err;
+      sendRefusalEvent(res, err);
+    }
+  }
+
+  /** Who opens the stream: a stream ticket (?ticket=, what a browser can send) or the request's own headers. */
+  private async credentials(req: Request): Promise<Credentials> {
+    const ticket = req.query['ticket'];
+    if (ticket === undefined) return req;
+    const verified = await this.tickets.redeem(typeof ticket === 'string' ? ticket : '');
+    return { headers: {}, ip: req.ip, verified };
   }
 
   @Post('sessions/:sessionId/messages')

@@ -6,7 +6,8 @@ import { SseClient, ask, startTestRedis, waitFor, type ChatSession, type RedisHa
 import { startInstance as start, type TestInstance as Instance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 
-const startInstance = (redisUrl: string, name: string) => start(redisUrl, name, { SSE_PING_MS: '200', QUESTION_MAX_CHARS: '50' });
+// A dropped stream's session waits SSE_RESUME_MS for its client (resume/): short here.
+const startInstance = (redisUrl: string, name: string) => start(redisUrl, name, { SSE_PING_MS: '200', QUESTION_MAX_CHARS: '50', SSE_RESUME_MS: '500' });
 
 async function post(url: string, init: { body?: string | Buffer; headers?: Record<string, string>; method?: string }) {
   const res = await fetch(url, { method: init.method ?? 'POST', body: init.body, headers: init.headers });
@@ -131,12 +132,17 @@ describe('chat sessions across two instances (real Redis)', () => {
     expect(await probe.exists(`td:session:{${s.sessionId}}`)).toBe(0);
   });
 
-  it('cleans up when the client drops mid-answer: session removed, question cancelled', async () => {
+  it('cleans up when the client drops mid-answer and does not come back within SSE_RESUME_MS: session removed, question cancelled', async () => {
     const { sse, s } = await open(a);
     worker.holdNext = true;
     const r = await ask(a.url, s, 'drop me');
     const { messageId } = r.body as { messageId: string };
     sse.close();
+    // First the session waits for its client (still in Redis, the question not cancelled)...
+    await waitFor('session waiting', async () => /td_sse_sessions_waiting\{[^}]*\} 1/.test(await (await fetch(`${a.url}/metrics`)).text()));
+    expect(await probe.exists(`td:session:{${s.sessionId}}`)).toBe(1);
+    expect(await probe.exists(`td:cancel:${messageId}`)).toBe(0);
+    // ...then its window ends.
     await waitFor('session removed', async () => (await probe.exists(`td:session:{${s.sessionId}}`)) === 0);
     await waitFor('question cancelled', async () => (await probe.exists(`td:cancel:${messageId}`)) === 1);
     worker.release();

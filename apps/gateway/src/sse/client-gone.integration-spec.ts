@@ -37,7 +37,8 @@ describe('a client that gives up while its stream is being admitted (real Redis)
 
   beforeAll(async () => {
     redis = await startTestRedis(mkdtempSync(join(tmpdir(), 'td-gone-')));
-    gw = await startInstance(redis.url, 'gone-a', { DAM_SLOTS_PER_INSTANCE: '5', DAM_HEARTBEAT_MS: '200', DAM_HEARTBEAT_TTL_MS: '1000' });
+    // A stream that did open keeps its slot for SSE_RESUME_MS after it drops (short here).
+    gw = await startInstance(redis.url, 'gone-a', { DAM_SLOTS_PER_INSTANCE: '5', DAM_HEARTBEAT_MS: '200', DAM_HEARTBEAT_TTL_MS: '1000', SSE_RESUME_MS: '300' });
   });
 
   afterAll(async () => {

@@ -1,11 +1,25 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
-import type { CloseReason, SessionConnection, SessionEvent } from '../sessions/session-events';
-import { SSE_HEADERS, SSE_PING, sseEvent } from './sse';
+import { randomInt } from 'node:crypto';
+import { formatEventId } from '../resume/resume-id';
+import type { CloseReason, ExpiredReason, OpenContext, SessionConnection, SessionEvent } from '../sessions/session-events';
+import { SSE_HEADERS, SSE_PING, sseEvent, sseRetry } from './sse';
 
 /** Bytes a client may leave unread before it counts as stuck and is cut off. */
 const MAX_UNREAD_BYTES = 512 * 1024;
+
+/** EventSource reconnects this soon after a drop: well inside SSE_RESUME_MS, and no storm. */
+export const RECONNECT_MS = 1_000;
+
+/**
+ * The `retry:` that comes with `expired`. Draining: soon and spread, the reconnect gets a new
+ * session on another instance. Idle or lifetime: the reconnect is answered 204, which stops
+ * EventSource; no hurry.
+ */
+export function retryAfterExpiry(reason: ExpiredReason): number {
+  return reason === 'draining' ? 250 + randomInt(751) : 2_000;
+}
 
 /**
  * One SSE stream (GET /chat/stream) as the session core sees it. Events are written once per
@@ -14,7 +28,9 @@ const MAX_UNREAD_BYTES = 512 * 1024;
  */
 export class SseConnection implements SessionConnection {
   readonly transport = 'sse' as const;
+  readonly resumable = true;
   gone = false;
+  private handle: string | undefined;
   private reason: CloseReason = 'client';
   private closed: ((reason: CloseReason) => void) | null = null;
   /** Events of this turn not yet written. */
@@ -35,16 +51,20 @@ export class SseConnection implements SessionConnection {
     });
   }
 
-  open(): void {
+  open(ctx: OpenContext = {}): void {
+    this.handle = ctx.resumeHandle;
     this.res.status(200);
     for (const [k, v] of Object.entries(SSE_HEADERS)) this.res.setHeader(k, v);
     this.res.flushHeaders();
     this.req.socket.setKeepAlive(true, 10_000);
     this.pinger.add(this);
+    if (this.handle !== undefined) this.write(sseRetry(RECONNECT_MS));
   }
 
   send(event: SessionEvent): boolean {
-    return this.write(sseEvent(event.name, event.data));
+    const id = this.handle === undefined ? undefined : formatEventId(this.handle, event.id);
+    const retryMs = event.name === 'expired' ? retryAfterExpiry(event.data.reason) : undefined;
+    return this.write(sseEvent(event.name, event.data, { id, retryMs }));
   }
 
   ping(): void {
@@ -90,10 +110,15 @@ export class SseConnection implements SessionConnection {
   };
 }
 
+/** Something kept alive by a ping: an SSE stream, or the link to a client resumed on another instance. */
+export interface Pingable {
+  ping(): void;
+}
+
 /** Pings every open SSE stream from one timer: 1,000 idle streams cost one wake-up per interval. */
 @Injectable()
 export class SsePinger implements OnModuleInit, OnModuleDestroy {
-  private readonly streams = new Set<SseConnection>();
+  private readonly streams = new Set<Pingable>();
   private timer: NodeJS.Timeout | null = null;
 
   constructor(@Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig) {}
@@ -109,11 +134,11 @@ export class SsePinger implements OnModuleInit, OnModuleDestroy {
     if (this.timer) clearInterval(this.timer);
   }
 
-  add(s: SseConnection): void {
+  add(s: Pingable): void {
     this.streams.add(s);
   }
 
-  remove(s: SseConnection): void {
+  remove(s: Pingable): void {
     this.streams.delete(s);
   }
 }

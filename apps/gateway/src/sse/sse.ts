@@ -1,6 +1,12 @@
 /** One SSE event. Data is JSON on a single line, so no `data:` splitting is ever needed. */
-export function sseEvent(event: string, data: unknown): string {
-  return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+export function sseEvent(event: string, data: unknown, o: { id?: string; retryMs?: number } = {}): string {
+  const head = `${o.id === undefined ? '' : `id: ${o.id}\n`}${o.retryMs === undefined ? '' : `retry: ${o.retryMs}\n`}`;
+  return `${head}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+/** A `retry:` line alone: sets how long EventSource waits before it reconnects after a drop. */
+export function sseRetry(ms: number): string {
+  return `retry: ${ms}\n\n`;
 }
 
 /** A comment line: keeps proxies and clients from timing out an idle stream. */

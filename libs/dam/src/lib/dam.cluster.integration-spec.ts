@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster } from 'ioredis';
-import { startLocalRedisCluster, waitFor, type RedisClusterHandle } from '@traffic-dam/stack';
+import { startTestRedisCluster, waitFor, type RedisClusterHandle } from '@traffic-dam/stack';
 import { Dam } from '../index';
 
 describe('Dam on a real 3-node Redis Cluster', () => {
@@ -25,7 +25,7 @@ describe('Dam on a real 3-node Redis Cluster', () => {
   }
 
   beforeAll(async () => {
-    handle = await startLocalRedisCluster({ dir: mkdtempSync(join(tmpdir(), 'td-dam-cluster-')) });
+    handle = await startTestRedisCluster({ dir: mkdtempSync(join(tmpdir(), 'td-dam-cluster-')) });
   });
 
   afterAll(async () => {

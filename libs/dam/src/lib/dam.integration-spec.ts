@@ -126,7 +126,7 @@ describe('Dam budget against real Redis', () => {
     const a = await dam('fb-a', { slotsPerInstance: 4, redisTimeoutMs: 20 });
     const first = await a.admit();
     expect(first.admitted && !first.fallback).toBe(true);
-    redis.child?.signal('SIGSTOP');
+    await redis.pause();
     try {
       const results = [];
       for (let i = 0; i < 6; i++) results.push(await a.admit());
@@ -135,7 +135,7 @@ describe('Dam budget against real Redis', () => {
       expect(results.filter((r) => r.admitted)).toHaveLength(3);
       expect(results.filter((r) => r.admitted).every((r) => r.admitted && r.fallback)).toBe(true);
     } finally {
-      redis.child?.signal('SIGCONT');
+      await redis.resume();
     }
     await waitFor('out of fallback', async () => !a.inFallback);
     expect((await a.status()).global).toMatchObject({ used: 4, capacity: 4 });
@@ -144,14 +144,14 @@ describe('Dam budget against real Redis', () => {
   it('an admit that times out takes the last slot of the local share (it does not count itself as in flight)', async () => {
     const a = await dam('fb-last', { slotsPerInstance: 2, redisTimeoutMs: 20 });
     expect((await a.admit()).admitted).toBe(true);
-    redis.child?.signal('SIGSTOP');
+    await redis.pause();
     try {
       // One slot of the local share is free: the admit that times out is the one that takes it.
       const last = await a.admit();
       expect(last).toMatchObject({ admitted: true, fallback: true });
       expect((await a.admit()).admitted).toBe(false);
     } finally {
-      redis.child?.signal('SIGCONT');
+      await redis.resume();
     }
     await waitFor('out of fallback', async () => !a.inFallback);
     expect((await a.status()).global).toMatchObject({ used: 2, capacity: 2 });

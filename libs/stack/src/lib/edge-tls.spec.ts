@@ -12,6 +12,7 @@ function render(tls: Parameters<typeof renderEdgeTls>[0]): string {
     UPSTREAM_SERVERS: '    server 127.0.0.1:3000;',
     WORKER_CONNECTIONS: '1024',
     ACCESS_LOG_REFUSALS: '0',
+    WEB_ROOT: '/tmp/td/web',
     ...renderEdgeLimits(),
     ...renderEdgeTls(tls),
   });

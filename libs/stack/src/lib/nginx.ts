@@ -20,6 +20,8 @@ export interface NginxOptions {
   tls?: EdgeTls & { ca: string };
   /** Also log the refusals a gateway answered in the access log (default: counted by the gateways, not logged). */
   logRefusals?: boolean;
+  /** Folder of the demo page's static files (infra/web). */
+  webRoot: string;
   /** Health URL path to wait for through nginx. Default /health/live. */
   readyPath?: string;
   echo?: boolean;
@@ -52,6 +54,7 @@ export async function startNginx(opts: NginxOptions): Promise<NginxHandle> {
     UPSTREAM_SERVERS: opts.upstreams.map((u) => `    server ${u} max_fails=1 fail_timeout=2s;`).join('\n'),
     WORKER_CONNECTIONS: '16384',
     ACCESS_LOG_REFUSALS: opts.logRefusals ? '1' : '0',
+    WEB_ROOT: opts.webRoot,
     ...renderEdgeLimits(opts.edge),
     ...renderEdgeTls(opts.tls),
   });

@@ -2,36 +2,17 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
-import { startLocalRedisCluster, type RedisClusterHandle } from './redis-cluster';
+import { pingRedis } from './redis';
+import { startLocalRedisCluster, startTestRedisCluster, type RedisClusterHandle } from './redis-cluster';
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-describe('startLocalRedisCluster (real redis-server processes)', () => {
+describe('startTestRedisCluster (real Redis nodes: containers, or redis-server processes)', () => {
   let handle: RedisClusterHandle;
   let cluster: Cluster;
-  const pids: number[] = [];
 
   beforeAll(async () => {
-    handle = await startLocalRedisCluster({ dir: mkdtempSync(join(tmpdir(), 'td-cluster-')) });
+    handle = await startTestRedisCluster({ dir: mkdtempSync(join(tmpdir(), 'td-cluster-')) });
     cluster = new Cluster(handle.nodes, { redisOptions: { connectTimeout: 2_000 } });
     cluster.on('error', () => undefined);
-    // Each node's pid, to prove stop() ends them.
-    for (const node of handle.nodes) {
-      const direct = new Redis({ host: node.host, port: node.port });
-      try {
-        const info = await direct.info('server');
-        pids.push(Number(/^process_id:(\d+)/m.exec(info)?.[1]));
-      } finally {
-        direct.disconnect();
-      }
-    }
   });
 
   afterAll(async () => {
@@ -84,18 +65,19 @@ describe('startLocalRedisCluster (real redis-server processes)', () => {
     await expect(cluster.eval("return redis.call('GET', KEYS[1])", 2, a, b)).rejects.toThrow(/CROSSSLOT/);
   });
 
-  it('stop() ends every redis-server it started', async () => {
-    expect(pids).toHaveLength(3);
-    for (const pid of pids) expect(isAlive(pid)).toBe(true);
+  it('stop() ends every node it started', async () => {
+    const url = (n: { host: string; port: number }): string => `redis://${n.host}:${n.port}`;
+    expect(await Promise.all(handle.nodes.map((n) => pingRedis(url(n))))).toEqual([true, true, true]);
     cluster.disconnect();
     await handle.stop();
-    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+    expect(await Promise.all(handle.nodes.map((n) => pingRedis(url(n)).catch(() => false)))).toEqual([false, false, false]);
     await expect(handle.stop()).resolves.toBeUndefined();
   });
 
-  it('refuses fewer than 3 masters before starting anything', async () => {
-    await expect(startLocalRedisCluster({ dir: mkdtempSync(join(tmpdir(), 'td-cluster-')), masters: 2 })).rejects.toThrow(
-      /masters must be/,
-    );
+  it.each([
+    ['startLocalRedisCluster', startLocalRedisCluster],
+    ['startTestRedisCluster', startTestRedisCluster],
+  ])('%s refuses fewer than 3 masters before starting anything', async (_, start) => {
+    await expect(start({ dir: mkdtempSync(join(tmpdir(), 'td-cluster-')), masters: 2 })).rejects.toThrow(/masters must be/);
   });
 });

@@ -4,14 +4,18 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import type { StartedTestContainer } from 'testcontainers';
 import { ManagedChild, waitFor } from './child';
+import { containerRuntime, loadTestcontainers, redisImage, reportTestRedis, testLabels, testRedisMode } from './containers';
 import { freePort } from './ports';
 import { pingRedis } from './redis';
 
 export interface RedisClusterHandle {
   /** The masters, in the order they were started. */
   nodes: Array<{ host: string; port: number }>;
-  /** Stops every node (SIGTERM, then SIGKILL). Never throws; safe to call twice. */
+  /** local: redis-server child processes; container: one container per node (testcontainers). */
+  kind: 'local' | 'container';
+  /** Stops every node. Never throws; safe to call twice. */
   stop(): Promise<void>;
 }
 
@@ -58,11 +62,12 @@ export async function startLocalRedisCluster(opts: LocalRedisClusterOptions): Pr
     }
     const logs = children.map((c) => c.opts.logFile);
 
-    await createCluster(opts.dir, ports, logs);
-    await waitClusterOk(ports, children, logs);
+    await createCluster(opts.dir, ports, logs, (args) => runHostCli(args));
+    await waitClusterOk(ports, () => children.find((c) => !c.running)?.opts.logFile, logs);
 
     return {
       nodes: ports.map((port) => ({ host: HOST, port })),
+      kind: 'local',
       stop: stopAll,
     };
   } catch (err) {
@@ -136,8 +141,22 @@ function canBind(port: number): Promise<boolean> {
   });
 }
 
+type CliRun = (args: string[]) => Promise<{ failed: string | null; output: string }>;
+
+/** redis-cli on this machine. */
+function runHostCli(args: string[]): ReturnType<CliRun> {
+  return new Promise((resolve) => {
+    execFile(
+      'redis-cli',
+      args,
+      { timeout: CREATE_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 4 * 1024 * 1024 },
+      (error, stdout, stderr) => resolve({ failed: error ? error.message.split('\n')[0] ?? 'failed' : null, output: `${String(stdout)}${String(stderr)}` }),
+    );
+  });
+}
+
 /** `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`; output kept in <dir>/cluster-create.log. */
-async function createCluster(dir: string, ports: number[], logs: string[]): Promise<void> {
+async function createCluster(dir: string, ports: number[], logs: string[], run: CliRun): Promise<void> {
   const args = [
     '--cluster', 'create',
     ...ports.map((p) => `${HOST}:${p}`),
@@ -145,27 +164,23 @@ async function createCluster(dir: string, ports: number[], logs: string[]): Prom
     '--cluster-yes',
   ];
   const logFile = join(dir, 'cluster-create.log');
-  const result = await new Promise<{ error: Error | null; stdout: string; stderr: string }>((resolve) => {
-    execFile(
-      'redis-cli',
-      args,
-      { timeout: CREATE_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 4 * 1024 * 1024 },
-      (error, stdout, stderr) => resolve({ error, stdout: String(stdout), stderr: String(stderr) }),
-    );
-  });
-  writeFileSync(logFile, `$ redis-cli ${args.join(' ')}\n${result.stdout}${result.stderr}`);
+  const result = await run(args);
+  writeFileSync(logFile, `$ redis-cli ${args.join(' ')}\n${result.output}`);
   // redis-cli exits 0 on success; it also prints [ERR] lines for failures it does not exit on.
-  if (result.error || /\[ERR\]/.test(result.stdout + result.stderr)) {
-    const tail = `${result.stdout}${result.stderr}`.trim().split('\n').slice(-10).join('\n');
+  if (result.failed || /\[ERR\]/.test(result.output)) {
+    const tail = result.output.trim().split('\n').slice(-10).join('\n');
     throw new Error(
-      `redis-cli --cluster create failed (${result.error?.message.split('\n')[0] ?? '[ERR] in output'}); ` +
+      `redis-cli --cluster create failed (${result.failed ?? '[ERR] in output'}); ` +
         `see ${logFile} and ${logs.join(', ')}\n${tail}`,
     );
   }
 }
 
-/** Until CLUSTER INFO on every node says cluster_state:ok with all slots and all nodes known. */
-async function waitClusterOk(ports: number[], children: ManagedChild[], logs: string[]): Promise<void> {
+/**
+ * Until CLUSTER INFO on every node says cluster_state:ok with all slots and all nodes known.
+ * `exited` names the log of a node that died, if one did.
+ */
+async function waitClusterOk(ports: number[], exited: () => string | undefined, logs: string[]): Promise<void> {
   const clients = ports.map((port) => {
     const c = new Redis({
       host: HOST,
@@ -182,8 +197,8 @@ async function waitClusterOk(ports: number[], children: ManagedChild[], logs: st
   try {
     const until = Date.now() + CLUSTER_OK_TIMEOUT_MS;
     for (;;) {
-      const dead = children.find((c) => !c.running);
-      if (dead) throw new Error(`redis cluster: a node exited during startup; see ${dead.opts.logFile}`);
+      const dead = exited();
+      if (dead) throw new Error(`redis cluster: a node exited during startup; see ${dead}`);
       const states = await Promise.all(
         clients.map(async (client, i) => {
           try {
@@ -215,5 +230,93 @@ async function waitClusterOk(ports: number[], children: ManagedChild[], logs: st
     }
   } finally {
     for (const c of clients) c.disconnect();
+  }
+}
+
+/**
+ * The Redis Cluster for tests, by TEST_REDIS (see testRedisMode): one container per node, else
+ * local redis-server processes. Prints which, per suite.
+ */
+export async function startTestRedisCluster(opts: LocalRedisClusterOptions): Promise<RedisClusterHandle> {
+  const mode = testRedisMode();
+  if (mode !== 'local') {
+    try {
+      const handle = await startContainerCluster(opts);
+      reportTestRedis(`cluster of ${handle.nodes.length} containers ${redisImage()} (testcontainers, host network) on 127.0.0.1:${handle.nodes.map((n) => n.port).join(',')}`);
+      return handle;
+    } catch (err) {
+      if (mode === 'container') throw new Error(`TEST_REDIS=container: ${(err as Error).message}`);
+      reportTestRedis(`cluster of local redis-server processes (no container: ${(err as Error).message.split('\n')[0]})`);
+    }
+  }
+  const handle = await startLocalRedisCluster(opts);
+  if (mode === 'local') reportTestRedis(`cluster of ${handle.nodes.length} local redis-server processes (TEST_REDIS=local)`);
+  return handle;
+}
+
+/**
+ * Each node a container on the host's network, bound to 127.0.0.1: a node announces one address
+ * for its clients and its peers alike, and on a bridge network no address serves both the
+ * host's client (a published port) and the other nodes (the bridge).
+ */
+async function startContainerCluster(opts: LocalRedisClusterOptions): Promise<RedisClusterHandle> {
+  const masters = opts.masters ?? 3;
+  if (!Number.isInteger(masters) || masters < 3) {
+    throw new Error(`startTestRedisCluster: masters must be an integer >= 3 (redis-cli needs 3), got ${masters}`);
+  }
+  mkdirSync(opts.dir, { recursive: true });
+  const image = redisImage();
+  await containerRuntime(image);
+  const { GenericContainer, Wait } = loadTestcontainers();
+  const nodes: StartedTestContainer[] = [];
+  const stopAll = async (): Promise<void> => {
+    await Promise.allSettled(nodes.splice(0).map((c) => c.stop({ timeout: 2_000 })));
+  };
+  try {
+    const used = new Set<number>();
+    const ports: number[] = [];
+    for (let i = 0; i < masters; i++) {
+      let lastError: unknown;
+      for (let attempt = 0; attempt < NODE_START_ATTEMPTS && ports.length === i; attempt++) {
+        const port = await pickPortPair(used);
+        used.add(port);
+        used.add(port + BUS_OFFSET);
+        try {
+          const node = await new GenericContainer(image)
+            .withNetworkMode('host')
+            .withLabels(testLabels())
+            .withCommand([
+              'redis-server',
+              '--port', String(port),
+              '--bind', HOST,
+              '--cluster-enabled', 'yes',
+              '--cluster-config-file', `nodes-${port}.conf`,
+              '--cluster-node-timeout', '2000',
+              '--save', '',
+              '--appendonly', 'no',
+            ])
+            .withWaitStrategy(Wait.forLogMessage('Ready to accept connections'))
+            .withStartupTimeout(30_000)
+            .start();
+          nodes.push(node);
+          ports.push(port);
+        } catch (err) {
+          // Most likely someone took one of the two ports meanwhile: try other ports.
+          lastError = err;
+        }
+      }
+      if (ports.length === i) throw lastError;
+    }
+    const first = nodes[0] as StartedTestContainer;
+    const logs = nodes.map((n) => `container ${n.getId().slice(0, 12)}`);
+    await createCluster(opts.dir, ports, logs, async (args) => {
+      const r = await first.exec(['redis-cli', ...args]);
+      return { failed: r.exitCode === 0 ? null : `exit ${r.exitCode}`, output: r.output };
+    });
+    await waitClusterOk(ports, () => undefined, logs);
+    return { nodes: ports.map((port) => ({ host: HOST, port })), kind: 'container', stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
   }
 }

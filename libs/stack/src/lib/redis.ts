@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { ManagedChild, waitFor } from './child';
+import { containerRuntime, loadRedisModule, publishOnLoopback, redisImage, reportTestRedis, testLabels, testRedisMode } from './containers';
 import { freePort } from './ports';
 
 export interface RedisHandle {
@@ -8,9 +9,13 @@ export interface RedisHandle {
   port: number;
   /** local: a redis-server child process; container: testcontainers. */
   kind: 'local' | 'container';
-  /** Stop the server (SIGTERM). Tests use pause/resume to simulate an outage. */
+  /** Stop the server (SIGTERM). Never throws. */
   stop(): Promise<void>;
-  /** Local only: the child process, for chaos tests (SIGSTOP/SIGKILL). */
+  /** Freeze the server, as a hung Redis looks to its clients (SIGSTOP; `pause` for a container). */
+  pause(): Promise<void>;
+  /** Thaw it after pause(). */
+  resume(): Promise<void>;
+  /** Local only: the child process, for chaos tests (SIGKILL). */
   child?: ManagedChild;
 }
 
@@ -58,33 +63,64 @@ export async function startLocalRedis(opts: LocalRedisOptions): Promise<RedisHan
   });
   const url = `redis://127.0.0.1:${port}`;
   await waitFor(`redis on ${port}`, () => pingRedis(url), 10_000, child);
-  return { url, port, kind: 'local', child, stop: () => child.stop() };
+  return {
+    url,
+    port,
+    kind: 'local',
+    child,
+    stop: () => child.stop(),
+    pause: async () => child.signal('SIGSTOP'),
+    resume: async () => child.signal('SIGCONT'),
+  };
 }
 
 /**
- * Redis for tests: testcontainers where a container runtime answers, else a local redis-server.
- * TEST_REDIS=local|container forces one.
+ * Redis for tests, by TEST_REDIS (see testRedisMode): in a container through testcontainers
+ * (REDIS_IMAGE, published on 127.0.0.1 only), or a local redis-server. Prints which, per suite.
  */
 export async function startTestRedis(dir: string): Promise<RedisHandle> {
-  const mode = process.env['TEST_REDIS'] ?? 'auto';
+  const mode = testRedisMode();
   if (mode !== 'local') {
     try {
-      const { getContainerRuntimeClient } = await import('testcontainers');
-      await getContainerRuntimeClient();
-      const { RedisContainer } = await import('@testcontainers/redis');
-      const c = await new RedisContainer('redis:7-alpine').start();
-      const port = c.getPort();
-      return {
-        url: `redis://${c.getHost()}:${port}`,
-        port,
-        kind: 'container',
-        stop: async () => {
-          await c.stop();
-        },
-      };
+      const handle = await startRedisContainer();
+      reportTestRedis(`container ${redisImage()} (testcontainers) at ${handle.url}`);
+      return handle;
     } catch (err) {
-      if (mode === 'container') throw err;
+      if (mode === 'container') throw new Error(`TEST_REDIS=container: ${(err as Error).message}`);
+      reportTestRedis(`local redis-server (no container: ${(err as Error).message.split('\n')[0]})`);
     }
   }
-  return startLocalRedis({ dir });
+  const handle = await startLocalRedis({ dir });
+  if (mode === 'local') reportTestRedis(`local redis-server (TEST_REDIS=local) at ${handle.url}`);
+  return handle;
+}
+
+async function startRedisContainer(): Promise<RedisHandle> {
+  const image = redisImage();
+  const client = await containerRuntime(image);
+  const { RedisContainer } = loadRedisModule();
+  const container = new RedisContainer(image).withLabels(testLabels());
+  publishOnLoopback(container);
+  const started = await container.start();
+  const port = started.getPort();
+  const docker = client.container.getById(started.getId());
+  let stopped = false;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    kind: 'container',
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      // A paused container cannot stop; thaw it first (a test that failed mid-pause).
+      await docker.unpause().catch(() => undefined);
+      await started.stop({ timeout: 2_000 }).catch(() => undefined);
+    },
+    pause: async () => {
+      await docker.pause();
+    },
+    resume: async () => {
+      await docker.unpause();
+    },
+  };
 }

@@ -4,6 +4,8 @@ import { WAIT_DEFAULT_MS } from './wait';
 export interface SseEvent {
   event: string;
   data: unknown;
+  /** The event's `id:` (`<resume handle>.<n>` from the gateway), if it had one. */
+  id?: string;
   /** ms since the stream was requested. */
   at: number;
 }
@@ -28,6 +30,8 @@ export class SseClient {
   closed = false;
   /** `: ping` comment lines seen. */
   pings = 0;
+  /** The last `retry:` the server sent (ms), or null. */
+  retry: number | null = null;
   private readonly abort = new AbortController();
   private readonly started = Date.now();
   private waiters: Array<() => void> = [];
@@ -68,8 +72,11 @@ export class SseClient {
         } catch {
           // keep the raw text
         }
-        this.events.push({ event: e.event ?? 'message', data, at: Date.now() - this.started });
+        this.events.push({ event: e.event ?? 'message', data, id: e.id, at: Date.now() - this.started });
         this.wake();
+      },
+      onRetry: (ms) => {
+        this.retry = ms;
       },
       onComment: (c) => {
         if (c.trim() === 'ping') this.pings++;
@@ -109,6 +116,12 @@ export class SseClient {
         });
       });
     }
+  }
+
+  /** The id of the last event that had one: what an EventSource sends back as Last-Event-ID. */
+  get lastEventId(): string | undefined {
+    for (let i = this.events.length - 1; i >= 0; i--) if (this.events[i]?.id !== undefined) return this.events[i]?.id;
+    return undefined;
   }
 
   async session(timeoutMs = WAIT_DEFAULT_MS): Promise<ChatSession> {

@@ -134,6 +134,7 @@ export class Stack {
       this.nginx = await startNginx({
         prefix: join(this.opts.dir, 'nginx'),
         template: join(this.root, 'infra/nginx/nginx.conf.template'),
+        webRoot: join(this.root, 'infra/web'),
         listenHost: host,
         listenPort: this.opts.port || (await freePort()),
         upstreams: this.gateways.map((g) => `127.0.0.1:${g.port}`),

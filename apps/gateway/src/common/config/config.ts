@@ -26,6 +26,13 @@ const fields = z.object({
     .pipe(z.array(z.string().regex(/^(\*|https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?)$/, 'origins like https://app.example.com[:port], or *')).min(1))
     .optional(),
   SSE_PING_MS: int(15_000, 100, 15_000),
+  // A stream ticket (POST /chat/tickets) is good for one GET /chat/stream within this long.
+  STREAM_TICKET_TTL_MS: int(30_000, 100, 600_000),
+  // A dropped SSE stream's session waits this long for its client to come back (Last-Event-ID);
+  // then its slot returns and its question is cancelled. 0: no resume, the drop ends it.
+  SSE_RESUME_MS: int(5_000, 0, 600_000),
+  // Events each SSE session keeps for a resume.
+  SSE_RESUME_EVENTS: int(1_024, 16, 1_000_000),
   QUESTION_MAX_CHARS: int(4_000, 1, 100_000),
   BODY_MAX_BYTES: int(16_384, 256, 1_048_576),
   QUESTION_DEADLINE_MS: int(30_000, 100, 600_000),

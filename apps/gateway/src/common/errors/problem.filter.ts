@@ -1,5 +1,6 @@
 import { Catch, Logger, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { redactUrl } from '../redact-url';
 import { ErrorCode } from './error-code';
 import { toProblem } from './problem';
 import { sendProblem } from './send-problem';
@@ -21,6 +22,6 @@ export class ProblemFilter implements ExceptionFilter {
       res.end();
       return;
     }
-    sendProblem(res, problem, req.originalUrl);
+    sendProblem(res, problem, redactUrl(req.originalUrl));
   }
 }

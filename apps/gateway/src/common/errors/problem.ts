@@ -48,7 +48,7 @@ export function toProblem(err: unknown): ProblemResponse {
     const headers = err.options.rateLimit ? rateLimitHeaders(err.options.rateLimit) : {};
     if (err.options.retryAfterSec !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.options.retryAfterSec)));
     if (err.code === ErrorCode.MissingToken) headers['WWW-Authenticate'] = 'Bearer';
-    if (err.code === ErrorCode.InvalidToken || err.code === ErrorCode.InvalidCredentials) {
+    if (err.code === ErrorCode.InvalidToken || err.code === ErrorCode.InvalidCredentials || err.code === ErrorCode.InvalidTicket) {
       headers['WWW-Authenticate'] = 'Bearer error="invalid_token"';
     }
     return fromCode(err.code, err.detail, headers);

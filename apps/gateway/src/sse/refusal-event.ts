@@ -1,0 +1,25 @@
+import type { Response } from 'express';
+import { toProblem, toSocketProblem } from '../common/errors';
+import { SSE_HEADERS, sseEvent } from './sse';
+
+/** The query flag by which a client asks to read a refused stream: GET /chat/stream?refusal=event. */
+export const REFUSAL_AS_EVENT = 'event';
+
+/**
+ * An EventSource cannot read a refused response (any status but 200 only fires `error`), so a
+ * client that asks for it gets the refusal inside a stream: 200, one `event: refused` with the
+ * problem and retryAfterMs, then the end. `retry:` is the Retry-After, so EventSource itself comes
+ * back no sooner; a refusal that waiting does not fix carries `id: end` instead, and the reconnect
+ * with that Last-Event-ID is answered 204, which stops EventSource for good.
+ */
+export function sendRefusalEvent(res: Response, err: unknown): void {
+  const problem = toSocketProblem(err);
+  const { headers } = toProblem(err);
+  res.status(200);
+  for (const [k, v] of Object.entries({ ...headers, ...SSE_HEADERS })) res.setHeader(k, v);
+  const head = problem.retryAfterMs !== undefined ? `retry: ${problem.retryAfterMs}\n` : `id: ${FINAL_EVENT_ID}\n`;
+  res.end(`${head}${sseEvent('refused', problem)}`);
+}
+
+/** The id of a refusal that waiting does not fix: its reconnect gets 204. */
+export const FINAL_EVENT_ID = 'end';
