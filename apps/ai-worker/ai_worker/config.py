@@ -5,10 +5,11 @@ Every bad value is collected and reported together in one ConfigError.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, TypeVar
 
 from . import faults as f
@@ -37,7 +38,9 @@ class Settings:
     question_stream: str = "td:questions"
     consumer_group: str = "workers"
     worker_id: str = ""
-    concurrency: int = 256
+    # None: what the backend can have going at its capacity plus half a second of starts (see concurrency_for).
+    concurrency: int | None = None
+    reply_batch_ms: int = 10
     block_ms: int = 1000
     heartbeat_ms: int = 1000
     heartbeat_ttl_ms: int = 3000
@@ -170,7 +173,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         question_stream=get("AI_QUESTION_STREAM", Settings.question_stream, str, name_like),
         consumer_group=get("AI_CONSUMER_GROUP", Settings.consumer_group, str, name_like),
         worker_id=get("WORKER_ID", default_worker_id(), str, name_like),
-        concurrency=get("WORKER_CONCURRENCY", Settings.concurrency, int, between(1, 100_000)),
+        concurrency=get("WORKER_CONCURRENCY", None, int, between(1, 100_000)),
+        reply_batch_ms=get("WORKER_REPLY_BATCH_MS", Settings.reply_batch_ms, int, between(0, 1_000)),
         block_ms=get("WORKER_BLOCK_MS", Settings.block_ms, int, between(10, 60_000)),
         heartbeat_ms=get("WORKER_HEARTBEAT_MS", Settings.heartbeat_ms, int, between(50, 60_000)),
         heartbeat_ttl_ms=get("WORKER_HEARTBEAT_TTL_MS", Settings.heartbeat_ttl_ms, int, between(100, 600_000)),
@@ -212,4 +216,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     if problems:
         raise ConfigError(problems)
+    if s.concurrency is None:
+        s = replace(s, concurrency=concurrency_for(s))
     return s
+
+
+# Questions a worker takes beyond those it answers: this many seconds of starts at its capacity.
+LINE_S = 0.5
+
+
+def concurrency_for(s: Settings) -> int:
+    """WORKER_CONCURRENCY's default: the answers the backend has going at once at its capacity, plus
+    a line of LINE_S of starts. The rest of the queue stays in the Redis stream, in order, where every
+    worker can take it and the gateways' gate counts it; a worker that took far more than it can start
+    would hold questions another worker could answer sooner."""
+    line = math.ceil(s.capacity_per_sec * LINE_S)
+    if s.backend == "openai":
+        answering = s.max_concurrency
+    else:
+        answer_s = s.ttft_ms / 1000.0 + s.answer_tokens / s.tokens_per_sec
+        answering = math.ceil(round(s.capacity_per_sec * answer_s, 6))
+    return max(1, min(100_000, answering + line))

@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 QUESTION_STREAM = "td:questions"
 CONSUMER_GROUP = "workers"
+REPLY_PREFIX = "td:replies:"
+BATCH_PREFIX = "td:reply-batches:"
 CANCEL_PREFIX = "td:cancel:"
 WORKER_PREFIX = "td:workers:"
 RATE_PREFIX = "td:ai:rate:"
@@ -29,6 +31,11 @@ _REPLY_TO_RE = re.compile(r"^td:replies:.+$", re.S)
 
 def cancel_key(message_id: str) -> str:
     return f"{CANCEL_PREFIX}{message_id}"
+
+
+def batch_channel(reply_to: str) -> str:
+    """The batch channel of the instance whose reply channel is `reply_to` (td:replies:<id> -> td:reply-batches:<id>)."""
+    return BATCH_PREFIX + reply_to[len(REPLY_PREFIX):]
 
 
 def worker_key(worker_id: str) -> str:
@@ -123,6 +130,11 @@ def error_reply(message_id: str, session_id: str, code: str, message: str) -> di
     if code not in ERROR_CODES:
         raise ValueError(f"unknown error code {code!r}")
     return {"type": "error", "messageId": message_id, "sessionId": session_id, "code": code, "message": message}
+
+
+def reply_batch(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several replies bound for one instance, in the order produced (schema ReplyBatch)."""
+    return {"type": "batch", "replies": replies}
 
 
 def heartbeat(

@@ -19,16 +19,18 @@ from redis.exceptions import ResponseError
 
 from . import protocol as p
 from .backend import AnswerStats, Backend, RedisRateLimiter, SimulatedBackend, UpstreamError, UpstreamThrottled
-from .config import Settings
+from .config import Settings, concurrency_for
 from .faults import Faults
 from .jsonlog import event
 from .meter import LoadMeter
 from .metrics import WorkerMetrics
+from .replies import AnswerReplies, Cancelled, ReplyPublisher
 
 log = logging.getLogger("ai_worker.worker")
 
 THROUGHPUT_WINDOW_S = 5.0
 STALL_POLL_S = 0.1  # while stalled, how often an answer checks its cancel key
+CANCEL_RECHECK_S = 0.05  # while at the head of the line, how often a question checks its cancel key
 INJECTED_ERROR = "injected fault: the answer failed (error ratio)"
 
 T = TypeVar("T")
@@ -80,6 +82,7 @@ class Worker:
     ):
         self.settings = settings
         self.worker_id = settings.worker_id
+        self.concurrency = settings.concurrency or concurrency_for(settings)
         self.faults = faults if faults is not None else Faults.from_settings(settings)
         # socket_timeout=None on purpose: with a socket timeout redis-py sends through
         # asyncio.wait_for, which on Python 3.11 can swallow a task's cancellation (the
@@ -94,6 +97,8 @@ class Worker:
         # Blocking XREADGROUP on its own connection, so it never holds up the others.
         self._reader_redis: Redis = Redis.from_url(settings.redis_url, **common)
         self.backend: Backend = backend or make_backend(settings, self.redis, self.faults)
+        # Replies per gateway instance in windows of WORKER_REPLY_BATCH_MS (see replies.py).
+        self.replies = ReplyPublisher(self.redis, settings.reply_batch_ms / 1000.0, bound_s=5.0, turns=self.faults)
         self.metrics = metrics or WorkerMetrics()
         self.meter = LoadMeter()
         self._waiting = 0  # questions in _admit: the line for a start
@@ -149,7 +154,7 @@ class Worker:
         event(
             log, logging.INFO, "worker started",
             workerId=self.worker_id, stream=self.settings.question_stream,
-            group=self.settings.consumer_group, concurrency=self.settings.concurrency,
+            group=self.settings.consumer_group, concurrency=self.concurrency, replyBatchMs=self.settings.reply_batch_ms,
             capacityPerSec=self.settings.capacity_per_sec,
         )
         if self.faults.active:
@@ -177,6 +182,8 @@ class Worker:
             _, stuck = await asyncio.wait(pending, timeout=2.0)
             if stuck:
                 event(log, logging.ERROR, "tasks ignored cancellation", workerId=self.worker_id, count=len(stuck))
+        # What the answers handed over before they ended still goes out (bounded).
+        await self.replies.drain(timeout_s=1.0)
         try:
             await _bounded(self.redis.delete(p.worker_key(self.worker_id)), 2.0)
         except Exception as e:  # Redis gone: the key expires by its TTL anyway
@@ -217,7 +224,7 @@ class Worker:
         # worker id took and never acknowledged (it crashed). They are answered again; then new ones.
         history_from: str | None = "0"
         while not self._stopping:
-            free = s.concurrency - len(self._tasks)
+            free = self.concurrency - len(self._tasks)
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -337,6 +344,7 @@ class Worker:
                   workerId=self.worker_id, messageId=q.id, sessionId=q.session_id)
 
     async def _publish(self, channel: str, body: dict[str, Any]) -> None:
+        """One reply at once, on replyTo (a bad question's error: it belongs to no answer)."""
         await _bounded(self.redis.publish(channel, json.dumps(body, ensure_ascii=False)), 5.0)
 
     async def _is_cancelled(self, q: p.Question) -> bool:
@@ -384,10 +392,17 @@ class Worker:
         except TimeoutError:
             raise _Stop("deadline_exceeded", "no AI capacity before the question's deadline") from None
         try:
+            checked_at: float | None = None
             while True:
                 self._check_deadline(q)
-                if await self._is_cancelled(q):
-                    raise _Stop("cancelled", "cancelled before the answer started")
+                # At the head of the line the limiter is asked about every 1/capacity s: the cancel
+                # key is read when the question gets there and then every CANCEL_RECHECK_S, not at
+                # every ask (that was a Redis round trip per ask, a tenth of the worker's CPU).
+                now = time.monotonic()
+                if checked_at is None or now - checked_at >= CANCEL_RECHECK_S:
+                    if await self._is_cancelled(q):
+                        raise _Stop("cancelled", "cancelled before the answer started")
+                    checked_at = now
                 admitted, retry_ms = await _bounded(self.backend.try_admit(), 5.0)
                 if admitted:
                     self.meter.started()
@@ -411,6 +426,7 @@ class Worker:
         if log.isEnabledFor(logging.DEBUG):
             event(log, logging.DEBUG, "question text", question=q.question, **ids)
         stats = AnswerStats(model=self.backend.model)
+        out = self.replies.answer(q.reply_to, q.id, q.session_id)
         outcome = "done"
         failure = ""
         inject_error: bool | None = None
@@ -424,7 +440,7 @@ class Worker:
                         # Decided once per answer: fail it after its first token (see faults.py).
                         inject_error = self.faults.roll_error()
                     try:
-                        await self._produce(q, stats, inject_error)
+                        await self._produce(q, stats, inject_error, out)
                         break
                     except UpstreamThrottled as t:
                         # A 429 comes before any token: the question waits its turn again, and the
@@ -432,21 +448,25 @@ class Worker:
                         self.metrics.upstream_faults.labels(stats.model, "throttled").inc()
                         extra["throttled"] = extra.get("throttled", 0) + 1
                         extra["retryAfterMs"] = t.retry_after_ms
-                await self._publish(q.reply_to, p.done_reply(q.id, q.session_id, stats.published, stats.usage()))
-                self.completed += 1
-                self._completions.append(time.monotonic())
+                await out.end(p.done_reply(q.id, q.session_id, stats.published, stats.usage()))
+                if out.cancelled:
+                    # Cancelled as its last tokens went out: it ended on the wire as `cancelled`.
+                    outcome = "cancelled"
+                else:
+                    self.completed += 1
+                    self._completions.append(time.monotonic())
             except UpstreamError as e:
                 outcome = "worker_error"
                 failure = e.message
                 extra.update(upstream=e.kind, **({"upstreamDetail": e.detail} if e.detail else {}))
                 self.metrics.upstream_faults.labels(stats.model, e.kind).inc()
-                await self._publish(q.reply_to, p.error_reply(q.id, q.session_id, "worker_error", e.message))
+                await out.end(p.error_reply(q.id, q.session_id, "worker_error", e.message))
             except _Stop as stop:
                 outcome = stop.code
                 failure = stop.message
                 if inject_error and stop.message == INJECTED_ERROR:
                     extra["fault"] = "error_ratio"
-                await self._publish(q.reply_to, p.error_reply(q.id, q.session_id, stop.code, stop.message))
+                await out.end(p.error_reply(q.id, q.session_id, stop.code, stop.message))
         except asyncio.CancelledError:
             outcome = "abandoned"
             raise
@@ -455,9 +475,7 @@ class Worker:
             failure = "the worker failed to answer"
             event(log, logging.ERROR, "answer failed", error=repr(e), **ids)
             with contextlib.suppress(Exception):
-                await self._publish(
-                    q.reply_to, p.error_reply(q.id, q.session_id, "worker_error", "the worker failed to answer")
-                )
+                await out.end(p.error_reply(q.id, q.session_id, "worker_error", "the worker failed to answer"))
         finally:
             self.metrics.answers.labels(stats.model, outcome).inc()
             if outcome == "done":
@@ -468,9 +486,9 @@ class Worker:
                 ms=int((time.monotonic() - started) * 1000), **extra, **ids,
             )
             if outcome in p.DEAD_LETTER_REASONS:
-                await self._dead_letter(q, outcome, failure, stats.published)
+                await self._dead_letter(q, outcome, failure, out.delivered)
 
-    async def _produce(self, q: p.Question, stats: AnswerStats, inject_error: bool) -> None:
+    async def _produce(self, q: p.Question, stats: AnswerStats, inject_error: bool, out: AnswerReplies) -> None:
         """One admitted attempt at the answer: stream its tokens to the client, up to `done`.
 
         Leaving the `aclosing` block early (a cancel, the deadline, a fault) closes the backend's
@@ -493,20 +511,26 @@ class Worker:
                                 self.meter.first_token(ttft)
                                 self.metrics.ttft.labels(stats.model).observe(ttft)
                             self._check_deadline(q)
-                            while True:
+                            # The cancel key is read as the tokens go out (replies.py): a cancel
+                            # seen there drops the answer's buffered tokens and stops it here.
+                            while self.faults.stall:
                                 await self._hold_while_stalled(q)
-                                if await self._is_cancelled(q):
-                                    raise _Stop("cancelled", "the question was cancelled")
-                                if not self.faults.stall:  # stalled during the check: hold again
-                                    break
+                            try:
+                                out.check()
+                            except Cancelled:
+                                raise _Stop("cancelled", "the question was cancelled") from None
                             await self.faults.before_token()
                             try:
-                                await self._publish(q.reply_to, p.token_reply(q.id, q.session_id, stats.published, text))
+                                await out.token(stats.published, text)
+                            except Cancelled:
+                                self.faults.token_not_published()
+                                raise _Stop("cancelled", "the question was cancelled") from None
                             except BaseException:
                                 self.faults.token_not_published()
                                 raise
+                            # Counted as published once it reached Redis (replies.py calls
+                            # faults.token_published then).
                             stats.published += 1
-                            self.faults.token_published()
                             if inject_error:
                                 raise _Stop("worker_error", INJECTED_ERROR)
                     if inject_error:  # an answer without tokens fails instead of done

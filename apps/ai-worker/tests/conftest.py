@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from jsonschema import Draft202012Validator
 
+from ai_worker import protocol as p
 from ai_worker.config import Settings, load_settings
 from ai_worker.worker import Worker
 
@@ -86,6 +88,8 @@ def validator_for(defname: str) -> Draft202012Validator:
 
 
 REPLY = validator_for("Reply")
+REPLY_MESSAGE = validator_for("ReplyMessage")
+REPLY_BATCH = validator_for("ReplyBatch")
 QUESTION = validator_for("Question")
 HEARTBEAT = validator_for("WorkerHeartbeat")
 
@@ -161,31 +165,43 @@ def question_fields(settings: Settings, **over: Any) -> dict[str, str]:
 
 
 class Replies:
-    """Subscribed to one reply channel; collects schema-validated replies."""
+    """Subscribed to one reply channel and, as a gateway of this protocol is, to its batch channel:
+    hands out schema-validated replies one by one, batches unpacked in order. `messages` keeps every
+    message as it came, (channel, body), for the tests about the wire."""
 
     def __init__(self, pubsub: aioredis.client.PubSub, channel: str = ""):
         self.pubsub = pubsub
         self.channel = channel
         self.items: list[tuple[float, dict[str, Any]]] = []
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self._queue: collections.deque[dict[str, Any]] = collections.deque()
 
-    async def next(self, timeout: float = WAIT_DEFAULT_S) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                m = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if m is None:
-                    continue
-                body = json.loads(m["data"])
-                REPLY.validate(body)
-                self.items.append((time.monotonic(), body))
-                return body
+    async def _poll(self, timeout: float | None) -> bool:
+        """Reads one message into the queue; False if none came within `timeout` (None: 1 s)."""
+        m = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0 if timeout is None else timeout)
+        if m is None:
+            return False
+        body = json.loads(m["data"])
+        self.messages.append((m["channel"], body))
+        if m["channel"].startswith("td:reply-batches:"):
+            REPLY_BATCH.validate(body)
+            self._queue.extend(body["replies"])
+        else:
+            self._queue.append(body)
+        return True
 
     async def raw(self, timeout: float = WAIT_DEFAULT_S) -> dict[str, Any]:
-        """The next message on the channel, whatever it is (not validated, not kept)."""
+        """The next reply, or marker, whatever it is (not validated, not kept)."""
         async with asyncio.timeout(timeout):
-            while True:
-                m = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if m is not None:
-                    return json.loads(m["data"])
+            while not self._queue:
+                await self._poll(None)
+            return self._queue.popleft()
+
+    async def next(self, timeout: float = WAIT_DEFAULT_S) -> dict[str, Any]:
+        body = await self.raw(timeout)
+        REPLY.validate(body)
+        self.items.append((time.monotonic(), body))
+        return body
 
     async def until_end(self, timeout: float = WAIT_DEFAULT_S) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout):
@@ -196,7 +212,7 @@ class Replies:
 
     async def before_marker(self, r: aioredis.Redis) -> list[dict[str, Any]]:
         """Publishes a marker on the channel now and returns what arrived before it: the positive
-        end of a "nothing more came" check (Redis delivers a channel's messages in order)."""
+        end of a "nothing more came" check (Redis delivers a connection's messages in order)."""
         await r.publish(self.channel, json.dumps({"type": "marker"}))
         seen = []
         while (m := await self.raw()) != {"type": "marker"}:
@@ -205,32 +221,34 @@ class Replies:
 
     async def quiet(self, seconds: float) -> list[dict[str, Any]]:
         """Whatever else arrives within `seconds` (expected: nothing)."""
-        extra = []
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
-            m = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
-            if m is not None:
-                extra.append(json.loads(m["data"]))
+            await self._poll(left)
+        extra = list(self._queue)
+        self._queue.clear()
         return extra
 
 
 @pytest.fixture
-async def subscribe(redis_url: str) -> AsyncIterator[Callable[[str], Any]]:
+async def subscribe(redis_url: str) -> AsyncIterator[Callable[..., Any]]:
     clients: list[aioredis.Redis] = []
     pubsubs: list[aioredis.client.PubSub] = []
 
-    async def sub(channel: str) -> Replies:
+    async def sub(channel: str, batches: bool = True) -> Replies:
+        """batches=False: only the reply channel, as a gateway of the previous protocol reads."""
         c = aioredis.Redis.from_url(redis_url, decode_responses=True)
         clients.append(c)
         ps = c.pubsub()
         pubsubs.append(ps)
-        await ps.subscribe(channel)
-        # Wait for the confirmation so nothing published after this is missed.
+        channels = [channel, p.batch_channel(channel)] if batches and channel.startswith("td:replies:") else [channel]
+        await ps.subscribe(*channels)
+        # Wait for the confirmations so nothing published after this is missed.
+        confirmed = 0
         async with asyncio.timeout(5):
-            while True:
+            while confirmed < len(channels):
                 m = await ps.get_message(timeout=1.0)
                 if m and m["type"] == "subscribe":
-                    break
+                    confirmed += 1
         return Replies(ps, channel)
 
     yield sub

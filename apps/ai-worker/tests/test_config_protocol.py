@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest import QUESTION, REPLY, question_fields
+from conftest import QUESTION, REPLY, REPLY_MESSAGE, question_fields, validator_for
 
 from ai_worker import protocol as p
 from ai_worker.config import ConfigError, load_settings
@@ -18,7 +18,8 @@ def test_defaults():
     assert s.redis_url == "redis://127.0.0.1:6379"
     assert (s.question_stream, s.consumer_group) == ("td:questions", "workers")
     assert s.worker_id == f"worker-{socket.gethostname()}-{os.getpid()}"
-    assert (s.concurrency, s.heartbeat_ms, s.heartbeat_ttl_ms) == (256, 1000, 3000)
+    # 100 answers/s x (0.2 s to the first token + 20 tokens at 50/s) going at once, and 0.5 s of starts.
+    assert (s.concurrency, s.heartbeat_ms, s.heartbeat_ttl_ms, s.reply_batch_ms) == (60 + 50, 1000, 3000, 10)
     assert (s.capacity_per_sec, s.ttft_ms, s.tokens_per_sec, s.answer_tokens) == (100, 200, 50.0, 20)
     assert (s.host, s.port, s.log_level) == ("127.0.0.1", 8090, "info")
     assert s.shutdown_grace_ms == 5000
@@ -44,6 +45,25 @@ def test_every_bad_value_reported_together():
 def test_values_parsed():
     s = load_settings({"WORKER_CONCURRENCY": "8", "AI_TOKENS_PER_SEC": "12.5", "LOG_LEVEL": "DEBUG", "WORKER_ID": "w1"})
     assert (s.concurrency, s.tokens_per_sec, s.log_level, s.worker_id) == (8, 12.5, "debug", "w1")
+
+
+def test_concurrency_follows_the_capacity():
+    # The answers going at once at the capacity (simulated: capacity x answer time) plus 0.5 s of starts.
+    assert load_settings({"AI_CAPACITY_PER_SEC": "40"}).concurrency == 24 + 20
+    assert load_settings({"AI_CAPACITY_PER_SEC": "10", "AI_TTFT_MS": "0", "AI_ANSWER_TOKENS": "100", "AI_TOKENS_PER_SEC": "10"}).concurrency == 100 + 5
+    # A model server: the streams it may have open at once (AI_MAX_CONCURRENCY), plus the line.
+    s = load_settings({"AI_BACKEND": "openai", "AI_BASE_URL": "http://127.0.0.1:1/v1", "AI_MODEL": "m", "AI_MAX_CONCURRENCY": "16", "AI_CAPACITY_PER_SEC": "8"})
+    assert s.concurrency == 16 + 4
+    # Set: as set.
+    assert load_settings({"WORKER_CONCURRENCY": "3", "AI_CAPACITY_PER_SEC": "1000"}).concurrency == 3
+
+
+def test_reply_batch_window():
+    assert load_settings({"WORKER_REPLY_BATCH_MS": "0"}).reply_batch_ms == 0
+    assert load_settings({"WORKER_REPLY_BATCH_MS": "25"}).reply_batch_ms == 25
+    with pytest.raises(ConfigError) as ei:
+        load_settings({"WORKER_REPLY_BATCH_MS": "5000"})
+    assert "WORKER_REPLY_BATCH_MS" in str(ei.value)
 
 
 def test_openai_backend_settings(tmp_path):
@@ -103,6 +123,16 @@ def test_parse_entry_none_fields():
     with pytest.raises(p.BadQuestion) as ei:
         p.parse_entry(None)
     assert not ei.value.answerable
+
+
+def test_reply_batch_matches_schema_and_names_the_batch_channel():
+    batch = p.reply_batch([p.token_reply("m", "s", 0, "a "), p.token_reply("n", "t", 3, "b "), p.done_reply("m", "s", 1)])
+    REPLY_MESSAGE.validate(batch)
+    validator_for("ReplyBatch").validate(batch)
+    assert not REPLY.is_valid(batch)
+    assert not validator_for("ReplyBatch").is_valid(p.reply_batch([]))
+    REPLY_MESSAGE.validate(p.token_reply("m", "s", 0, "a "))  # a single reply, as before
+    assert p.batch_channel("td:replies:gw0-1-abc") == "td:reply-batches:gw0-1-abc"
 
 
 def test_reply_builders_match_schema():

@@ -259,7 +259,9 @@ async def test_seeded_error_ratio_from_env_fails_the_predicted_share(r, make_set
 
 
 async def test_stall_holds_answers_in_progress_and_new_ones_then_they_complete(r, make_settings, subscribe):
-    s = make_settings(WORKER_ADMIN_TOKEN=TOKEN, AI_TOKENS_PER_SEC="20", AI_ANSWER_TOKENS="10")
+    # 10 tokens/s: the stall request has a token's gap (100 ms, ten reply windows) to land in
+    # before a second token is produced.
+    s = make_settings(WORKER_ADMIN_TOKEN=TOKEN, AI_TOKENS_PER_SEC="10", AI_ANSWER_TOKENS="10")
     async with running_app(s) as (app, client):
         q1, q2 = question_fields(s), question_fields(s)
         sub1, sub2 = await subscribe(q1["replyTo"]), await subscribe(q2["replyTo"])
@@ -284,8 +286,8 @@ async def test_stall_holds_answers_in_progress_and_new_ones_then_they_complete(r
             tokens = [m for m in msgs if m["type"] == "token"]
             assert [m["seq"] for m in tokens] == list(range(10)), msgs
             assert {**msgs[-1], "usage": None} == {"type": "done", "messageId": q["id"], "sessionId": q["sessionId"], "tokens": 10, "usage": None}
-        # Paced again after the stall, not a burst: q2's 10 tokens at 20/s take ~0.45 s.
-        assert elapsed > 0.3
+        # Paced again after the stall, not a burst: q2's 10 tokens at 10/s take ~0.9 s.
+        assert elapsed > 0.6
         await wait_for(lambda: app.state.worker.finished == 2)
         assert await pending_count(r, s) == 0
 

@@ -103,6 +103,8 @@ async def test_llmock_usage_chunk_is_reported_in_done_and_metrics_per_model(r, o
     assert body["stream_options"] == {"include_usage": True}
     assert body["messages"] == [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": QUESTION}]
 
+    # The metrics are counted once the answer ended, after its done went out.
+    await wait_for(lambda: w.finished == 1)
     text = w.metrics.render().decode()
     assert f'td_worker_tokens_total{{kind="completion",model="m-test"}} {float(usage["completionTokens"])}' in text
     assert f'td_worker_tokens_total{{kind="prompt",model="m-test"}} {float(usage["promptTokens"])}' in text

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { SseClient, ask, waitFor, type ChatSession, type Stack } from '@traffic-dam/stack';
-import { startE2eStack } from './e2e-stack';
+import { startE2eStack, watchReplies } from './e2e-stack';
 
 describe('a client that drops mid-answer', () => {
   let stack: Stack;
@@ -13,13 +13,11 @@ describe('a client that drops mid-answer', () => {
     // 10 tokens/s: one token every 100 ms, so "one more token" is a clear count; 100 tokens outlast
     // the default resume window (SSE_RESUME_MS, 5 s).
     stack = await startE2eStack({ env: { LOG_LEVEL: 'warn' }, workerEnv: () => ({ AI_TTFT_MS: '50', AI_TOKENS_PER_SEC: '10', AI_ANSWER_TOKENS: '100' }) });
-    sub = new Redis(stack.redisUrl);
     probe = new Redis(stack.redisUrl);
-    sub.on('pmessage', (_p: string, _c: string, payload: string) => {
-      const m = JSON.parse(payload) as { type: string; messageId: string };
+    // Single replies and the entries of batches, as the worker publishes them.
+    sub = await watchReplies(stack.redisUrl, (m) => {
       seen.set(m.messageId, [...(seen.get(m.messageId) ?? []), { type: m.type, at: Date.now() }]);
     });
-    await sub.psubscribe('td:replies:*');
   });
 
   afterAll(async () => {

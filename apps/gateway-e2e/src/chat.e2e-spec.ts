@@ -24,6 +24,12 @@ describe('chat through nginx with 2 gateways, Redis and the Python worker', () =
 
   it('50 concurrent users each get their own complete answer, wherever their POST lands', async () => {
     const base = stack.url;
+    // The worker batches the replies bound for one gateway (WORKER_REPLY_BATCH_MS): what it
+    // published is watched, so the answers below are known to have come in batches.
+    const watch = new Redis(stack.redisUrl);
+    const perBatch: number[] = [];
+    watch.on('pmessage', (_p: string, _c: string, payload: string) => perBatch.push((JSON.parse(payload) as { replies: unknown[] }).replies.length));
+    await watch.psubscribe('td:reply-batches:*');
     async function user(i: number): Promise<UserRun> {
       const sse = await new SseClient(`${base}/chat/stream`).open();
       try {
@@ -57,6 +63,10 @@ describe('chat through nginx with 2 gateways, Redis and the Python worker', () =
     }
 
     const runs = await Promise.all(Array.from({ length: 50 }, (_, i) => user(i)));
+    watch.disconnect();
+    process.stdout.write(`reply batches: ${perBatch.length}, replies in them ${perBatch.reduce((a, n) => a + n, 0)}, largest ${Math.max(0, ...perBatch)}\n`);
+    expect(perBatch.some((n) => n > 1)).toBe(true);
+    // Every token in order, each seq once, under batching.
     for (const r of runs) {
       expect(r.tokens).toBe(12);
       expect(r.seqs).toEqual(Array.from({ length: 12 }, (_, k) => k));

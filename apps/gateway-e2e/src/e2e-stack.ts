@@ -1,6 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { Stack, type StackOptions } from '@traffic-dam/stack';
 
 /** The whole stack for one e2e file: nginx, N gateways, Redis and the Python worker, on free ports. */
@@ -38,4 +39,20 @@ export async function setFaults(workerUrl: string, faults: Record<string, unknow
     body: JSON.stringify(faults),
   });
   if (res.status !== 200) throw new Error(`faults: ${res.status} ${await res.text()}`);
+}
+
+/**
+ * Every reply the workers publish to any gateway, as it goes out: single replies on
+ * `td:replies:*` and the entries of batches on `td:reply-batches:*`, in order. Resolves once
+ * subscribed; disconnect the returned client when done.
+ */
+export async function watchReplies(redisUrl: string, onReply: (reply: { type: string; messageId: string; seq?: number }) => void): Promise<Redis> {
+  const sub = new Redis(redisUrl);
+  sub.on('pmessage', (_p: string, _c: string, payload: string) => {
+    const m = JSON.parse(payload) as { type: string; messageId: string; replies?: Array<{ type: string; messageId: string }> };
+    if (m.type === 'batch') for (const r of m.replies ?? []) onReply(r);
+    else onReply(m);
+  });
+  await sub.psubscribe('td:replies:*', 'td:reply-batches:*');
+  return sub;
 }

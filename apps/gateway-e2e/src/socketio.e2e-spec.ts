@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { SocketChatClient, SseClient, ask, waitFor, type GatewayHandle, type SseEvent, type Stack } from '@traffic-dam/stack';
-import { metricValue, startE2eStack } from './e2e-stack';
+import { metricValue, startE2eStack, watchReplies } from './e2e-stack';
 
 interface DamView {
   held: number;
@@ -158,14 +158,11 @@ describe('Socket.IO answers across 2 gateways, Redis and the Python worker', () 
   });
 
   it('a socket that disconnects mid-answer stops the worker within one token and frees its slot', async () => {
-    const sub = new Redis(stack.redisUrl);
     const seen: Array<{ type: string; at: number }> = [];
     let messageId = '';
-    sub.on('pmessage', (_p: string, _c: string, payload: string) => {
-      const m = JSON.parse(payload) as { type: string; messageId: string };
+    const sub = await watchReplies(stack.redisUrl, (m) => {
       if (m.messageId === messageId) seen.push({ type: m.type, at: Date.now() });
     });
-    await sub.psubscribe('td:replies:*');
     const c = await new SocketChatClient(stack.url).connect();
     try {
       await c.session();

@@ -32,7 +32,9 @@ async function runInstance(config: GatewayConfig): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  await app.listen(config.PORT, config.HOST);
+  // Nest hands every argument on to server.listen(port, host, backlog); its types name only two.
+  const listen = app.listen.bind(app) as unknown as (port: number, host: string, backlog: number) => Promise<unknown>;
+  await listen(config.PORT, config.HOST, config.LISTEN_BACKLOG);
 }
 
 /** GATEWAY_WORKERS > 1: the primary only forks; each worker is an instance with its own id. */

@@ -12,13 +12,14 @@ export type {
 } from './lib/ai.client';
 export { liveWorkers } from './lib/reply-channel';
 export type { ReplyHandler } from './lib/reply-channel';
-export { parseReply, parseHeartbeat, protocolKeys, questionToFields } from './lib/protocol';
+export { parseReply, parseReplyBatch, parseHeartbeat, protocolKeys, questionToFields } from './lib/protocol';
 export type {
   AnswerUsage,
   DoneReply,
   ErrorReply,
   Question,
   Reply,
+  ReplyBatch,
   ReplyErrorCode,
   TokenReply,
   WorkerHeartbeat,

@@ -4,6 +4,7 @@ export type { Waiter, WaitEndReason, WaitOutcome } from './lib/waiting-line';
 export type { DamEvent, DamMode, DamOptions, FallbackPolicy, LineOptions, TierOption } from './lib/options';
 export type { GlobalView } from './lib/budget.store';
 export { RedisDeadlineError, withDeadline } from './lib/deadline';
+export { AdaptiveDeadline } from './lib/adaptive-deadline';
 export { redisErrorKind } from './lib/redis-error';
 export type { RedisErrorKind } from './lib/redis-error';
 export { UserRateLimiter } from './lib/user-rate';

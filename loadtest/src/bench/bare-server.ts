@@ -11,7 +11,8 @@
  *       POST /chat/sessions/{id}/messages: the Bearer token checked, the JSON body parsed, and
  *       with REDIS_URL the question put on the stream (XADD, the gateway's fields, replyTo this
  *       process's channel), 202 {"messageId"}; without REDIS_URL, 202 without a queue;
- *       replies from the worker on that channel are written to the session's stream as SSE.
+ *       replies from the worker on that channel, and the batches on its batch channel
+ *       (td:reply-batches:<id>), are written to the session's stream as SSE, as they come.
  *   GET /lag: event-loop delay p99 (ms) since the last call (monitorEventLoopDelay, 10 ms
  *       resolution, as prom-client's default metric measures the gateway's), then reset.
  */
@@ -45,20 +46,37 @@ function sse(res: http.ServerResponse, event: string, data: unknown): void {
   res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
 }
 
+interface ReplyMessage {
+  type?: string;
+  messageId?: string;
+  sessionId?: string;
+  seq?: number;
+  text?: string;
+  tokens?: number;
+  code?: string;
+  message?: string;
+  replies?: ReplyMessage[];
+}
+
+function relay(m: ReplyMessage): void {
+  const s = sessions.get(m.sessionId ?? '');
+  if (!s) return;
+  if (m.type === 'token') sse(s.res, 'token', { messageId: m.messageId, seq: m.seq, text: m.text });
+  else if (m.type === 'done') sse(s.res, 'done', { messageId: m.messageId, tokens: m.tokens });
+  else if (m.type === 'error') sse(s.res, 'error', { messageId: m.messageId, code: m.code, message: m.message });
+}
+
 if (subscriber) {
-  void subscriber.subscribe(replyChannel);
+  void subscriber.subscribe(replyChannel, replyChannel.replace(/^td:replies:/, 'td:reply-batches:'));
   subscriber.on('message', (_channel: string, raw: string) => {
-    let m: { type?: string; messageId?: string; sessionId?: string; seq?: number; text?: string; tokens?: number; code?: string; message?: string };
+    let m: ReplyMessage;
     try {
-      m = JSON.parse(raw) as typeof m;
+      m = JSON.parse(raw) as ReplyMessage;
     } catch {
       return;
     }
-    const s = sessions.get(m.sessionId ?? '');
-    if (!s) return;
-    if (m.type === 'token') sse(s.res, 'token', { messageId: m.messageId, seq: m.seq, text: m.text });
-    else if (m.type === 'done') sse(s.res, 'done', { messageId: m.messageId, tokens: m.tokens });
-    else if (m.type === 'error') sse(s.res, 'error', { messageId: m.messageId, code: m.code, message: m.message });
+    if (m.type === 'batch') for (const r of m.replies ?? []) relay(r);
+    else relay(m);
   });
 }
 

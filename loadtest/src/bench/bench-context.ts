@@ -17,6 +17,8 @@ export interface BenchOptions {
   concurrency: number;
   streams: number;
   tokensPerSec: number;
+  /** The worker's reply window in the streaming phase, ms (0: one message per reply). */
+  batchMs: number;
   streamSeconds: number;
   idleSessions: number;
   idleHold: number;

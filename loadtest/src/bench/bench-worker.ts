@@ -11,6 +11,11 @@
  *   BENCH_WORKER_MODE=silent  only heartbeats (declaring BENCH_CAPACITY answers/s) and never reads:
  *                             the queue grows, so the gateway's AI gate must refuse (503 ai_overloaded).
  *
+ * Replies go out as the Python worker sends them (apps/ai-worker/ai_worker/replies.py): per reply
+ * channel, what is due within BENCH_BATCH_MS (default 10, the worker's WORKER_REPLY_BATCH_MS) is one
+ * ReplyBatch on td:reply-batches:<instanceId>, a done flushes its channel at once, a lone reply goes
+ * singly on replyTo. BENCH_BATCH_MS=0: every reply singly on replyTo (the previous protocol).
+ *
  * Env: REDIS_URL, BENCH_WORKER_ID (bench), BENCH_STREAM (td:questions), BENCH_CAPACITY (100000).
  * Prints one JSON line of counters on SIGTERM, then exits.
  */
@@ -23,6 +28,7 @@ const stream = env['BENCH_STREAM'] ?? 'td:questions';
 const capacity = Number(env['BENCH_CAPACITY'] ?? 100_000);
 const tokensPerAnswer = Math.max(0, Math.floor(Number(env['BENCH_TOKENS'] ?? 0)));
 const intervalMs = 1_000 / Math.max(0.001, Number(env['BENCH_TOKENS_PER_SEC'] ?? 50));
+const batchMs = Math.max(0, Number(env['BENCH_BATCH_MS'] ?? 10));
 
 const now = (): number => performance.timeOrigin + performance.now();
 
@@ -35,11 +41,21 @@ interface Answer {
   next: number;
 }
 
+/** Replies due on one reply channel and not yet published: the tokens' texts are written at the flush. */
+interface Outbox {
+  channel: string;
+  batchChannel: string;
+  firstAt: number;
+  replies: Array<Record<string, unknown> & { due?: number }>;
+  urgent: boolean;
+}
+const outboxes = new Map<string, Outbox>();
+
 const reader = new Redis(env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
 const writer = new Redis(env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
 const active: Answer[] = [];
 const completions: number[] = [];
-const counters = { questions: 0, tokens: 0, done: 0, lateMsMax: 0 };
+const counters = { questions: 0, tokens: 0, done: 0, messages: 0, lateMsMax: 0 };
 let running = true;
 
 async function heartbeat(): Promise<void> {
@@ -56,34 +72,69 @@ async function heartbeat(): Promise<void> {
   await writer.set(`td:workers:${workerId}`, JSON.stringify(value), 'PX', 3_000);
 }
 
-/** One pass over the answers in progress: every token that is due goes out in one pipeline. */
-function publishDue(): void {
-  if (active.length === 0) return;
-  const t = now();
-  const pipe = writer.pipeline();
-  let n = 0;
+function outbox(channel: string): Outbox {
+  let o = outboxes.get(channel);
+  if (!o) {
+    o = { channel, batchChannel: channel.replace(/^td:replies:/, 'td:reply-batches:'), firstAt: 0, replies: [], urgent: false };
+    outboxes.set(channel, o);
+  }
+  if (o.replies.length === 0) o.firstAt = now();
+  return o;
+}
+
+/** One pass over the answers in progress: every token that is due goes to its channel's outbox. */
+function collectDue(t: number): void {
   for (let i = active.length - 1; i >= 0; i--) {
     const a = active[i] as Answer;
     while (a.next < tokensPerAnswer) {
       const due = a.startedAt + a.next * intervalMs;
       if (due > t) break;
       counters.lateMsMax = Math.max(counters.lateMsMax, t - due);
-      const text = `${due.toFixed(3)} ${t.toFixed(3)}`;
-      pipe.publish(a.channel, JSON.stringify({ type: 'token', messageId: a.messageId, sessionId: a.sessionId, seq: a.next, text }));
+      outbox(a.channel).replies.push({ type: 'token', messageId: a.messageId, sessionId: a.sessionId, seq: a.next, due });
       a.next++;
-      n++;
       counters.tokens++;
     }
     if (a.next >= tokensPerAnswer) {
-      pipe.publish(a.channel, JSON.stringify({ type: 'done', messageId: a.messageId, sessionId: a.sessionId, tokens: tokensPerAnswer }));
-      pipe.xack(stream, 'workers', a.entryId);
+      const o = outbox(a.channel);
+      o.replies.push({ type: 'done', messageId: a.messageId, sessionId: a.sessionId, tokens: tokensPerAnswer });
+      o.urgent = true;
+      acks.push(a.entryId);
       active.splice(i, 1);
       completions.push(Date.now());
       counters.done++;
+    }
+  }
+}
+
+const acks: string[] = [];
+
+/**
+ * Publishes the outboxes whose window ended (or that hold a done), with the acks, in one
+ * pipeline. Both servers benchmarked read the batch channel, so no single-message fallback here.
+ */
+function publishDue(): void {
+  const t = now();
+  if (active.length > 0) collectDue(t);
+  const pipe = writer.pipeline();
+  let n = 0;
+  const sentAt = t.toFixed(3);
+  for (const o of outboxes.values()) {
+    if (o.replies.length === 0 || (!o.urgent && t - o.firstAt < batchMs)) continue;
+    const replies = o.replies.map(({ due, ...r }) => (due === undefined ? r : { ...r, text: `${due.toFixed(3)} ${sentAt}` }));
+    o.replies = [];
+    o.urgent = false;
+    if (batchMs === 0 || replies.length === 1) {
+      for (const r of replies) pipe.publish(o.channel, JSON.stringify(r));
+      n += replies.length;
+    } else {
+      pipe.publish(o.batchChannel, JSON.stringify({ type: 'batch', replies }));
       n++;
     }
   }
-  if (n > 0) void pipe.exec().catch(() => undefined);
+  for (const id of acks.splice(0)) pipe.xack(stream, 'workers', id);
+  if (n === 0 && pipe.length === 0) return;
+  counters.messages += n;
+  void pipe.exec().catch(() => undefined);
 }
 
 async function readLoop(): Promise<void> {

@@ -44,6 +44,8 @@ stopped at the end or on Ctrl-C. About 5 minutes with the defaults, 1.5 with --q
   --concurrency N      closed loops for stream opens and questions (default 32)
   --streams N          concurrent streams in the streaming phase (default 1000)
   --tokens-per-sec R   tokens per second per stream (default 50)
+  --batch-ms N         the worker's reply window in the streaming phase (default 10, as the
+                       worker's WORKER_REPLY_BATCH_MS; 0: one message per reply, the previous protocol)
   --stream-seconds N   measured window of the streaming phase (default 10, at most 25)
   --idle-sessions N    idle sessions held on one process (default 10000)
   --idle-hold N        seconds they are held, sampling lag each second (default 20: one 15 s ping)
@@ -74,6 +76,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string' },
     streams: { type: 'string' },
     'tokens-per-sec': { type: 'string' },
+    'batch-ms': { type: 'string' },
     'stream-seconds': { type: 'string' },
     'idle-sessions': { type: 'string' },
     'idle-hold': { type: 'string' },
@@ -99,6 +102,7 @@ const opt: BenchOptions = {
   concurrency: Math.round(positive('concurrency', values.concurrency, 32, 1_000)),
   streams: Math.round(positive('streams', values.streams, quick ? 200 : 1_000, 20_000)),
   tokensPerSec: positive('tokens-per-sec', values['tokens-per-sec'], 50, 1_000),
+  batchMs: values['batch-ms'] === '0' ? 0 : positive('batch-ms', values['batch-ms'], 10, 1_000),
   streamSeconds: positive('stream-seconds', values['stream-seconds'], quick ? 2 : 10, 25),
   idleSessions: Math.round(positive('idle-sessions', values['idle-sessions'], quick ? 1_000 : 10_000, 18_000)),
   idleHold: Math.round(positive('idle-hold', values['idle-hold'], quick ? 4 : 20, 110)),

@@ -33,6 +33,8 @@ export interface PairRow {
 }
 
 export interface StreamingFigures extends StreamingResult {
+  /** The worker's reply window, ms (0: one message per reply). */
+  batchMs?: number;
   cpuUsPerToken: number;
   cpuCores: number;
   redisCores: number;
@@ -194,6 +196,7 @@ export function renderMarkdown(r: BenchResult): string {
     out.push('#### Streaming: tokens from the worker through Redis to the clients', '');
     out.push('| | gateway | bare relay | gateway ÷ bare |', '|---|--:|--:|--:|');
     out.push(`| streams x tokens/s offered | ${streamsLine(g)} | ${streamsLine(b)} | |`);
+    out.push(`| worker's reply window ms (0: a message per reply) | ${fmt(g?.batchMs)} | ${fmt(b?.batchMs)} | |`);
     out.push(`| tokens/s relayed (arrived during the window) | ${fmt(g?.relayedPerSec)} | ${fmt(b?.relayedPerSec)} | ${fx(ratio(g?.relayedPerSec, b?.relayedPerSec))} |`);
     out.push(`| added latency p50 / p99 / max ms (worker hand-over -> client) | ${g ? `${lat(g.addedLatency)} / ${fmt(g.addedLatency.max, 1)}` : 'n/a'} | ${b ? `${lat(b.addedLatency)} / ${fmt(b.addedLatency.max, 1)}` : 'n/a'} | |`);
     out.push(`| inter-token gap excess p50 / p99 ms (client gap - scheduled gap) | ${lat(g?.gapExcess)} | ${lat(b?.gapExcess)} | |`);

@@ -10,7 +10,7 @@ export async function streaming(ctx: BenchContext): Promise<{ gateway?: Streamin
   // Long enough that every answer is still streaming at the window's end (questions spread
   // over 1 s, the window 1 s after the last one), inside the gateway's 30 s question deadline.
   const tokensPerAnswer = Math.ceil(ctx.opt.tokensPerSec * (ctx.opt.streamSeconds + 4));
-  const worker = await ctx.procs.worker(ctx.redis.url, { BENCH_WORKER_MODE: 'answer', BENCH_TOKENS: String(tokensPerAnswer), BENCH_TOKENS_PER_SEC: String(ctx.opt.tokensPerSec) });
+  const worker = await ctx.procs.worker(ctx.redis.url, { BENCH_WORKER_MODE: 'answer', BENCH_TOKENS: String(tokensPerAnswer), BENCH_TOKENS_PER_SEC: String(ctx.opt.tokensPerSec), BENCH_BATCH_MS: String(ctx.opt.batchMs) });
   const env: Record<string, string> = ctx.opt.streams > 1_000 ? { DAM_SLOTS_PER_INSTANCE: String(ctx.opt.streams) } : {};
   const gw = await ctx.gateway(env);
   const run = async (server: Server): Promise<StreamingFigures> => {
@@ -18,6 +18,7 @@ export async function streaming(ctx: BenchContext): Promise<{ gateway?: Streamin
     const r = await streamingRun(server.url, { streams: ctx.opt.streams, tokensPerSec: ctx.opt.tokensPerSec, tokensPerAnswer, seconds: ctx.opt.streamSeconds, window: m });
     return {
       ...r,
+      batchMs: ctx.opt.batchMs,
       cpuUsPerToken: m.micros('server') / r.tokensInWindow,
       cpuCores: m.cores('server'),
       redisCores: m.cores('redis'),
@@ -29,7 +30,7 @@ export async function streaming(ctx: BenchContext): Promise<{ gateway?: Streamin
   const out: { gateway?: StreamingFigures; bare?: StreamingFigures } = {};
   try {
     const headers = await ctx.streamHeadersOf(gw);
-    log(`   gateway: ${ctx.opt.streams} streams x ${ctx.opt.tokensPerSec} tokens/s, ${ctx.opt.streamSeconds} s window`);
+    log(`   gateway: ${ctx.opt.streams} streams x ${ctx.opt.tokensPerSec} tokens/s, ${ctx.opt.streamSeconds} s window, worker reply window ${ctx.opt.batchMs} ms`);
     out.gateway = await run(gw);
     await ctx.procs.stop(gw.child);
     const bare = await ctx.procs.bare({ BARE_STREAM_HEADERS: JSON.stringify(headers), REDIS_URL: ctx.redis.url });

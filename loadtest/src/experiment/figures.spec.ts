@@ -71,7 +71,8 @@ describe('figures and acceptance', () => {
     const settings = experimentSettings(true);
     const base = run((m) => answered(m, 'normal', 10, 220));
     const bad = run((m) => {
-      answered(m, 'user', 50, 2_000);
+      // Over the gate's promise: 220 ms unloaded + the default DAM_MAX_QUEUE_WAIT_MS of 2 s.
+      answered(m, 'user', 50, 2_500);
       m.started('user');
       m.outcome('user', 'error', 'status0');
       m.status('user', 'post 500 internal');
@@ -102,6 +103,8 @@ describe('figures and acceptance', () => {
     expect(verdict(/s0: completed answers\/s once saturated/)).toBe(false);
     expect(verdict(/s2 abusers held/)).toBe(false);
     expect(verdict(/s2 normal: admitted p95 TTFT/)).toBe(true);
+    expect(checks.find((k) => /s0 user: admitted p95 TTFT/.test(k.what))?.what).toMatch(/DAM_MAX_QUEUE_WAIT_MS \(2000 ms\)/);
+    expect(checks.find((k) => /s2 abusers held/.test(k.what))?.what).toMatch(/at most 5 sessions/);
   });
 
   it('judges waiting clients against the same configuration without waiting: refusals ten times fewer, saturation by questions waiting, the ETA within 25%', () => {

@@ -2,7 +2,7 @@ import type { RoleSummary, Second } from '../runner/metrics';
 import { OPENING_MS } from '../runner/metrics';
 import type { RunResult } from '../runner/runner';
 import { waitFigures } from '../runner/waits';
-import type { ConfigurationResult, ExperimentResult } from './experiment';
+import { PRODUCT_DEFAULTS, type ConfigurationResult, type ExperimentResult } from './experiment';
 
 /** The figures of one scenario run in one configuration (the table's cell). */
 export interface RunFigures {
@@ -97,7 +97,6 @@ export function rolesOf(scenario: string): string[] {
 
 /** Refusal p99 a user should see at most, in ms: "quick" made a number. */
 export const REFUSAL_P99_LIMIT_MS = 100;
-export const TTFT_MARGIN_MS = 250;
 export const SATURATION_SHARE = 0.95;
 /** Waiting clients: refusals and comebacks at least this many times fewer than without waiting. */
 export const WAIT_REFUSAL_FACTOR = 10;
@@ -114,6 +113,9 @@ function refusalsPerSec(run: RunResult, role: string): number {
 export function acceptance(x: ExperimentResult): Check[] {
   const checks: Check[] = [];
   const cap = x.settings.aiCapacityPerSec;
+  // The gate's promise: a question is accepted only if its estimated wait in line fits this.
+  const promiseMs = Number(x.settings.env['DAM_MAX_QUEUE_WAIT_MS'] ?? PRODUCT_DEFAULTS.DAM_MAX_QUEUE_WAIT_MS);
+  const maxSessions = x.settings.env['DAM_USER_MAX_SESSIONS'] ?? String(PRODUCT_DEFAULTS.DAM_USER_MAX_SESSIONS);
   for (const c of x.results.filter((r) => r.config.damMode === 'enforce')) {
     const id = c.config.id;
     if (c.error) {
@@ -159,9 +161,9 @@ export function acceptance(x: ExperimentResult): Check[] {
         if (role !== 'abuser' && base?.ttftP95 != null && c.config.waitSec === undefined) {
           checks.push({
             config: id,
-            what: `${k} ${role}: admitted p95 TTFT within ${TTFT_MARGIN_MS} ms of unloaded (${base.ttftP95} ms)`,
+            what: `${k} ${role}: admitted p95 TTFT within the gate's promise: unloaded (${base.ttftP95} ms) + DAM_MAX_QUEUE_WAIT_MS (${promiseMs} ms)`,
             value: f.ttftP95 === null ? 'no answer' : `${f.ttftP95} ms (+${Math.round(f.ttftP95 - base.ttftP95)} ms)`,
-            pass: f.ttftP95 !== null && f.ttftP95 <= base.ttftP95 + TTFT_MARGIN_MS,
+            pass: f.ttftP95 !== null && f.ttftP95 <= base.ttftP95 + promiseMs,
           });
         }
         if (role === 'user') {
@@ -180,7 +182,7 @@ export function acceptance(x: ExperimentResult): Check[] {
           const limited = Object.entries(f.statuses).filter(([s]) => / 429 user_/.test(s)).reduce((n, [, v]) => n + v, 0);
           checks.push({
             config: id,
-            what: `s2 abusers held to their per-user limits (<= ${limit} answers each in ${minutes} window(s), at most ${x.settings.env['DAM_USER_MAX_SESSIONS']} sessions)`,
+            what: `s2 abusers held to their per-user limits (<= ${limit} answers each in ${minutes} window(s), at most ${maxSessions} sessions)`,
             value: `${Math.round(perUser)} answers per abuser; ${limited} refusals by per-user limits of ${f.iterations} attempts`,
             pass: perUser <= limit && limited > 0,
           });

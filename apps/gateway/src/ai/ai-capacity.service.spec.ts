@@ -26,7 +26,7 @@ class FakeQueue {
     const depth = Math.max(0, this.pending - Math.floor(gate.answering ?? 0));
     const extra = gate.extraWaitMs ?? 0;
     const wait = depth > 0 ? (gate.throughputPerSec > 0 ? extra + Math.floor((depth * 1000) / gate.throughputPerSec) : -1) : extra;
-    if (gate.maxWaitMs > 0 && (wait < 0 || wait > gate.maxWaitMs)) return { status: 'overloaded', waitMs: wait, depth };
+    if (gate.maxWaitMs > 0 && (wait < 0 || wait > gate.maxWaitMs)) return { status: 'overloaded', waitMs: wait, depth, rateWaitMs: wait };
     this.pending++;
     return { status: 'queued', entryId: `${this.pending}-0`, waitMs: wait, depth };
   }

@@ -85,7 +85,9 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
       else this.known.forget();
       return r;
     }
-    if (sameGateInputs(view, this.view)) this.known.refused(sentAt, reading);
+    // Only what the line's length proves: a refusal because its oldest entry waited too long proves
+    // nothing about the next (once that entry starts, the next may have come much later).
+    if (sameGateInputs(view, this.view)) this.known.refused(sentAt, { ...reading, waitMs: r.rateWaitMs });
     throw this.overloaded(r.waitMs, 'overloaded', limitMs);
   }
 

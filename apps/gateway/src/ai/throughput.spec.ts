@@ -34,11 +34,37 @@ describe('ThroughputLearner over recorded heartbeat sequences', () => {
     expect(replay(l, quiet).every((r) => r === 100)).toBe(true);
   });
 
-  it('rate drops: a worker with a line serving 40/s against a declared 100 brings the rate to 40 within a few beats', () => {
+  it('a new worker is believed at its first measured service rate: one serving 40/s against a declared 100 is at 40 at once', () => {
     const l = new ThroughputLearner();
     const saturated = Array.from({ length: 8 }, (_, i) => [hb(i + 1, { startsPerSec: 40, serviceRatePerSec: 40, inFlight: 120, answering: 30 })]);
-    const rates = replay(l, saturated);
-    expect(rates[0]).toBe(70); // halfway from the ceiling
+    expect(replay(l, saturated)).toEqual(Array.from({ length: 8 }, () => 40));
+  });
+
+  it("S0's opening on a worker that declares 100/s and delivers 68/s (a short contended run): the declared rate only until the first measured beat", () => {
+    const l = new ThroughputLearner();
+    // Beat 1: the burst arrived after it was written; beats 2..: a line, measured at 66-70/s.
+    const beats = [
+      [hb(1, { startsPerSec: 0, inFlight: 0 })],
+      [hb(2, { startsPerSec: 14, serviceRatePerSec: null, inFlight: 256, answering: 48 })],
+      [hb(3, { startsPerSec: 27, serviceRatePerSec: 69.5, inFlight: 256, answering: 41 })],
+      [hb(4, { startsPerSec: 40, serviceRatePerSec: 66.1, inFlight: 256, answering: 40 })],
+      [hb(5, { startsPerSec: 54, serviceRatePerSec: 68.3, inFlight: 256, answering: 42 })],
+      [hb(6, { startsPerSec: 67, serviceRatePerSec: 67.8, inFlight: 256, answering: 41 })],
+    ];
+    const rates = replay(l, beats);
+    expect(rates.slice(0, 2)).toEqual([100, 100]);
+    expect(rates[2]).toBe(69.5);
+    // Then it follows the measurements, within their spread.
+    for (const r of rates.slice(3)) expect(r).toBeGreaterThanOrEqual(66);
+    for (const r of rates.slice(3)) expect(r).toBeLessThanOrEqual(69.5);
+  });
+
+  it('rate drops later: a measured worker that slows from 100/s to 40/s follows it within a few beats', () => {
+    const l = new ThroughputLearner();
+    replay(l, [[hb(1, { serviceRatePerSec: 100 })]]);
+    const slowed = Array.from({ length: 8 }, (_, i) => [hb(i + 2, { startsPerSec: 40, serviceRatePerSec: 40, inFlight: 120, answering: 30 })]);
+    const rates = replay(l, slowed);
+    expect(rates[0]).toBe(70); // halfway
     expect(rates[3]).toBeLessThan(44);
     expect(rates[7]).toBeCloseTo(40, 0);
   });
@@ -59,7 +85,8 @@ describe('ThroughputLearner over recorded heartbeat sequences', () => {
 
   it('the same beat read twice (the gate refreshes faster than workers beat) counts once', () => {
     const l = new ThroughputLearner();
-    expect(replay(l, [[hb(1, { serviceRatePerSec: 40 })], [hb(1, { serviceRatePerSec: 40 })], [hb(1, { serviceRatePerSec: 40 })]])).toEqual([70, 70, 70]);
+    const beats = [[hb(1, { serviceRatePerSec: 100 })], [hb(2, { serviceRatePerSec: 40 })], [hb(2, { serviceRatePerSec: 40 })], [hb(2, { serviceRatePerSec: 40 })]];
+    expect(replay(l, beats)).toEqual([100, 70, 70, 70]);
   });
 
   it('a worker joins: it adds its own estimate (starting at the ceiling), the sum never past the declared capacity', () => {
@@ -95,10 +122,11 @@ describe('ThroughputLearner over recorded heartbeat sequences', () => {
     expect(extraWaitMs(v, now)).toBe(2_500);
     expect(extraWaitMs(v, now + 1_000)).toBe(1_500);
     expect(v.rate).toBe(100);
-    // One worker free again: its rate alone counts, and nothing is added to the wait.
+    // One worker free again: its rate alone counts (its first measurement, taken at once), and
+    // nothing is added to the wait.
     const after = l.update([hb(now + 900, { throttledUntil: now + 4_000 }), hb(now + 950, { workerId: 'w2', serviceRatePerSec: 20 })], now + 1_000);
     expect(after.throttledUntil).toBe(0);
-    expect(after.rate).toBeCloseTo(60, 0);
+    expect(after.rate).toBe(20);
   });
 
   it('time to first token beyond its usual (queueing inside the model server) is added to the wait', () => {

@@ -32,6 +32,8 @@ interface WorkerEstimate {
   rate: number;
   ts: number;
   ttftFloor: number | null;
+  /** Its service rate was measured at least once: until then the rate is only the declared ceiling. */
+  measured: boolean;
 }
 
 /**
@@ -43,7 +45,9 @@ interface WorkerEstimate {
  * flight). Only the rate of a worker that had a line (serviceRatePerSec) measures what it can do,
  * and it moves the estimate; without a line the estimate only rises (to what it did, and back
  * toward the declared ceiling), so low demand never reads as low capacity. A new worker starts at
- * the ceiling; one whose heartbeat is gone is forgotten.
+ * the ceiling until its first measured service rate, which it then takes at once (later ones are
+ * followed halfway per beat); one whose heartbeat is gone is forgotten. The gate itself also checks
+ * the line's own wait (ask.lua.ts), so a rate still too high meanwhile cannot stretch its promise.
  */
 export class ThroughputLearner {
   private readonly workers = new Map<string, WorkerEstimate>();
@@ -58,7 +62,7 @@ export class ThroughputLearner {
     const live = new Set<string>();
     for (const hb of heartbeats) {
       live.add(hb.workerId);
-      const est = this.workers.get(hb.workerId) ?? { rate: ceiling, ts: -1, ttftFloor: null };
+      const est = this.workers.get(hb.workerId) ?? { rate: ceiling, ts: -1, ttftFloor: null, measured: false };
       // The same beat read twice (the gate refreshes faster than workers beat) teaches nothing.
       if (hb.ts !== est.ts) learn(est, hb, ceiling);
       this.workers.set(hb.workerId, est);
@@ -93,7 +97,10 @@ function learn(est: WorkerEstimate, hb: WorkerHeartbeat, ceiling: number): void 
   // A beat written while the worker honoured a Retry-After measured the pause, not the model.
   const throttled = hb.throttledUntil > hb.ts;
   if (!throttled && hb.serviceRatePerSec !== null) {
-    est.rate += LEARNING.follow * (hb.serviceRatePerSec - est.rate);
+    // The first measurement replaces the declared ceiling: a new worker under an opening burst
+    // that delivers less than it declares is believed at once, not over several beats.
+    est.rate = est.measured ? est.rate + LEARNING.follow * (hb.serviceRatePerSec - est.rate) : hb.serviceRatePerSec;
+    est.measured = true;
   } else if (!throttled) {
     est.rate = Math.max(est.rate + LEARNING.recover * (ceiling - est.rate), hb.startsPerSec);
   }

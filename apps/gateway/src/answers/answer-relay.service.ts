@@ -30,6 +30,9 @@ const ANSWER_GRACE_MS = 1_000;
  */
 @Injectable()
 export class AnswerRelay implements OnApplicationBootstrap {
+  /** td_replies_total by type, resolved once: a token is counted without hashing its labels. */
+  private readonly counted: Record<Reply['type'], { inc(): void }>;
+
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @Inject(INSTANCE_ID) private readonly instanceId: string,
@@ -41,7 +44,10 @@ export class AnswerRelay implements OnApplicationBootstrap {
     private readonly metrics: MetricsService,
     private readonly control: ControlChannel,
     private readonly queued: QueuedQuestions,
-  ) {}
+  ) {
+    const r = metrics.replies;
+    this.counted = { token: r.labels('token'), done: r.labels('done'), error: r.labels('error') };
+  }
 
   onApplicationBootstrap(): void {
     this.ai.handleUnclaimed((r) => this.unclaimed(r));
@@ -111,8 +117,8 @@ export class AnswerRelay implements OnApplicationBootstrap {
   private onReply(s: LocalSession, inflight: Inflight, reply: Reply): void {
     const sessionId = s.record.sessionId;
     if (s.inflight !== inflight) return;
-    this.metrics.replies.inc({ type: reply.type });
-    this.registry.touch(sessionId);
+    this.counted[reply.type].inc();
+    s.lastActivity = Date.now();
     if (reply.type === 'token') {
       // A question re-answered after a worker restart starts again at seq 0: the client already
       // has those tokens. A token past the next one means some were lost on the way.

@@ -1,13 +1,17 @@
 import { Global, Module } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { Redis } from 'ioredis';
-import { Dam, UserRateLimiter } from '@traffic-dam/dam';
+import { AdaptiveDeadline, Dam, UserRateLimiter } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
 import { INSTANCE_ID } from '../common/instance';
 import { AiModule } from '../ai/ai.module';
 import { DamController } from './dam.controller';
 import { ADMISSION_REDIS, DAM, DamService, USER_RATE } from './dam.service';
+
+/** The deadline of the dam's Redis calls on the admission connection: symbol and cap (ms). */
+const ADMISSION_DEADLINE = Symbol('ADMISSION_DEADLINE');
+const ADMISSION_DEADLINE_CAP_MS = 1_000;
 
 @Global()
 @Module({
@@ -32,9 +36,16 @@ import { ADMISSION_REDIS, DAM, DamService, USER_RATE } from './dam.service';
       },
     },
     {
+      // The admissions' and the per-user rate's deadline on that connection: at least
+      // DAM_REDIS_TIMEOUT_MS, raised by the round trips measured there (a loaded machine), at most 1 s.
+      provide: ADMISSION_DEADLINE,
+      inject: [GATEWAY_CONFIG],
+      useFactory: (c: GatewayConfig) => new AdaptiveDeadline(c.DAM_REDIS_TIMEOUT_MS, Math.max(c.DAM_REDIS_TIMEOUT_MS, ADMISSION_DEADLINE_CAP_MS)),
+    },
+    {
       provide: DAM,
-      inject: [GATEWAY_CONFIG, INSTANCE_ID, ADMISSION_REDIS, ModuleRef, DamModePolicy],
-      useFactory: (c: GatewayConfig, instanceId: string, redis: Redis, refs: ModuleRef, policy: DamModePolicy) =>
+      inject: [GATEWAY_CONFIG, INSTANCE_ID, ADMISSION_REDIS, ModuleRef, DamModePolicy, ADMISSION_DEADLINE],
+      useFactory: (c: GatewayConfig, instanceId: string, redis: Redis, refs: ModuleRef, policy: DamModePolicy, deadline: AdaptiveDeadline) =>
         new Dam({
           redis,
           instanceId,
@@ -44,6 +55,7 @@ import { ADMISSION_REDIS, DAM, DamService, USER_RATE } from './dam.service';
           heartbeatMs: c.DAM_HEARTBEAT_MS,
           heartbeatTtlMs: c.DAM_HEARTBEAT_TTL_MS,
           redisTimeoutMs: c.DAM_REDIS_TIMEOUT_MS,
+          redisDeadline: deadline,
           fallback: c.DAM_REDIS_FALLBACK,
           userMaxSessions: c.DAM_USER_MAX_SESSIONS,
           line: { maxWaiters: c.DAM_QUEUE_MAX, maxWaitMs: c.DAM_QUEUE_MAX_WAIT_MS },
@@ -54,14 +66,14 @@ import { ADMISSION_REDIS, DAM, DamService, USER_RATE } from './dam.service';
     },
     {
       provide: USER_RATE,
-      inject: [GATEWAY_CONFIG, ADMISSION_REDIS],
-      useFactory: (c: GatewayConfig, redis: Redis) =>
+      inject: [GATEWAY_CONFIG, ADMISSION_REDIS, ADMISSION_DEADLINE],
+      useFactory: (c: GatewayConfig, redis: Redis, deadline: AdaptiveDeadline) =>
         c.DAM_USER_QUESTIONS > 0
           ? new UserRateLimiter({
               redis,
               points: c.DAM_USER_QUESTIONS,
               windowSec: c.DAM_USER_QUESTION_WINDOW_SEC,
-              redisTimeoutMs: c.DAM_REDIS_TIMEOUT_MS,
+              redisDeadline: deadline,
             })
           : null,
     },

@@ -1,3 +1,4 @@
+import type { Socket as NetSocket } from 'node:net';
 import type { Socket } from 'socket.io';
 import { toSocketProblem } from '../common/errors';
 import type { Admission } from '../dam/dam.service';
@@ -15,6 +16,10 @@ export const roomOf = (sessionId: string): string => `session:${sessionId}`;
  * leaves before: the slot comes back exactly once either way. A handshake that offered to wait
  * and met a full budget connects the namespace at once to hear `queued`; its session starts when
  * the line hands it a slot, or it hears `refused` and is disconnected.
+ *
+ * Its TCP socket is corked from the first frame engine.io writes in a turn to the next tick, so
+ * the frames of one turn (the tokens of a reply batch; those engine.io queued while the previous
+ * write was under way) go out in one write, as the SSE adapter writes one chunk per turn.
  */
 export class SocketConnection implements WaitingConnection {
   readonly transport = 'socketio' as const;
@@ -33,8 +38,12 @@ export class SocketConnection implements WaitingConnection {
   private endedHere = false;
   private reason: CloseReason = 'client';
   private closed: ((reason: CloseReason) => void) | null = null;
+  private corked = false;
 
   constructor(private readonly socket: Socket) {
+    // The upgraded HTTP request's socket is the WebSocket's (engine.io's transports: websocket).
+    const raw = (socket.conn.request as { socket?: NetSocket } | undefined)?.socket;
+    if (raw && typeof raw.cork === 'function') socket.conn.on('flush', () => this.corkForTurn(raw));
     // The engine's close comes even when the namespace never connected (a refused handshake).
     socket.conn.once('close', () => this.gone_());
     socket.once('disconnect', (why: string) => {
@@ -139,6 +148,16 @@ export class SocketConnection implements WaitingConnection {
   onClose(cb: (reason: CloseReason) => void): void {
     if (this.gone) queueMicrotask(() => cb(this.reason));
     else this.closed = cb;
+  }
+
+  private corkForTurn(raw: NetSocket): void {
+    if (this.corked || raw.destroyed) return;
+    this.corked = true;
+    raw.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      raw.uncork();
+    });
   }
 
   private gone_(): void {

@@ -21,7 +21,11 @@ export function retryAfterExpiry(reason: ExpiredReason): number {
   return reason === 'draining' ? 250 + randomInt(751) : 2_000;
 }
 
-/** One SSE stream (GET /chat/stream) as the session core sees it. */
+/**
+ * One SSE stream (GET /chat/stream) as the session core sees it. Events are written once per
+ * event-loop turn: those of one turn (the tokens of a reply batch, a token and its done) are one
+ * chunk, one write to the socket.
+ */
 export class SseConnection implements WaitingConnection {
   readonly transport = 'sse' as const;
   readonly resumable = true;
@@ -29,6 +33,10 @@ export class SseConnection implements WaitingConnection {
   private handle: string | undefined;
   private reason: CloseReason = 'client';
   private closed: ((reason: CloseReason) => void) | null = null;
+  /** Events of this turn not yet written. */
+  private queued = '';
+  /** Cut off (slow client): nothing more is queued. */
+  private ended = false;
 
   /** Listens for the close at once: a client that gives up while the dam answers must still free its slot. */
   constructor(
@@ -75,6 +83,7 @@ export class SseConnection implements WaitingConnection {
   }
 
   end(): void {
+    this.flush();
     if (!this.res.writableEnded) this.res.end();
   }
 
@@ -83,16 +92,33 @@ export class SseConnection implements WaitingConnection {
     else this.closed = cb;
   }
 
+  /** Queues the chunk for this turn; the response's own state is read once per turn, at the flush. */
   private write(chunk: string): boolean {
-    if (this.res.writableEnded || this.res.destroyed) return false;
-    if (this.res.writableLength > MAX_UNREAD_BYTES) {
-      this.reason = 'slow_client';
-      this.res.destroy();
-      return false;
+    if (this.gone || this.ended) return false;
+    if (this.queued === '') {
+      if (this.res.writableEnded || this.res.destroyed || !this.roomFor(chunk)) return false;
+      process.nextTick(this.flush);
     }
-    this.res.write(chunk);
+    this.queued += chunk;
     return true;
   }
+
+  /** Whether the client keeps up: one that left MAX_UNREAD_BYTES unread is cut off. */
+  private roomFor(chunk: string): boolean {
+    if (this.res.writableLength + this.queued.length + chunk.length <= MAX_UNREAD_BYTES) return true;
+    this.reason = 'slow_client';
+    this.queued = '';
+    this.ended = true;
+    this.res.destroy();
+    return false;
+  }
+
+  private readonly flush = (): void => {
+    const chunk = this.queued;
+    if (chunk === '') return;
+    this.queued = '';
+    if (!this.res.writableEnded && !this.res.destroyed && this.roomFor('')) this.res.write(chunk);
+  };
 }
 
 /** Something kept alive by a ping: an SSE stream, or the link to a client resumed on another instance. */

@@ -67,6 +67,29 @@ describe('AiClient and the protocol against real Redis', () => {
     expect(bridge.invalidReplyCount).toBe(1);
   });
 
+  it('reads the batches on its batch channel in order, beside single replies, a bad entry costing only itself', async () => {
+    const before = bridge.invalidReplyCount;
+    const pub = new Redis(redis.url);
+    const answers: Record<string, Reply[]> = { 'b-1': [], 'b-2': [] };
+    const watches = Object.keys(answers).map((id) =>
+      bridge.answer({ messageId: id, timeoutMs: 10_000 }).subscribe({ next: (r) => answers[id]?.push(r) }),
+    );
+    const token = (messageId: string, seq: number) => ({ type: 'token', messageId, sessionId: `s-${messageId}`, seq, text: `${seq} ` });
+    const batch = { type: 'batch', replies: [token('b-1', 0), token('b-2', 0), token('b-1', 1), { type: 'token', messageId: 'b-2' }, token('b-2', 1)] };
+    // As a worker sends them: batches on the batch channel, a lone reply singly on the reply channel.
+    expect(await pub.publish(bridge.replyBatchChannel, JSON.stringify(batch))).toBe(1);
+    await pub.publish(bridge.replyChannel, JSON.stringify(token('b-1', 2)));
+    const end = { type: 'batch', replies: [{ type: 'done', messageId: 'b-1', sessionId: 's-b-1', tokens: 3 }, { type: 'done', messageId: 'b-2', sessionId: 's-b-2', tokens: 2 }] };
+    expect(check('ReplyMessage', end)).toEqual([]);
+    await pub.publish(bridge.replyBatchChannel, JSON.stringify(end));
+    await waitFor('both answers done', () => Object.values(answers).every((rs) => rs.at(-1)?.type === 'done'));
+    for (const w of watches) w.unsubscribe();
+    pub.disconnect();
+    expect(answers['b-1']?.map((r) => (r.type === 'token' ? r.seq : r.type))).toEqual([0, 1, 2, 'done']);
+    expect(answers['b-2']?.map((r) => (r.type === 'token' ? r.seq : r.type))).toEqual([0, 1, 'done']);
+    expect(bridge.invalidReplyCount - before).toBe(1);
+  });
+
   it('marks a question cancelled with a TTL', async () => {
     await bridge.cancel('m-9');
     expect(await commands.exists('td:cancel:m-9')).toBe(1);
@@ -105,39 +128,59 @@ describe('AiClient and the protocol against real Redis', () => {
       attempt: 1,
       traceId: 't',
     });
-    // No group yet: nothing is waiting, so the first question fits.
+    // No group yet: nothing is waiting, so the first question fits. At 1 answer/s the line's
+    // length sets every wait here (its entries are seconds younger than the waits it implies).
     await commands.xgroup('CREATE', stream, 'workers', '$', 'MKSTREAM');
     const results = [];
-    for (let n = 0; n < 8; n++) results.push(await gated.enqueue({ question: q(n), gate: { maxWaitMs: 500, throughputPerSec: 10 } }));
-    // 10 answers/s and 500 ms allowed: depth 0..5 fits (wait 0..500 ms), the 7th would wait 600 ms.
+    for (let n = 0; n < 8; n++) results.push(await gated.enqueue({ question: q(n), gate: { maxWaitMs: 5_000, throughputPerSec: 1 } }));
+    // 1 answer/s and 5 s allowed: depth 0..5 fits (wait 0..5 s), the 7th would wait 6 s.
     expect(results.map((r) => r.status)).toEqual(['queued', 'queued', 'queued', 'queued', 'queued', 'queued', 'overloaded', 'overloaded']);
-    expect(results[6]).toMatchObject({ status: 'overloaded', waitMs: 600, depth: 6 });
+    expect(results[6]).toMatchObject({ status: 'overloaded', waitMs: 6_000, depth: 6, rateWaitMs: 6_000 });
     expect(await commands.xlen(stream)).toBe(6);
     // Delivered but not acknowledged still counts as depth.
     await commands.xreadgroup('GROUP', 'workers', 'w1', 'COUNT', 3, 'STREAMS', stream, '>');
-    expect(await gated.enqueue({ question: q(9), gate: { maxWaitMs: 500, throughputPerSec: 10 } })).toMatchObject({ status: 'overloaded', depth: 6 });
+    expect(await gated.enqueue({ question: q(9), gate: { maxWaitMs: 5_000, throughputPerSec: 1 } })).toMatchObject({ status: 'overloaded', depth: 6 });
     // Two of the three delivered are being answered: not ahead in line, so depth 4 and room again.
-    expect(await gated.enqueue({ question: q(11), gate: { maxWaitMs: 500, throughputPerSec: 10, answering: 2 } })).toMatchObject({
+    expect(await gated.enqueue({ question: q(11), gate: { maxWaitMs: 5_000, throughputPerSec: 1, answering: 2 } })).toMatchObject({
       status: 'queued',
       depth: 4,
-      waitMs: 400,
+      waitMs: 4_000,
     });
     expect(await commands.xlen(stream)).toBe(7);
     // The same message id again queues nothing (a resend after a reconnect).
-    expect(await gated.enqueue({ question: q(11), gate: { maxWaitMs: 500, throughputPerSec: 10 } })).toMatchObject({ status: 'queued' });
+    expect(await gated.enqueue({ question: q(11), gate: { maxWaitMs: 5_000, throughputPerSec: 1 } })).toMatchObject({ status: 'queued' });
     expect(await commands.xlen(stream)).toBe(7);
     // A wait before any answer can start (the workers honour a Retry-After) adds to the line's:
-    // 500 ms of line + 200 ms is over the limit, even with the room the line itself has.
-    expect(await gated.enqueue({ question: q(12), gate: { maxWaitMs: 500, throughputPerSec: 10, answering: 2, extraWaitMs: 200 } })).toMatchObject({
+    // 5 s of line + 2 s is over the limit, even with the room the line itself has.
+    expect(await gated.enqueue({ question: q(12), gate: { maxWaitMs: 5_000, throughputPerSec: 1, answering: 2, extraWaitMs: 2_000 } })).toMatchObject({
       status: 'overloaded',
       depth: 5,
-      waitMs: 700,
+      waitMs: 7_000,
     });
     // And alone it is the wait of an empty line.
     const empty = new AiClient({ commands, subscriber, instanceId: 'gw-gate2', questionStream: 'td:gate-empty' });
     expect(await empty.enqueue({ question: q(13), gate: { maxWaitMs: 500, throughputPerSec: 10, extraWaitMs: 900 } })).toMatchObject({ status: 'overloaded', depth: 0, waitMs: 900 });
     // Throughput unknown and something waiting: no estimate, so no admission.
     expect(await gated.enqueue({ question: q(10), gate: { maxWaitMs: 5_000, throughputPerSec: 0 } })).toMatchObject({ status: 'overloaded', waitMs: -1 });
+  });
+
+  it('holds the gate to what the line measurably takes: an entry that waited past the limit refuses, whatever the throughput says', async () => {
+    const stream = 'td:gate-head';
+    const gated = new AiClient({ commands, subscriber, instanceId: 'gw-head', questionStream: stream });
+    const q = (n: number) => ({ id: `h-${n}`, sessionId: 's', replyTo: gated.replyChannel, question: 'q', deadline: Date.now() + 30_000, attempt: 1, traceId: 't' });
+    await commands.xgroup('CREATE', stream, 'workers', '$', 'MKSTREAM');
+    // Three questions that arrived 4 s ago (their ids are their arrival times) and still wait.
+    const [secs] = await commands.time();
+    const arrived = Number(secs) * 1_000 - 4_000;
+    for (let i = 0; i < 3; i++) await commands.xadd(stream, `${arrived}-${i}`, 'id', `old-${i}`);
+    // Told 1,000 answers/s (a new worker trusted at its declared capacity), the line's length says
+    // 3 ms; its oldest entry has waited 4 s: refused, and the length alone proves nothing.
+    const refused = await gated.enqueue({ question: q(0), gate: { maxWaitMs: 2_000, throughputPerSec: 1_000 } });
+    expect(refused).toMatchObject({ status: 'overloaded', depth: 3, rateWaitMs: 3 });
+    expect(refused.waitMs).toBeGreaterThanOrEqual(4_000);
+    // Taken by a worker and being answered: nothing waits in the stream, the line has room again.
+    await commands.xreadgroup('GROUP', 'workers', 'w1', 'COUNT', 3, 'STREAMS', stream, '>');
+    expect(await gated.enqueue({ question: q(1), gate: { maxWaitMs: 2_000, throughputPerSec: 1_000, answering: 3 } })).toMatchObject({ status: 'queued', depth: 0 });
   });
 
   it('dead letters: the schema shape round-trips; replay keeps deadlines, skips expired ones, spends a budget', async () => {

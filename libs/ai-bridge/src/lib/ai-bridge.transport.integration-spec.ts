@@ -208,7 +208,7 @@ describe('AiClient (a @nestjs/microservices ClientProxy) against real Redis', ()
     const refused = await lastValueFrom(
       transport.send<AskResult, EnqueueRequest>(AI_PATTERNS.enqueue, { question: question(), gate: { maxWaitMs: 2_000, throughputPerSec: 1 } }),
     );
-    expect(refused).toEqual({ status: 'overloaded', waitMs: 3_000, depth: 3 });
+    expect(refused).toEqual({ status: 'overloaded', waitMs: 3_000, depth: 3, rateWaitMs: 3_000 });
     const ok = await lastValueFrom(
       transport.send<AskResult, EnqueueRequest>(AI_PATTERNS.enqueue, { question: question(), gate: { maxWaitMs: 5_000, throughputPerSec: 1 } }),
     );

@@ -41,7 +41,11 @@ export interface AskGate {
 export type AskResult =
   /** dequeued: the line's counter of questions that left it, at the gate (-1: unknown; see queueProgress). */
   | { status: 'queued'; entryId: string; waitMs: number; depth: number; dequeued?: number }
-  | { status: 'overloaded'; waitMs: number; depth: number };
+  /**
+   * waitMs: the gate's estimate (the longer of the line's length / throughput and what its oldest
+   * entry measurably waited); rateWaitMs: the first alone, what the line's length proves.
+   */
+  | { status: 'overloaded'; waitMs: number; depth: number; rateWaitMs: number };
 
 export interface EnqueueRequest {
   question: Question;
@@ -139,7 +143,12 @@ export class AiClient extends ClientProxy {
     return this.replies.name;
   }
 
-  /** Replies that failed to parse since start. */
+  /** The channel where workers publish batches of this instance's replies. */
+  get replyBatchChannel(): string {
+    return this.replies.batchName;
+  }
+
+  /** Replies that failed to parse since start (a bad entry of a batch counts alone). */
   get invalidReplyCount(): number {
     return this.replies.invalidReplyCount;
   }
@@ -298,7 +307,7 @@ export class AiClient extends ClientProxy {
     const q = req.question;
     // No gate: -1 skips the depth too (the "before" server only appends).
     const maxWait = req.gate ? Math.max(0, Math.floor(req.gate.maxWaitMs)) : -1;
-    const [status, waitMs, depth, entryId, dequeued] = await gatedAsk(
+    const [status, waitMs, depth, entryId, fifth] = await gatedAsk(
       this.o.commands,
       [this.stream, outcomeKey(this.stream, q.id)],
       [
@@ -314,8 +323,8 @@ export class AiClient extends ClientProxy {
     );
     if (status === 'refused') throw new QuestionRefusedError(`${q.id} was settled as refused`);
     return status === 'ok'
-      ? { status: 'queued', entryId: entryId ?? '', waitMs, depth, dequeued: dequeued ?? -1 }
-      : { status: 'overloaded', waitMs, depth };
+      ? { status: 'queued', entryId: entryId ?? '', waitMs, depth, dequeued: fifth ?? -1 }
+      : { status: 'overloaded', waitMs, depth, rateWaitMs: fifth ?? waitMs };
   }
 
   private async markCancelled(messageId: string): Promise<void> {

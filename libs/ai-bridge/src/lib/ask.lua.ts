@@ -19,10 +19,18 @@ export function outcomeKey(stream: string, messageId: string): string {
  * (before any answer can start, the line or not: a Retry-After the workers honour, a model slower
  * to its first token than usual), then the question's field/value pairs. Depth = the questions ahead of a new one: entries not yet delivered (lag) +
  * delivered and not yet acknowledged (pending) - those already being answered.
- * Returns {'ok', waitMs, depth, entryId, dequeued}, {'overloaded', waitMs, depth} (waitMs -1 =
- * unknown) or {'refused', 0, 0} when a gateway had settled it as refused first. dequeued counts
- * every question that ever left the line (started, or dropped before it), as the group reads it:
- * entries read - pending + answering; its growth from here is how far this one moved up (-1: no gate).
+ *
+ * The wait is the longer of two estimates: depth / throughput, and what the line measurably takes:
+ * the age of its oldest undelivered entry (its stream id is its arrival time; the Redis clock) plus
+ * the questions the workers hold in their own lines / throughput. The first is right as soon as the
+ * line forms (a burst fills it in an instant); the second holds the gate to its promise when the
+ * throughput it was given is too high (a new worker trusted at its declared capacity while it
+ * delivers less): an entry that has waited past the limit is a fact, whatever the rate says.
+ * Returns {'ok', waitMs, depth, entryId, dequeued}, {'overloaded', waitMs, depth, '', rateWaitMs}
+ * (waitMs -1 = unknown; rateWaitMs: the first estimate alone, what the line's length proves) or
+ * {'refused', 0, 0} when a gateway had settled it as refused first. dequeued counts every question
+ * that ever left the line (started, or dropped before it), as the group reads it: entries read -
+ * pending + answering; its growth from here is how far this one moved up (-1: no gate).
  */
 const GATED_ASK_LUA = `
 local prior = redis.call('GET', KEYS[2])
@@ -33,6 +41,8 @@ local depth = 0
 local wait = 0
 local dequeued = -1
 if maxWait >= 0 then
+  local inLine = 0
+  local headAge = 0
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
   if ok then
     for _, g in ipairs(groups) do
@@ -41,17 +51,34 @@ if maxWait >= 0 then
       if f['name'] == ARGV[1] then
         local lag = tonumber(f['lag'])
         if lag == nil then lag = redis.call('XLEN', KEYS[1]) end
+        inLine = math.max(0, tonumber(f['pending'] or 0) - tonumber(ARGV[5]))
         depth = math.max(0, lag + tonumber(f['pending'] or 0) - tonumber(ARGV[5]))
         dequeued = (tonumber(f['entries-read']) or 0) - tonumber(f['pending'] or 0) + tonumber(ARGV[5])
+        if lag > 0 then
+          local head = redis.call('XRANGE', KEYS[1], '(' .. f['last-delivered-id'], '+', 'COUNT', 1)
+          if head[1] then
+            local t = redis.call('TIME')
+            local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            headAge = math.max(0, nowMs - tonumber(string.match(head[1][1], '^(%d+)')))
+          end
+        end
       end
     end
   end
   local rate = tonumber(ARGV[3])
-  wait = tonumber(ARGV[7])
+  local extra = tonumber(ARGV[7])
+  wait = extra
+  local byRate = extra
   if depth > 0 then
-    if rate > 0 then wait = wait + math.floor(depth * 1000 / rate) else wait = -1 end
+    if rate > 0 then
+      byRate = extra + math.floor(depth * 1000 / rate)
+      wait = math.max(byRate, extra + headAge + math.floor(inLine * 1000 / rate))
+    else
+      wait = -1
+      byRate = -1
+    end
   end
-  if maxWait > 0 and (wait < 0 or wait > maxWait) then return {'overloaded', wait, depth} end
+  if maxWait > 0 and (wait < 0 or wait > maxWait) then return {'overloaded', wait, depth, '', byRate} end
 end
 local fields = {}
 for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -63,7 +90,8 @@ return {'ok', wait, depth, id, dequeued}
 export const gatedAsk = createScript<
   [stream: string, outcome: string],
   [group: string, maxWaitMs: number, ratePerSec: number, maxLen: number, answering: number, outcomeTtlMs: number, extraWaitMs: number, ...fields: string[]],
-  [status: 'ok' | 'overloaded' | 'refused', waitMs: number, depth: number, entryId?: string, dequeued?: number]
+  // The fifth: dequeued when 'ok', rateWaitMs when 'overloaded'.
+  [status: 'ok' | 'overloaded' | 'refused', waitMs: number, depth: number, entryId?: string, dequeuedOrRateWaitMs?: number]
 >(GATED_ASK_LUA);
 
 /**

@@ -1,4 +1,4 @@
-import { parseHeartbeat, parseReply, questionToFields, type Question } from './protocol';
+import { parseHeartbeat, parseReply, parseReplyBatch, protocolKeys, questionToFields, type Question } from './protocol';
 import { protocolValidator } from './schema';
 
 const check = protocolValidator();
@@ -50,6 +50,44 @@ describe('protocol shapes agree with the JSON Schema', () => {
       return; // not JSON at all: nothing for the schema to judge
     }
     expect(check('Reply', value).length).toBeGreaterThan(0);
+  });
+
+  it('reads a batch the schema accepts, in order, with replies of several questions', () => {
+    const batch = {
+      type: 'batch',
+      replies: [
+        { type: 'token', messageId: 'm1', sessionId: 's1', seq: 0, text: 'a ' },
+        { type: 'token', messageId: 'm2', sessionId: 's2', seq: 4, text: 'b ' },
+        { type: 'token', messageId: 'm1', sessionId: 's1', seq: 1, text: 'c ' },
+        { type: 'done', messageId: 'm1', sessionId: 's1', tokens: 2 },
+      ],
+    };
+    expect(check('ReplyBatch', batch)).toEqual([]);
+    expect(check('ReplyMessage', batch)).toEqual([]);
+    expect(parseReplyBatch(JSON.stringify(batch))).toEqual({ replies: batch.replies, invalid: 0 });
+  });
+
+  it('a single reply is still a ReplyMessage (a worker of the previous protocol), and a batch is not a Reply', () => {
+    const token = { type: 'token', messageId: 'm', sessionId: 's', seq: 0, text: 'hi ' };
+    expect(check('ReplyMessage', token)).toEqual([]);
+    expect(check('Reply', { type: 'batch', replies: [token] }).length).toBeGreaterThan(0);
+    expect(parseReply(JSON.stringify({ type: 'batch', replies: [token] }))).toBeNull();
+  });
+
+  it('a bad entry of a batch costs only itself; a payload that is no batch yields nothing', () => {
+    const good = { type: 'token', messageId: 'm', sessionId: 's', seq: 0, text: 'x' };
+    const withBad = { type: 'batch', replies: [good, { type: 'token', messageId: 'm', seq: 1 }, 7] };
+    expect(check('ReplyBatch', withBad).length).toBeGreaterThan(0);
+    expect(parseReplyBatch(JSON.stringify(withBad))).toEqual({ replies: [good], invalid: 2 });
+    for (const raw of ['{', 'null', JSON.stringify(good), JSON.stringify({ type: 'batch' }), JSON.stringify({ type: 'batch', replies: {} })]) {
+      expect(parseReplyBatch(raw)).toEqual({ replies: [], invalid: 1 });
+    }
+    expect(check('ReplyBatch', { type: 'batch', replies: [] }).length).toBeGreaterThan(0);
+  });
+
+  it('names the batch channel beside the reply channel, outside its td:replies: prefix', () => {
+    expect(protocolKeys.replyBatchChannel('gw0-1')).toBe('td:reply-batches:gw0-1');
+    expect(protocolKeys.replyBatchChannel('gw0-1').startsWith('td:replies:')).toBe(false);
   });
 
   it('a done whose usage is not one still counts as done, without the usage', () => {

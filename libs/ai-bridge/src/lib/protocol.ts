@@ -52,6 +52,12 @@ export interface ErrorReply {
 
 export type Reply = TokenReply | DoneReply | ErrorReply;
 
+/** Replies bound for one instance in one message, on its batch channel, in the order produced. */
+export interface ReplyBatch {
+  type: 'batch';
+  replies: Reply[];
+}
+
 export interface WorkerHeartbeat {
   workerId: string;
   capacityPerSec: number;
@@ -83,6 +89,8 @@ const REPLY_ERROR_CODES: ReadonlySet<string> = new Set<ReplyErrorCode>([
 /** Redis key names of the protocol. */
 export const protocolKeys = {
   replyChannel: (instanceId: string): string => `td:replies:${instanceId}`,
+  /** Where a worker publishes ReplyBatch messages for the instance; one that reaches nobody there publishes singly on replyChannel. */
+  replyBatchChannel: (instanceId: string): string => `td:reply-batches:${instanceId}`,
   cancel: (messageId: string): string => `td:cancel:${messageId}`,
   workerHeartbeat: (workerId: string): string => `td:workers:${workerId}`,
   workerHeartbeatPattern: 'td:workers:*',
@@ -114,12 +122,39 @@ function isCount(v: unknown): v is number {
  * bad message from one worker must not take the gateway's subscriber down.
  */
 export function parseReply(raw: string): Reply | null {
-  let v: unknown;
-  try {
-    v = JSON.parse(raw);
-  } catch {
-    return null;
+  const v = parseJson(raw);
+  return v === undefined ? null : replyOf(v);
+}
+
+/**
+ * Parses one ReplyBatch payload: its valid replies in order, and how many entries were not
+ * replies (a bad entry costs only itself). The whole payload not a batch: no replies, 1 invalid.
+ */
+export function parseReplyBatch(raw: string): { replies: Reply[]; invalid: number } {
+  const v = parseJson(raw);
+  if (typeof v !== 'object' || v === null) return { replies: [], invalid: 1 };
+  const m = v as Record<string, unknown>;
+  const items = m['replies'];
+  if (m['type'] !== 'batch' || !Array.isArray(items)) return { replies: [], invalid: 1 };
+  const replies: Reply[] = [];
+  let invalid = 0;
+  for (const item of items) {
+    const r = replyOf(item);
+    if (r === null) invalid++;
+    else replies.push(r);
   }
+  return { replies, invalid };
+}
+
+function parseJson(raw: string): unknown {
+  try {
+    return JSON.parse(raw) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+function replyOf(v: unknown): Reply | null {
   if (typeof v !== 'object' || v === null) return null;
   const m = v as Record<string, unknown>;
   if (!isNonEmptyString(m['messageId']) || !isNonEmptyString(m['sessionId'])) return null;

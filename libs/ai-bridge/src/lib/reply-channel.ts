@@ -1,11 +1,16 @@
 import type { Redis } from 'ioredis';
-import { parseHeartbeat, parseReply, protocolKeys, type Reply, type WorkerHeartbeat } from './protocol';
+import { parseHeartbeat, parseReply, parseReplyBatch, protocolKeys, type Reply, type WorkerHeartbeat } from './protocol';
 
 export type ReplyHandler = (reply: Reply) => void;
 
-/** This instance's reply channel: the workers publish a question's replies on the channel it names in replyTo. */
+/**
+ * This instance's reply channels: the workers publish a question's replies singly on the channel
+ * it names in replyTo, or batched with the other replies bound for this instance on its batch
+ * channel. One subscriber connection reads both, so a question's replies keep their order.
+ */
 export class ReplyChannel {
   readonly name: string;
+  readonly batchName: string;
   private readonly handlers = new Set<ReplyHandler>();
   private invalid = 0;
   private started = false;
@@ -15,6 +20,7 @@ export class ReplyChannel {
     instanceId: string,
   ) {
     this.name = protocolKeys.replyChannel(instanceId);
+    this.batchName = protocolKeys.replyBatchChannel(instanceId);
   }
 
   /** Replies that failed to parse since start; a worker speaking another protocol shows here. */
@@ -22,20 +28,27 @@ export class ReplyChannel {
     return this.invalid;
   }
 
-  /** Subscribes. Resolves once Redis confirmed the subscription. */
+  /** Subscribes to both channels. Resolves once Redis confirmed the subscriptions. */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
     this.subscriber.on('message', (channel: string, payload: string) => {
-      if (channel !== this.name) return;
-      const reply = parseReply(payload);
-      if (reply === null) {
-        this.invalid++;
+      if (channel === this.batchName) {
+        const batch = parseReplyBatch(payload);
+        this.invalid += batch.invalid;
+        for (const reply of batch.replies) this.deliver(reply);
         return;
       }
-      for (const h of this.handlers) h(reply);
+      if (channel !== this.name) return;
+      const reply = parseReply(payload);
+      if (reply === null) this.invalid++;
+      else this.deliver(reply);
     });
-    await this.subscriber.subscribe(this.name);
+    await this.subscriber.subscribe(this.name, this.batchName);
+  }
+
+  private deliver(reply: Reply): void {
+    for (const h of this.handlers) h(reply);
   }
 
   onReply(handler: ReplyHandler): () => void {
@@ -47,7 +60,7 @@ export class ReplyChannel {
     if (!this.started) return;
     this.started = false;
     this.handlers.clear();
-    await this.subscriber.unsubscribe(this.name);
+    await this.subscriber.unsubscribe(this.name, this.batchName);
   }
 }
 

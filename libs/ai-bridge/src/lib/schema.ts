@@ -1,7 +1,7 @@
 import Ajv2020 from 'ajv/dist/2020';
 import schema from '../../schema/protocol.schema.json';
 
-export type ProtocolDef = 'Question' | 'Reply' | 'TokenReply' | 'DoneReply' | 'ErrorReply' | 'WorkerHeartbeat' | 'DeadLetter';
+export type ProtocolDef = 'Question' | 'Reply' | 'ReplyBatch' | 'ReplyMessage' | 'TokenReply' | 'DoneReply' | 'ErrorReply' | 'WorkerHeartbeat' | 'DeadLetter';
 
 /**
  * Validators for the shared JSON Schema, for tests on both sides of the protocol. Returns the

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
-import { Dam, type Lease } from '../index';
+import { AdaptiveDeadline, Dam, type Lease } from '../index';
 import type { DamOptions } from './options';
 
 function admissionClient(url: string): Redis {
@@ -155,6 +155,34 @@ describe('Dam budget against real Redis', () => {
     }
     await waitFor('out of fallback', async () => !a.inFallback);
     expect((await a.status()).global).toMatchObject({ used: 2, capacity: 2 });
+  });
+
+  it('the admission deadline is learnt from what Redis takes: a Redis slower than the floor, as a loaded machine taught it, keeps the dam on Redis', async () => {
+    const slowRedis = async (d: Dam): Promise<Awaited<ReturnType<Dam['admit']>>> => {
+      // Redis holds every other client's commands for 300 ms from when it took the pause, which
+      // is before it answered it: the admit sent after that answer waits for the rest.
+      const pauser = new Redis(redis.url);
+      try {
+        await pauser.call('CLIENT', 'PAUSE', '300', 'ALL');
+        return await d.admit();
+      } finally {
+        pauser.disconnect();
+      }
+    };
+    // Fresh, at its 20 ms floor: the wait is too long, it decides on its local share.
+    const fresh = await dam('learnt-fresh', { redisTimeoutMs: 20 });
+    expect((await slowRedis(fresh)).fallback).toBe(true);
+    // Round trips of ~900 ms seen on this connection (the machine was loaded) raised the deadline
+    // to its 1 s cap: the same wait is a slow reply, not an outage.
+    const taught = new AdaptiveDeadline(20, 1_000);
+    for (let i = 0; i < 10; i++) taught.observe(900);
+    expect(taught.currentMs).toBeGreaterThanOrEqual(900);
+    const learnt = await dam('learnt-slow', { redisTimeoutMs: 20, redisDeadline: taught });
+    expect(await slowRedis(learnt)).toMatchObject({ admitted: true, fallback: false });
+    expect(learnt.inFallback).toBe(false);
+    // And it is measured: fast replies bring it back down toward the floor.
+    for (let i = 0; i < 60; i++) if (!(await learnt.admit()).admitted) break;
+    expect(taught.currentMs).toBeLessThan(900);
   });
 
   it('concurrent admits and releases share script calls (one per event-loop turn), in order, and the count stays exact across heartbeats', async () => {

@@ -229,7 +229,8 @@ export class Dam {
     // fallback exists to keep admissions fast while Redis is slow or away; under a burst that
     // slows Redis past DAM_REDIS_TIMEOUT_MS, waiting clients met 429s instead of the line.
     if (this.fallbackSince !== null && waitMs === 0) return this.decideLocally(userId, tier);
-    const deadlineMs = waitMs > 0 ? Math.max(this.o.redisTimeoutMs, Math.min(waitMs, this.o.line.joinTimeoutMs)) : this.o.redisTimeoutMs;
+    // A join may wait for its place up to the join timeout; a plain admit has the learnt deadline.
+    const joinMs = waitMs > 0 ? Math.min(waitMs, this.o.line.joinTimeoutMs) : 0;
     const tracked = this.o.userMaxSessions > 0 && userId !== null;
     for (let attempt = 0; attempt < 2; attempt++) {
       const waiter = waitMs > 0 && this.line ? this.line.create(this.tierNames[tier] as string, tier, tracked ? userId : null, waitMs) : null;
@@ -249,7 +250,7 @@ export class Dam {
         () => undefined,
       );
       try {
-        reply = await withDeadline(raw, deadlineMs);
+        reply = await this.o.redisDeadline.run(raw, joinMs);
       } catch (err) {
         // No longer in flight when decided locally: counted as pending it would take the last slot
         // from itself (the local share would refuse with one slot still free). A join that ran
@@ -321,7 +322,7 @@ export class Dam {
     let lineLength = this.line?.lineLength ?? 0;
     if (this.o.mode !== 'off') {
       try {
-        const s = await withDeadline(this.store.status(), Math.max(this.o.redisTimeoutMs, 200));
+        const s = await withDeadline(this.store.status(), Math.max(this.o.redisDeadline.currentMs, 200));
         global = { used: s.used, capacity: s.capacity, live: s.live, instances: s.instances, stale: false, at: Date.now() };
         if (this.o.tiers.some((t) => t.reservedShare > 0)) tierSessions = s.tiers;
         lineLength = s.lineLength;
@@ -393,13 +394,13 @@ export class Dam {
   private async beat(): Promise<void> {
     const tracking = this.o.userMaxSessions > 0;
     const counted = tracking || this.o.tiers.some((t) => t.reservedShare > 0);
-    const deadline = Math.max(this.o.redisTimeoutMs, Math.min(500, Math.floor(this.o.heartbeatMs / 2)));
+    const atLeast = Math.min(500, Math.floor(this.o.heartbeatMs / 2));
     try {
       for (let attempt = 0; attempt < 2; attempt++) {
         const sendCounts = counted && (this.usersDirty || !this.registered || attempt > 0);
         // Positions only when waiters are here; a waiter joined after this beat was sent is not asked about.
         const ranked = this.line !== null && this.line.size > 0;
-        const reply = await withDeadline(
+        const reply = await this.o.redisDeadline.run(
           this.store.heartbeat(
             this.generation,
             this.held,
@@ -409,7 +410,7 @@ export class Dam {
             tracking,
             ranked,
           ),
-          deadline,
+          atLeast,
         );
         if (reply.status === 'need_users') continue;
         if (sendCounts) this.usersDirty = false;

@@ -1,3 +1,4 @@
+import { AdaptiveDeadline } from './adaptive-deadline';
 import type { Cluster, Redis } from 'ioredis';
 import type { RedisErrorKind } from './redis-error';
 
@@ -32,8 +33,17 @@ export interface DamOptions {
   heartbeatMs?: number;
   /** An instance whose heartbeat is older than this, in ms, is dead and its slots return. Default 3,000. */
   heartbeatTtlMs?: number;
-  /** Deadline of an admission round trip, in ms; past it the instance falls back. Default 20. */
+  /**
+   * Least deadline of an admission round trip, in ms; past the deadline the instance falls back.
+   * The deadline adapts to the round trips measured on this connection (smoothed + 4 x their
+   * variation, as TCP's retransmission timeout; see AdaptiveDeadline), so a loaded machine whose
+   * Redis answers in tens of ms raises it instead of deciding on the fallback. Default 20.
+   */
   redisTimeoutMs?: number;
+  /** Most the admission deadline adapts up to, in ms (at least redisTimeoutMs). Default 1,000. */
+  redisTimeoutCapMs?: number;
+  /** The deadline to share with other callers on the same connection (the user rate limiter); default one of its own. */
+  redisDeadline?: AdaptiveDeadline;
   /** Default 'local': admit up to this instance's share, which is exact because the budget is per instance. */
   fallback?: FallbackPolicy;
   /** Most concurrent sessions per identified user, across all instances (a waiter in the line counts as one); 0 turns it off. Default 0. */
@@ -112,6 +122,8 @@ export function resolveDamOptions(o: DamOptions): ResolvedDamOptions {
     heartbeatMs: o.heartbeatMs ?? 1_000,
     heartbeatTtlMs: o.heartbeatTtlMs ?? 3_000,
     redisTimeoutMs: o.redisTimeoutMs ?? 20,
+    redisTimeoutCapMs: Math.max(o.redisTimeoutMs ?? 20, o.redisTimeoutCapMs ?? 1_000),
+    redisDeadline: o.redisDeadline ?? new AdaptiveDeadline(o.redisTimeoutMs ?? 20, Math.max(o.redisTimeoutMs ?? 20, o.redisTimeoutCapMs ?? 1_000)),
     fallback: o.fallback ?? 'local',
     userMaxSessions: o.userMaxSessions ?? 0,
     keyPrefix: o.keyPrefix ?? 'td:dam',

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { RedisDeadlineError, withDeadline } from './deadline';
+import { AdaptiveDeadline } from './adaptive-deadline';
+import { RedisDeadlineError } from './deadline';
 
 export interface UserRateOptions {
   redis: Redis;
@@ -10,8 +11,13 @@ export interface UserRateOptions {
   windowSec: number;
   /** Key prefix. Default 'td:dam:rate'. */
   keyPrefix?: string;
-  /** Deadline of the Redis call in ms; past it this instance counts alone. Default 20. */
+  /** Least deadline of the Redis call in ms; past the deadline this instance counts alone. Default 20. */
   redisTimeoutMs?: number;
+  /**
+   * The deadline, learnt from measured round trips (shared with the dam's admissions on the same
+   * connection); default one of its own from redisTimeoutMs up to 1,000 ms.
+   */
+  redisDeadline?: AdaptiveDeadline;
 }
 
 export interface RateDecision {
@@ -32,7 +38,7 @@ export interface RateDecision {
 export class UserRateLimiter {
   private readonly remote: RateLimiterRedis;
   private readonly local: RateLimiterMemory;
-  private readonly timeoutMs: number;
+  private readonly deadline: AdaptiveDeadline;
 
   constructor(private readonly o: UserRateOptions) {
     this.local = new RateLimiterMemory({ points: o.points, duration: o.windowSec });
@@ -44,14 +50,14 @@ export class UserRateLimiter {
       insuranceLimiter: this.local,
       rejectIfRedisNotReady: true,
     });
-    this.timeoutMs = o.redisTimeoutMs ?? 20;
+    this.deadline = o.redisDeadline ?? new AdaptiveDeadline(o.redisTimeoutMs ?? 20, Math.max(o.redisTimeoutMs ?? 20, 1_000));
   }
 
   async consume(userId: string): Promise<RateDecision> {
     let local = false;
     let res: RateLimiterRes;
     try {
-      res = await withDeadline(this.remote.consume(userId), this.timeoutMs).catch(async (err: unknown) => {
+      res = await this.deadline.run(this.remote.consume(userId)).catch(async (err: unknown) => {
         if (!(err instanceof RedisDeadlineError)) throw err;
         local = true;
         return this.local.consume(userId);

@@ -4,6 +4,7 @@ describe('loadConfig', () => {
   it('gives the documented defaults for an empty environment', () => {
     const c = loadConfig({});
     expect(c.PORT).toBe(3000);
+    expect(c.LISTEN_BACKLOG).toBe(511);
     expect(c.REDIS_URL).toBe('redis://127.0.0.1:6379');
     expect(c.GATEWAY_WORKERS).toBe(1);
     expect(c.SSE_PING_MS).toBe(15_000);

@@ -7,6 +7,10 @@ const int = (def: number, min: number, max: number) =>
 const fields = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: int(3000, 0, 65535),
+  // The kernel's accept queue (capped by net.core.somaxconn). Node's and nginx's 511, chosen with
+  // the opening burst in mind: with 4,096 nothing was dropped, but every request of a burst waited
+  // in one line behind every stream open and refusals got slower (BENCHMARKS.md, S0's opening).
+  LISTEN_BACKLOG: int(511, 1, 65_535),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
   GATEWAY_WORKERS: int(1, 1, 64),
   INSTANCE_NAME: z
