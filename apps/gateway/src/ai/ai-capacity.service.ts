@@ -95,6 +95,11 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     if (waitMs !== null) throw this.overloaded(waitMs, 'overloaded_known');
   }
 
+  /** Whether refuseIfKnownOverloaded() would throw now; counts nothing. */
+  get knownOverloaded(): boolean {
+    return this.policy.flowControl && this.known.overloadedAt(Date.now()) !== null;
+  }
+
   private overloaded(waitMs: number, reason: 'overloaded' | 'overloaded_known'): GatewayException {
     this.metrics.aiRefused.inc({ reason });
     return new GatewayException(

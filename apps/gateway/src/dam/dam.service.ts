@@ -131,8 +131,20 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
       }
       return { lease: r.lease, userId };
     }
-    this.metrics.damRefused.inc({ reason: r.reason });
-    throw this.refusal(r.reason, r.global?.capacity);
+    throw this.refused(r.reason, r.global?.capacity);
+  }
+
+  /**
+   * The refusal admit() would give at once, without asking Redis: this instance holds its ceiling
+   * (with the default settings a full global budget means every instance does). Counted as admit()
+   * counts it; null when admit() has to decide. Throws what admit() throws first (a missing or bad
+   * JWT), before anything is counted.
+   */
+  refuseAtCeiling(credentials: Credentials): GatewayException | null {
+    if (!this.dam.atCeiling) return null;
+    resolveIdentity(credentials, this.identity);
+    this.metrics.damAdmitDuration.observe({ outcome: 'instance_full' }, 0);
+    return this.refused('instance_full', this.dam.snapshot().global?.capacity);
   }
 
   /** Per-user question rate; throws user_rate_limited when spent. Returns the limit to report, if one applies. */
@@ -167,7 +179,8 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     };
   }
 
-  private refusal(reason: RefusalReason, capacity: number | undefined): GatewayException {
+  private refused(reason: RefusalReason, capacity: number | undefined): GatewayException {
+    this.metrics.damRefused.inc({ reason });
     switch (reason) {
       case 'dam_full':
       case 'instance_full': {

@@ -51,7 +51,7 @@ export class QuestionsService {
 
   async ask(q: AskInput): Promise<Accepted> {
     // Before any Redis round trip: under overload most questions end here, at no cost.
-    this.refuseIfKnownOverloaded(q);
+    this.refuseIfKnownOverloaded(q.via);
     const messageId = randomUUID();
     const deadline = Date.now() + this.config.QUESTION_DEADLINE_MS;
     const claim = await this.claims.claim(q.sessionId, q.token, messageId, this.config.QUESTION_DEADLINE_MS + INFLIGHT_SLACK_MS).catch((err: unknown) => {
@@ -62,7 +62,7 @@ export class QuestionsService {
     let rateLimit: RateLimitInfo | null;
     try {
       // The gate may have refused others while this claim waited in line for Redis.
-      this.refuseIfKnownOverloaded(q);
+      this.refuseIfKnownOverloaded(q.via);
       rateLimit = await this.dam.checkQuestionRate(claim.userId).catch((err: unknown) => {
         this.count(q, 'rate_limited');
         throw err;
@@ -125,16 +125,22 @@ export class QuestionsService {
     }
   }
 
-  private refuseIfKnownOverloaded(q: AskInput): void {
+  /** Whether ask() refuses a question at once, before any Redis round trip (a known AI overload); counts nothing. */
+  get refusesAtOnce(): boolean {
+    return this.gate.knownOverloaded;
+  }
+
+  /** The first thing ask() does: throws 503 ai_overloaded, counted, while the AI gate's last refusal proves the line too long. */
+  refuseIfKnownOverloaded(via: AskInput['via']): void {
     try {
       this.gate.refuseIfKnownOverloaded();
     } catch (err) {
-      this.count(q, ErrorCode.AiOverloaded);
+      this.count({ via }, ErrorCode.AiOverloaded);
       throw err;
     }
   }
 
-  private count(q: AskInput, outcome: string): void {
+  private count(q: Pick<AskInput, 'via'>, outcome: string): void {
     this.metrics.questions.inc({ outcome, via: q.via });
   }
 }
