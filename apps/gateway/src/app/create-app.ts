@@ -9,6 +9,7 @@ import { setupOpenApi } from '../docs/openapi';
 import { RedisIoAdapter } from '../socketio/redis-io.adapter';
 import { httpMetrics } from '../metrics/http-metrics.middleware';
 import { MetricsService } from '../metrics/metrics.service';
+import { installFastRefusals } from '../fast-path/install';
 import { AppModule } from './app.module';
 import { corsOptions } from './cors';
 
@@ -35,6 +36,7 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
   });
   app.useWebSocketAdapter(new RedisIoAdapter(app, config));
   setupOpenApi(app, config);
+  if (config.FAST_REFUSALS) installFastRefusals(app, config, instanceId);
   // Signals are handled in main.ts (drain first, then close); tests call app.close().
   return app;
 }
