@@ -90,9 +90,15 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
    * this question would be refused too. Cheap enough to run before anything else a question costs.
    */
   refuseIfKnownOverloaded(): void {
-    if (!this.policy.flowControl) return;
+    const refusal = this.knownOverloadRefusal();
+    if (refusal) throw refusal;
+  }
+
+  /** The refusal refuseIfKnownOverloaded() throws, counted, or null: for a caller that answers it without a throw. */
+  knownOverloadRefusal(): GatewayException | null {
+    if (!this.policy.flowControl) return null;
     const waitMs = this.known.overloadedAt(Date.now());
-    if (waitMs !== null) throw this.overloaded(waitMs, 'overloaded_known');
+    return waitMs === null ? null : this.overloaded(waitMs, 'overloaded_known');
   }
 
   /** Whether refuseIfKnownOverloaded() would throw now; counts nothing. */

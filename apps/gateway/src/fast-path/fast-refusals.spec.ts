@@ -59,19 +59,17 @@ function setup(env: Record<string, string> = {}) {
     },
   } as unknown as DamService;
   const breaker = {
-    assertClosed: () => {
-      if (s.breakerOpen) throw new GatewayException(ErrorCode.AiUnavailable, 'The AI path is failing; try again shortly.', { retryAfterSec: 5 });
-    },
+    refusal: () => (s.breakerOpen ? new GatewayException(ErrorCode.AiUnavailable, 'The AI path is failing; try again shortly.', { retryAfterSec: 5 }) : null),
   } as unknown as BreakerService;
   let known = 0;
   const questions = {
     get refusesAtOnce() {
       return s.knownOverload;
     },
-    refuseIfKnownOverloaded: () => {
-      if (!s.overloadAfterBody) return;
+    knownOverloadRefusal: () => {
+      if (!s.overloadAfterBody) return null;
       known++;
-      throw new GatewayException(ErrorCode.AiOverloaded, 'Estimated wait 3.0 s is over the 2.0 s limit.', { retryAfterSec: 3 });
+      return new GatewayException(ErrorCode.AiOverloaded, 'Estimated wait 3.0 s is over the 2.0 s limit.', { retryAfterSec: 3 });
     },
   } as unknown as QuestionsService;
   const config = loadConfig({ ...env });

@@ -15,10 +15,11 @@ import { ROUTE_MESSAGES, ROUTE_STREAM, recordRequest } from '../metrics/http-met
 import type { MetricsService } from '../metrics/metrics.service';
 import { SESSION_ID, parseBearer, parseQuestionBody } from '../questions/question-body';
 import type { QuestionsService } from '../questions/questions.service';
-import { assertNotDraining } from '../sessions/draining.guard';
+import { drainingRefusal } from '../sessions/draining.guard';
 import { jsonBodyParser } from '../sse/json-body.interceptor';
 import { REFUSAL_AS_EVENT, renderRefusalEvent } from '../sse/refusal-event';
 import { corsOptions } from '../app/cors';
+import { isPlainJson, readPlainJson, type BodyOutcome } from './json-body';
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -77,11 +78,8 @@ export class FastRefusals {
   /** GET /chat/stream: the DrainingGuard, then the dam's ceiling, as the controller would meet them. */
   private stream(req: IncomingMessage, res: ServerResponse, url: string): void {
     const started = process.hrtime.bigint();
-    try {
-      assertNotDraining(this.d.lifecycle);
-    } catch (err) {
-      return this.problem(req, res, url, ROUTE_STREAM, err, started);
-    }
+    const draining = drainingRefusal(this.d.lifecycle);
+    if (draining) return this.problem(req, res, url, ROUTE_STREAM, draining, started);
     const query = queryOf(url);
     // A resume takes no slot; a ticket is spent before the dam is asked; a waiter queues.
     if (req.headers['last-event-id'] !== undefined || query?.['ticket'] !== undefined || offersToWait(req, query)) return this.framework(req, res);
@@ -105,26 +103,29 @@ export class FastRefusals {
    */
   private question(req: IncomingMessage, res: ServerResponse, url: string, sessionId: string): void {
     const started = process.hrtime.bigint();
-    try {
-      this.d.breaker.assertClosed();
-    } catch (err) {
-      return this.problem(req, res, url, ROUTE_MESSAGES, err, started);
-    }
+    const open = this.d.breaker.refusal();
+    if (open) return this.problem(req, res, url, ROUTE_MESSAGES, open, started);
     if (!this.d.questions.refusesAtOnce) return this.framework(req, res);
-    // What the controller checks before it asks: a token, JSON, a session id that can be one.
-    if (offersToWait(req, queryOf(url)) || parseBearer(req.headers.authorization) === null || !typeis(req, ['application/json']) || !SESSION_ID.test(sessionId)) {
+    // What the controller checks before it asks: a token, JSON (plain JSON is, as type-is says), a session id that can be one.
+    const plain = isPlainJson(req, this.d.config.BODY_MAX_BYTES);
+    if (offersToWait(req, queryOf(url)) || parseBearer(req.headers.authorization) === null || (!plain && !typeis(req, ['application/json'])) || !SESSION_ID.test(sessionId)) {
       return this.framework(req, res);
     }
-    void this.parseBody(req as never, res as never, (err?: unknown) => {
-      if (err !== undefined) return this.problem(req, res, url, ROUTE_MESSAGES, err, started);
+    const read = (o: BodyOutcome): void => {
+      if (!o.ok) return this.problem(req, res, url, ROUTE_MESSAGES, o.error, started);
+      // Where the framework's parser puts it; finding the request read, that parser passes it on.
+      (req as { body?: unknown }).body = o.body;
       try {
-        parseQuestionBody((req as { body?: unknown }).body, this.d.config.QUESTION_MAX_CHARS);
-        this.d.questions.refuseIfKnownOverloaded('http');
+        parseQuestionBody(o.body, this.d.config.QUESTION_MAX_CHARS);
       } catch (e) {
         return this.problem(req, res, url, ROUTE_MESSAGES, e, started);
       }
+      const overloaded = this.d.questions.knownOverloadRefusal('http');
+      if (overloaded) return this.problem(req, res, url, ROUTE_MESSAGES, overloaded, started);
       this.framework(req, res);
-    });
+    };
+    if (plain) return readPlainJson(req, read);
+    void this.parseBody(req as never, res as never, (err?: unknown) => read(err === undefined ? { ok: true, body: (req as { body?: unknown }).body } : { ok: false, error: err as never }));
   }
 
   private problem(req: IncomingMessage, res: ServerResponse, url: string, route: string, err: unknown, started: bigint): void {
@@ -135,11 +136,23 @@ export class FastRefusals {
 
   /** The headers every response of the framework carries, in the framework's order, then the answer; counted. */
   private write(req: IncomingMessage, res: ServerResponse, route: string, r: RenderedResponse, code: ErrorCode | undefined, started: bigint): void {
-    this.cors?.(req as never, res as never, noop);
-    res.setHeader('X-Instance-Id', this.d.instanceId);
-    if (this.d.lifecycle.draining) res.setHeader('Connection', 'close');
-    res.setHeader('X-Request-Id', requestIdOf(req));
-    writeRendered(res, r);
+    if (this.cors) {
+      this.cors(req as never, res as never, noop);
+      res.setHeader('X-Instance-Id', this.d.instanceId);
+      if (this.d.lifecycle.draining) res.setHeader('Connection', 'close');
+      res.setHeader('X-Request-Id', requestIdOf(req));
+      writeRendered(res, r);
+    } else {
+      // The same headers in one list: no header map is built for a response sent at once.
+      const head: string[] = ['X-Instance-Id', this.d.instanceId];
+      // Set first and overridden by the answer's own (an SSE refusal's keep-alive), as setHeader would.
+      if (this.d.lifecycle.draining && r.headers['Connection'] === undefined) head.push('Connection', 'close');
+      head.push('X-Request-Id', requestIdOf(req));
+      for (const k in r.headers) head.push(k, r.headers[k] as string);
+      head.push('Content-Length', String(Buffer.byteLength(r.body)));
+      res.writeHead(r.status, head);
+      res.end(r.body);
+    }
     recordRequest(this.d.metrics, req.method as string, route, r.status, Number(process.hrtime.bigint() - started) / 1e9, code);
   }
 }

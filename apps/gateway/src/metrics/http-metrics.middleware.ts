@@ -14,12 +14,34 @@ function routeOf(path: string): string {
   return known.includes(path) ? path : 'other';
 }
 
+interface Series {
+  duration: { observe(v: number): void };
+  requests: { inc(): void };
+  refusals: Map<string, { inc(): void }>;
+}
+
+// The series of each label set, looked up once: a refusal under load is counted a thousand times a
+// second, and prom-client hashes the labels on every call otherwise. Bounded: methods, route
+// templates and statuses are few.
+const seriesOf = new WeakMap<MetricsService, Map<string, Series>>();
+
 /** One request answered: its count, its duration and, when it was a problem, its refusal by code. */
 export function recordRequest(metrics: MetricsService, method: string, route: string, status: number, seconds: number, code: ErrorCode | undefined): void {
-  const labels = { method, route, status: String(status) };
-  metrics.httpDuration.observe(labels, seconds);
-  metrics.httpRequests.inc(labels);
-  if (code !== undefined) metrics.httpRefusals.inc({ route, code });
+  let all = seriesOf.get(metrics);
+  if (!all) seriesOf.set(metrics, (all = new Map()));
+  const key = `${method} ${route} ${status}`;
+  let s = all.get(key);
+  if (!s) {
+    const labels = { method, route, status: String(status) };
+    s = { duration: metrics.httpDuration.labels(labels), requests: metrics.httpRequests.labels(labels), refusals: new Map() };
+    all.set(key, s);
+  }
+  s.duration.observe(seconds);
+  s.requests.inc();
+  if (code === undefined) return;
+  let r = s.refusals.get(code);
+  if (!r) s.refusals.set(code, (r = metrics.httpRefusals.labels({ route, code })));
+  r.inc();
 }
 
 /**

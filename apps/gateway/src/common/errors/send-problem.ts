@@ -9,12 +9,30 @@ export interface RenderedResponse {
   body: string;
 }
 
+// The body of a problem but its `instance`, per code and detail: under load most refusals repeat one.
+const bodies = new Map<string, string>();
+const BODIES_KEPT = 256;
+
+function bodyOf(problem: ProblemResponse, instance: string): string {
+  const b = problem.body;
+  if (b.instance !== undefined) return JSON.stringify({ ...b, instance });
+  const key = `${b.code}\n${b.detail}`;
+  let head = bodies.get(key);
+  if (head === undefined) {
+    if (bodies.size >= BODIES_KEPT) bodies.clear();
+    // JSON.stringify({...b, instance}) with `instance` last, as it would come.
+    head = `${JSON.stringify(b).slice(0, -1)},"instance":`;
+    bodies.set(key, head);
+  }
+  return `${head}${JSON.stringify(instance)}}`;
+}
+
 /** A problem as it goes on the wire: its status and headers, and its body with the request as `instance`. */
 export function renderProblem(problem: ProblemResponse, instance: string): RenderedResponse {
   return {
     status: problem.status,
     headers: { ...problem.headers, 'Content-Type': 'application/problem+json; charset=utf-8' },
-    body: JSON.stringify({ ...problem.body, instance }),
+    body: bodyOf(problem, instance),
   };
 }
 
