@@ -96,9 +96,20 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
    * this question would be refused too. Cheap enough to run before anything else a question costs.
    */
   refuseIfKnownOverloaded(limitMs: number = this.config.DAM_MAX_QUEUE_WAIT_MS): void {
-    if (!this.policy.flowControl || limitMs <= 0) return;
+    const refusal = this.knownOverloadRefusal(limitMs);
+    if (refusal) throw refusal;
+  }
+
+  /** The refusal refuseIfKnownOverloaded() throws, counted, or null: for a caller that answers it without a throw. */
+  knownOverloadRefusal(limitMs: number = this.config.DAM_MAX_QUEUE_WAIT_MS): GatewayException | null {
+    if (!this.policy.flowControl || limitMs <= 0) return null;
     const waitMs = this.known.overloadedAt(Date.now(), limitMs);
-    if (waitMs !== null) throw this.overloaded(waitMs, 'overloaded_known', limitMs);
+    return waitMs === null ? null : this.overloaded(waitMs, 'overloaded_known', limitMs);
+  }
+
+  /** Whether refuseIfKnownOverloaded(limitMs) would throw now; counts nothing. */
+  knownOverloaded(limitMs: number = this.config.DAM_MAX_QUEUE_WAIT_MS): boolean {
+    return this.policy.flowControl && limitMs > 0 && this.known.overloadedAt(Date.now(), limitMs) !== null;
   }
 
   private overloaded(waitMs: number, reason: 'overloaded' | 'overloaded_known', limitMs: number): GatewayException {

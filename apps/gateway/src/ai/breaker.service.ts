@@ -76,10 +76,16 @@ export class BreakerService implements OnApplicationBootstrap, OnModuleDestroy {
 
   /** Throws 503 ai_unavailable while the breaker is not closed. No Redis round trip. */
   assertClosed(): void {
+    const refusal = this.refusal();
+    if (refusal) throw refusal;
+  }
+
+  /** The refusal assertClosed() throws, counted, or null while the breaker is closed. */
+  refusal(): GatewayException | null {
     const a = this.breaker?.allow();
-    if (!a || a.allowed) return;
+    if (!a || a.allowed) return null;
     this.metrics.aiRefused.inc({ reason: `breaker_${a.state}` });
-    throw new GatewayException(ErrorCode.AiUnavailable, `The AI path is ${a.state === 'open' ? 'failing' : 'being probed'}; try again shortly.`, {
+    return new GatewayException(ErrorCode.AiUnavailable, `The AI path is ${a.state === 'open' ? 'failing' : 'being probed'}; try again shortly.`, {
       retryAfterSec: Math.max(1, Math.ceil(a.retryAfterMs / 1000)),
     });
   }

@@ -1,7 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import { Module, type DynamicModule } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import type { IncomingMessage } from 'node:http';
 import { LoggerModule } from 'nestjs-pino';
 import { AiModule } from '../ai/ai.module';
 import { AnswersModule } from '../answers/answers.module';
@@ -20,15 +18,7 @@ import { SocketIoModule } from '../socketio/socketio.module';
 import { SseModule } from '../sse/sse.module';
 import { TicketsModule } from '../tickets/tickets.module';
 import { redactUrl } from '../common/redact-url';
-
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** Keeps the id nginx (or the client) sent, so one id follows a request through every log. */
-export function requestIdOf(req: IncomingMessage): string {
-  const h = req.headers['x-request-id'];
-  const v = Array.isArray(h) ? h[0] : h;
-  return v !== undefined && REQUEST_ID.test(v) ? v : randomUUID();
-}
+import { requestIdOf } from '../common/request-id';
 
 @Module({})
 export class AppModule {

@@ -9,7 +9,9 @@ import { setupOpenApi } from '../docs/openapi';
 import { RedisIoAdapter } from '../socketio/redis-io.adapter';
 import { httpMetrics } from '../metrics/http-metrics.middleware';
 import { MetricsService } from '../metrics/metrics.service';
+import { installFastRefusals } from '../fast-path/install';
 import { AppModule } from './app.module';
+import { corsOptions } from './cors';
 
 /** Builds the Nest app for one instance; main.ts and the integration tests share it. */
 export async function createApp(config: GatewayConfig, instanceId: string): Promise<INestApplication> {
@@ -20,18 +22,9 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
   app.useLogger(app.get(Logger));
   app.set('trust proxy', config.TRUST_PROXY);
   app.disable('x-powered-by');
-  if (config.CORS_ORIGINS) {
-    // First, so refusals (429, 503) carry the headers too: a browser can only read them then.
-    // No credentials: the API authenticates with bearer tokens, never with cookies.
-    app.enableCors({
-      origin: config.CORS_ORIGINS.includes('*') ? '*' : config.CORS_ORIGINS,
-      methods: ['GET', 'POST', 'DELETE'],
-      allowedHeaders: ['Authorization', 'Content-Type', 'X-Request-Id', 'Last-Event-ID'],
-      exposedHeaders: ['Retry-After', 'RateLimit', 'RateLimit-Policy', 'WWW-Authenticate', 'X-Request-Id', 'X-Instance-Id'],
-      credentials: false,
-      maxAge: 600,
-    });
-  }
+  const cors = corsOptions(config);
+  // First, so refusals (429, 503) carry the headers too: a browser can only read them then.
+  if (cors) app.enableCors(cors);
   const lifecycle = app.get(LifecycleService);
   app.use(httpMetrics(app.get(MetricsService)));
   app.use((_req: Request, res: Response, next: NextFunction) => {
@@ -43,6 +36,7 @@ export async function createApp(config: GatewayConfig, instanceId: string): Prom
   });
   app.useWebSocketAdapter(new RedisIoAdapter(app, config));
   setupOpenApi(app, config);
+  if (config.FAST_REFUSALS) installFastRefusals(app, config, instanceId);
   // Signals are handled in main.ts (drain first, then close); tests call app.close().
   return app;
 }

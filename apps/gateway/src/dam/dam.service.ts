@@ -175,6 +175,20 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     this.dam.endWaits();
   }
 
+  /**
+   * The refusal admit() would give at once, without asking Redis: this instance holds its ceiling
+   * (with the default settings a full global budget means every instance does). Counted as admit()
+   * counts it; null when admit() has to decide (also for a request that offers to wait). Throws
+   * what admit() throws first (a missing or bad JWT), before anything is counted.
+   */
+  refuseAtCeiling(credentials: Credentials): GatewayException | null {
+    if (!this.dam.atCeiling) return null;
+    resolveIdentity(credentials, this.identity);
+    this.metrics.damAdmitDuration.observe({ outcome: 'instance_full' }, 0);
+    this.metrics.damRefused.inc({ reason: 'instance_full' });
+    return this.refusal('instance_full', this.dam.snapshot().global?.capacity);
+  }
+
   /** Per-user question rate; throws user_rate_limited when spent. Returns the limit to report, if one applies. */
   async checkQuestionRate(userId: string | null): Promise<RateLimitInfo | null> {
     if (userId === null || this.userRate === null || !this.policy.flowControl) return null;

@@ -1,30 +1,60 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { problemCodeOf } from '../common/errors';
+import { problemCodeOf, type ErrorCode } from '../common/errors';
 import type { MetricsService } from './metrics.service';
 
+/** The route templates requests are counted by. */
+export const ROUTE_STREAM = '/chat/stream';
+export const ROUTE_MESSAGES = '/chat/sessions/:id/messages';
+
 // Route templates keep label cardinality bounded: session ids never become label values.
-function routeOf(req: Request): string {
-  const path = req.path;
-  if (/^\/chat\/sessions\/[^/]+\/messages\/?$/.test(path)) return '/chat/sessions/:id/messages';
+function routeOf(path: string): string {
+  if (/^\/chat\/sessions\/[^/]+\/messages\/?$/.test(path)) return ROUTE_MESSAGES;
   if (/^\/chat\/sessions\/[^/]+\/?$/.test(path)) return '/chat/sessions/:id';
-  const known = ['/chat/stream', '/health/live', '/health/ready', '/metrics', '/dam'];
+  const known = [ROUTE_STREAM, '/health/live', '/health/ready', '/metrics', '/dam'];
   return known.includes(path) ? path : 'other';
+}
+
+interface Series {
+  duration: { observe(v: number): void };
+  requests: { inc(): void };
+  refusals: Map<string, { inc(): void }>;
+}
+
+// The series of each label set, looked up once: a refusal under load is counted a thousand times a
+// second, and prom-client hashes the labels on every call otherwise. Bounded: methods, route
+// templates and statuses are few.
+const seriesOf = new WeakMap<MetricsService, Map<string, Series>>();
+
+/** One request answered: its count, its duration and, when it was a problem, its refusal by code. */
+export function recordRequest(metrics: MetricsService, method: string, route: string, status: number, seconds: number, code: ErrorCode | undefined): void {
+  let all = seriesOf.get(metrics);
+  if (!all) seriesOf.set(metrics, (all = new Map()));
+  const key = `${method} ${route} ${status}`;
+  let s = all.get(key);
+  if (!s) {
+    const labels = { method, route, status: String(status) };
+    s = { duration: metrics.httpDuration.labels(labels), requests: metrics.httpRequests.labels(labels), refusals: new Map() };
+    all.set(key, s);
+  }
+  s.duration.observe(seconds);
+  s.requests.inc();
+  if (code === undefined) return;
+  let r = s.refusals.get(code);
+  if (!r) s.refusals.set(code, (r = metrics.httpRefusals.labels({ route, code })));
+  r.inc();
 }
 
 /**
  * Counts and times every request, and every refusal by its problem code. Mounted first (in
  * create-app), so the refusals answered before any route (an open breaker, a body that does not
- * parse) are counted too.
+ * parse) are counted too. The fast path (fast-path/) counts its answers with recordRequest too.
  */
 export function httpMetrics(metrics: MetricsService): RequestHandler {
   return (req: Request, res: Response, next: NextFunction): void => {
-    const end = metrics.httpDuration.startTimer();
+    const started = process.hrtime.bigint();
     res.once('close', () => {
-      const labels = { method: req.method, route: routeOf(req), status: String(res.statusCode) };
-      end(labels);
-      metrics.httpRequests.inc(labels);
-      const code = problemCodeOf(res);
-      if (code !== undefined) metrics.httpRefusals.inc({ route: labels.route, code });
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      recordRequest(metrics, req.method, routeOf(req.path), res.statusCode, seconds, problemCodeOf(res));
     });
     next();
   };

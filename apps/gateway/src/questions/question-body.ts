@@ -1,5 +1,8 @@
 import { ErrorCode, GatewayException } from '../common/errors';
 
+/** Session ids are UUIDs we minted; anything else cannot be a session. */
+export const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /** Checks the POST body: {"question": "<1..maxChars characters>"} and nothing else. */
 export function parseQuestionBody(body: unknown, maxChars: number): string {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {

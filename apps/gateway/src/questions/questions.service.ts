@@ -150,16 +150,32 @@ export class QuestionsService {
     }
   }
 
-  private refuseIfKnownOverloaded(q: AskInput, limitMs: number): void {
-    try {
-      this.gate.refuseIfKnownOverloaded(limitMs);
-    } catch (err) {
-      this.count(q, ErrorCode.AiOverloaded);
-      throw err;
-    }
+  /**
+   * Whether ask() refuses a question that does not wait at once, before any Redis round trip (a
+   * known AI overload); counts nothing.
+   */
+  get refusesAtOnce(): boolean {
+    return this.gate.knownOverloaded(this.limitMs(0, null));
   }
 
-  private count(q: AskInput, outcome: string): void {
+  /** Throws 503 ai_overloaded, counted, while the AI gate's last refusal proves the line too long for limitMs. */
+  private refuseIfKnownOverloaded(q: Pick<AskInput, 'via'>, limitMs: number): void {
+    const refusal = this.knownOverloadRefusal(q.via, limitMs);
+    if (refusal) throw refusal;
+  }
+
+  /**
+   * The refusal ask() starts with, counted, or null; for a question that does not wait by default
+   * (its tier not known yet: judged at the top tier's limit). A throw costs a stack walk: the fast
+   * path takes it as a value.
+   */
+  knownOverloadRefusal(via: AskInput['via'], limitMs: number = this.limitMs(0, null)): GatewayException | null {
+    const refusal = this.gate.knownOverloadRefusal(limitMs);
+    if (refusal) this.count({ via }, ErrorCode.AiOverloaded);
+    return refusal;
+  }
+
+  private count(q: Pick<AskInput, 'via'>, outcome: string): void {
     this.metrics.questions.inc({ outcome, via: q.via });
   }
 }

@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { BreakerGuard } from '../ai/breaker.guard';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { ErrorCode, GatewayException, rateLimitHeaders } from '../common/errors';
-import { parseBearer, parseQuestionBody } from '../questions/question-body';
+import { SESSION_ID, parseBearer, parseQuestionBody } from '../questions/question-body';
 import { QuestionsService } from '../questions/questions.service';
 import { DrainingGuard } from '../sessions/draining.guard';
 import { SessionsService } from '../sessions/sessions.service';
@@ -15,9 +15,6 @@ import { TicketsService } from '../tickets/tickets.service';
 import { FINAL_EVENT_ID, REFUSAL_AS_EVENT, endWithRefusalEvent, sendRefusalEvent } from './refusal-event';
 import { JsonBodyInterceptor } from './json-body.interceptor';
 import { SseConnection, SsePinger } from './sse-connection';
-
-// Session ids are UUIDs we minted; anything else cannot be a session.
-const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** The HTTP face of the session core: open an SSE stream, ask, close. Nothing here but HTTP. */
 @Controller('chat')

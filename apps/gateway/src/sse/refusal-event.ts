@@ -1,5 +1,5 @@
 import type { Response } from 'express';
-import { toProblem, toSocketProblem } from '../common/errors';
+import { toProblem, toSocketProblem, writeRendered, type RenderedResponse } from '../common/errors';
 import { SSE_HEADERS, sseEvent } from './sse';
 
 /** The query flag by which a client asks to read a refused stream: GET /chat/stream?refusal=event. */
@@ -12,11 +12,13 @@ export const REFUSAL_AS_EVENT = 'event';
  * back no sooner; a refusal that waiting does not fix carries `id: end` instead, and the reconnect
  * with that Last-Event-ID is answered 204, which stops EventSource for good.
  */
-export function sendRefusalEvent(res: Response, err: unknown): void {
+export function renderRefusalEvent(err: unknown): RenderedResponse {
   const { headers } = toProblem(err);
-  res.status(200);
-  for (const [k, v] of Object.entries({ ...headers, ...SSE_HEADERS })) res.setHeader(k, v);
-  res.end(refusalEvent(err));
+  return { status: 200, headers: { ...headers, ...SSE_HEADERS }, body: refusalEvent(err) };
+}
+
+export function sendRefusalEvent(res: Response, err: unknown): void {
+  writeRendered(res, renderRefusalEvent(err));
 }
 
 /** A stream already open (it waited in the line) that ends refused: the same event, then the end. */
@@ -26,7 +28,9 @@ export function endWithRefusalEvent(res: Response, err: unknown): void {
 
 function refusalEvent(err: unknown): string {
   const problem = toSocketProblem(err);
-  const head = problem.retryAfterMs !== undefined ? `retry: ${problem.retryAfterMs}\n` : `id: ${FINAL_EVENT_ID}\n`;
+  const head = problem.retryAfterMs !== undefined ? `retry: ${problem.retryAfterMs}
+` : `id: ${FINAL_EVENT_ID}
+`;
   return `${head}${sseEvent('refused', problem)}`;
 }
 

@@ -171,6 +171,14 @@ export class Dam {
     return this.held;
   }
 
+  /**
+   * Whether admit() refuses at once, without asking Redis, because this instance holds its ceiling
+   * (enforce mode: shadow admits over it). An edge can answer those refusals before anything else.
+   */
+  get atCeiling(): boolean {
+    return this.o.mode === 'enforce' && this.held + this.pending >= this.o.instanceCeiling;
+  }
+
   /** Registers this instance and starts the heartbeat. Never throws: without Redis it starts in fallback. */
   async start(): Promise<void> {
     if (this.o.mode === 'off' || this.timer) return;

@@ -25,6 +25,10 @@ const fields = z.object({
     .transform((v) => v.split(',').map((o) => o.trim()).filter((o) => o.length > 0))
     .pipe(z.array(z.string().regex(/^(\*|https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?)$/, 'origins like https://app.example.com[:port], or *')).min(1))
     .optional(),
+  // Refusals decided without Redis (draining, the instance at its ceiling, the breaker open, a
+  // known AI overload) answered on the raw request, before the framework: the same answer at a
+  // fraction of the cost. false: through the framework like any request (to compare, or to rule it out).
+  FAST_REFUSALS: z.stringbool().default(true),
   SSE_PING_MS: int(15_000, 100, 15_000),
   // A stream ticket (POST /chat/tickets) is good for one GET /chat/stream within this long.
   STREAM_TICKET_TTL_MS: int(30_000, 100, 600_000),

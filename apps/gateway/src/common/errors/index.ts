@@ -4,7 +4,8 @@ export type { GatewayExceptionOptions, RateLimitInfo } from './gateway.exception
 export { problemBody, rateLimitHeaders, toProblem } from './problem';
 export type { Problem, ProblemResponse } from './problem';
 export { ProblemFilter } from './problem.filter';
-export { sendProblem } from './send-problem';
+export { renderProblem, sendProblem, writeRendered } from './send-problem';
+export type { RenderedResponse } from './send-problem';
 export { toSocketProblem } from './socket-problem';
 export type { SocketProblem } from './socket-problem';
 export { isExpectedRefusal, problemCodeOf } from './refusal';

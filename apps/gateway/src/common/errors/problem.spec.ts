@@ -2,6 +2,7 @@ import { NotFoundException } from '@nestjs/common';
 import { ErrorCode } from './error-code';
 import { GatewayException } from './gateway.exception';
 import { toProblem } from './problem';
+import { renderProblem } from './send-problem';
 
 describe('toProblem', () => {
   it('maps a gateway exception to its status, code and headers', () => {
@@ -27,5 +28,18 @@ describe('toProblem', () => {
     const p = toProblem(new Error('secret detail'));
     expect(p.status).toBe(500);
     expect(p.body.detail).not.toContain('secret');
+  });
+});
+
+describe('renderProblem', () => {
+  it('is the problem body with the request as its instance, last', () => {
+    const p = toProblem(new GatewayException(ErrorCode.DamFull, 'full', { retryAfterSec: 2 }));
+    for (const url of ['/chat/stream', '/chat/stream?q="x"&y=\u2028']) {
+      const r = renderProblem(p, url);
+      expect(r.body).toBe(JSON.stringify({ ...p.body, instance: url }));
+      expect(r.headers).toEqual({ 'Retry-After': '2', 'Content-Type': 'application/problem+json; charset=utf-8' });
+    }
+    // Another detail of the same code is another body.
+    expect(JSON.parse(renderProblem(toProblem(new GatewayException(ErrorCode.DamFull, 'other')), '/').body)).toMatchObject({ detail: 'other', instance: '/' });
   });
 });
