@@ -1,4 +1,4 @@
-import { createSecretKey, randomInt } from 'node:crypto';
+import { createSecretKey } from 'node:crypto';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
@@ -10,16 +10,15 @@ import {
   type Lease,
   type RateDecision,
   type RedisErrorKind,
-  type RefusalReason,
   type Waiter,
 } from '@traffic-dam/dam';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
 import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
-import { DamFullRetryAfter } from './dam-full-retry';
+import { DamRefusals } from './dam-refusals';
 import { resolveUser, verifyBearerJwt, type Credentials, type IdentityOptions, type VerifiedIdentity } from './identity';
-import { lineRetryAfterSec, queuedAdmission, type QueuedAdmission } from './queued-admission';
+import { queuedAdmission, type QueuedAdmission } from './queued-admission';
 import { Tiers } from './tiers';
 
 export const DAM = Symbol('DAM');
@@ -39,7 +38,7 @@ export type { QueuedAdmission } from './queued-admission';
 @Injectable()
 export class DamService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly identity: IdentityOptions;
-  private readonly damFullRetry = new DamFullRetryAfter();
+  private readonly refusals: DamRefusals;
   readonly tiers: Tiers;
 
   constructor(
@@ -59,6 +58,7 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
       limitByIp: config.DAM_LIMIT_BY_IP,
     };
     this.tiers = new Tiers(config.DAM_TIERS);
+    this.refusals = new DamRefusals(config.DAM_USER_MAX_SESSIONS);
     metrics.registerDamCollector(() => this.dam.snapshot());
   }
 
@@ -149,7 +149,7 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     }
     if (r.reason === 'queued') return this.queued(r.waiter, userId, tier);
     this.metrics.damRefused.inc({ reason: r.reason });
-    throw this.refusal(r.reason, r.global?.capacity, 'retryAfterMs' in r ? r.retryAfterMs : undefined);
+    throw this.refusals.of(r.reason, r.global?.capacity, 'retryAfterMs' in r ? r.retryAfterMs : undefined);
   }
 
   private queued(waiter: Waiter<Lease>, userId: string | null, tier: string | null): QueuedAdmission {
@@ -166,7 +166,7 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
       refusal: (reason, retryAfterMs) =>
         reason === 'stopped'
           ? new GatewayException(ErrorCode.Draining, 'This instance is shutting down; open a new stream (it lands on another instance).', { retryAfterSec: 1 })
-          : this.refusal(reason === 'timeout' ? 'wait_timeout' : reason === 'shed' ? 'wait_shed' : 'dam_full', undefined, retryAfterMs),
+          : this.refusals.of(reason === 'timeout' ? 'wait_timeout' : reason === 'shed' ? 'wait_shed' : 'dam_full', undefined, retryAfterMs),
     });
   }
 
@@ -183,10 +183,10 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
    */
   refuseAtCeiling(credentials: Credentials): GatewayException | null {
     if (!this.dam.atCeiling) return null;
-    resolveIdentity(credentials, this.identity);
+    resolveUser(credentials, this.identity);
     this.metrics.damAdmitDuration.observe({ outcome: 'instance_full' }, 0);
     this.metrics.damRefused.inc({ reason: 'instance_full' });
-    return this.refusal('instance_full', this.dam.snapshot().global?.capacity);
+    return this.refusals.of('instance_full', this.dam.snapshot().global?.capacity);
   }
 
   /** Per-user question rate; throws user_rate_limited when spent. Returns the limit to report, if one applies. */
@@ -226,62 +226,6 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
       },
     };
   }
-
-  private refusal(
-    reason: RefusalReason | 'wait_timeout' | 'wait_shed',
-    capacity: number | undefined,
-    lineEstimateMs?: number | null,
-  ): GatewayException {
-    switch (reason) {
-      case 'line_full':
-      case 'wait_too_long':
-      case 'wait_timeout':
-      case 'wait_shed': {
-        // The line's own estimate of when a place frees up, else the crowd's spread (below).
-        const retryAfterSec = lineEstimateMs != null ? lineRetryAfterSec(lineEstimateMs) : this.damFullRetry.refused();
-        return new GatewayException(ErrorCode.DamFull, LINE_DETAIL[reason], {
-          retryAfterSec,
-          rateLimit: { policy: 'sessions', limit: capacity, remaining: 0, resetSec: retryAfterSec },
-        });
-      }
-      case 'dam_full':
-      case 'instance_full': {
-        // Grows with the clients waiting for a slot (see dam-full-retry.ts).
-        const retryAfterSec = this.damFullRetry.refused();
-        return new GatewayException(ErrorCode.DamFull, 'No session slot is free; retry after the given delay.', {
-          retryAfterSec,
-          rateLimit: { policy: 'sessions', limit: capacity, remaining: 0, resetSec: retryAfterSec },
-        });
-      }
-      case 'user_sessions': {
-        const retryAfterSec = smallJitteredRetrySec();
-        return new GatewayException(
-          ErrorCode.UserSessionLimit,
-          `At most ${this.config.DAM_USER_MAX_SESSIONS} open sessions per user; close one first.`,
-          {
-            retryAfterSec,
-            rateLimit: { policy: 'user-sessions', limit: this.config.DAM_USER_MAX_SESSIONS, remaining: 0, resetSec: retryAfterSec },
-          },
-        );
-      }
-      case 'redis_unavailable':
-        return new GatewayException(ErrorCode.RedisUnavailable, 'The session budget cannot be checked right now.', {
-          retryAfterSec: smallJitteredRetrySec(),
-        });
-    }
-  }
-}
-
-const LINE_DETAIL: Record<'line_full' | 'wait_too_long' | 'wait_timeout' | 'wait_shed', string> = {
-  line_full: 'No session slot is free and the waiting line is full; retry after the line\'s estimate.',
-  wait_too_long: 'No session slot is free and the line\'s estimated wait is longer than the wait offered; retry after it.',
-  wait_timeout: 'No session slot was freed for this stream within its wait; retry after the line\'s estimate.',
-  wait_shed: 'A higher tier took this place in the full line; retry after the line\'s estimate.',
-};
-
-/** 1-3 s: small, and jittered so refused clients do not come back in one wave. */
-function smallJitteredRetrySec(): number {
-  return 1 + randomInt(3);
 }
 
 function questionLimit(d: RateDecision): RateLimitInfo {
