@@ -19,6 +19,14 @@ WORKER_PREFIX = "td:workers:"
 RATE_PREFIX = "td:ai:rate:"
 DLQ_STREAM = "td:dlq"
 DLQ_MAXLEN = 100_000
+# One dead letter, also when Redis is at its memory limit (maxmemory with noeviction refuses every
+# other write): it is small and rare, and the only record of an accepted question that got no
+# answer, so `allow-oom` lets it through. The gateway runs the same script
+# (libs/ai-bridge/src/lib/dead-letter.script.ts; test_config_protocol.py checks they match).
+# KEYS: dead-letter stream. ARGV: maxLen (approximate), then the entry's field/value pairs.
+DEAD_LETTER_LUA = """#!lua flags=allow-oom
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 2))
+"""
 DEAD_LETTER_REASONS = ("deadline_exceeded", "worker_error")
 
 ERROR_CODES = ("deadline_exceeded", "worker_error", "cancelled", "bad_question")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -94,6 +95,7 @@ class Worker:
         # instead of failing with MaxConnectionsError under a burst.
         self._pool = BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=10, **common)
         self.redis: Redis = Redis(connection_pool=self._pool)
+        self._dead_letter_script = self.redis.register_script(p.DEAD_LETTER_LUA)
         # Blocking XREADGROUP on its own connection, so it never holds up the others.
         self._reader_redis: Redis = Redis.from_url(settings.redis_url, **common)
         self.backend: Backend = backend or make_backend(settings, self.redis, self.faults)
@@ -335,7 +337,7 @@ class Worker:
         fields = p.dead_letter(q, reason, message, tokens_sent, now_ms(), self.worker_id)
         try:
             entry = await _bounded(
-                self.redis.xadd(p.DLQ_STREAM, fields, maxlen=p.DLQ_MAXLEN, approximate=True), 5.0
+                self._dead_letter_script(keys=[p.DLQ_STREAM], args=[p.DLQ_MAXLEN, *itertools.chain.from_iterable(fields.items())]), 5.0
             )
             event(log, logging.WARNING, "dead-lettered", dlq=True, reason=reason, entryId=entry,
                   workerId=self.worker_id, messageId=q.id, sessionId=q.session_id, traceId=q.trace_id)

@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import time
 
+import pytest
+from redis.exceptions import ResponseError
+
 from conftest import QUESTION, ask, pending_count, question_fields, validator_for, wait_for
 
 from ai_worker.backend import simulated_answer
@@ -243,3 +246,34 @@ async def test_a_cancelled_question_is_not_dead_lettered(r, make_settings, start
     msgs = await sub.until_end()
     assert msgs[-1]["type"] == "error" and msgs[-1]["code"] == "cancelled"
     assert await _dead_letters_for(r, {q["id"]}) == []
+
+
+ENQUEUE_ALLOW_OOM = """#!lua flags=allow-oom
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV))
+"""
+
+
+async def test_a_question_is_dead_lettered_while_redis_is_at_its_memory_limit(r, make_settings, start_worker, subscribe):
+    """maxmemory with noeviction refuses every write but the dead letter's (allow-oom): none is lost."""
+    s = make_settings()
+    w = await start_worker(s)
+    expired = question_fields(s, deadline=int(time.time() * 1000) - 1000)
+    sub = await subscribe(expired["replyTo"])
+    limit = (await r.config_get("maxmemory"))["maxmemory"]
+    policy = (await r.config_get("maxmemory-policy"))["maxmemory-policy"]
+    await r.config_set("maxmemory-policy", "noeviction")
+    await r.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(ResponseError, match="maxmemory"):
+            await r.set("td:test:oom-probe", "x")
+        # Queued as the gateway's last enqueue before Redis refused writes (here through allow-oom,
+        # so the limit is already on when the worker reads it).
+        QUESTION.validate(expired)
+        await r.eval(ENQUEUE_ALLOW_OOM, 1, s.question_stream, *[x for kv in expired.items() for x in kv])
+        assert (await sub.until_end())[-1]["code"] == "deadline_exceeded"
+        await wait_for(lambda: w.finished == 1)
+        letters = await _dead_letters_for(r, {expired["id"]})
+        assert [f["reason"] for f in letters] == ["deadline_exceeded"]
+    finally:
+        await r.config_set("maxmemory", limit)
+        await r.config_set("maxmemory-policy", policy)

@@ -149,3 +149,11 @@ def test_accepts_the_gateways_pino_level_names():
     assert load_settings({"LOG_LEVEL": "warn"}).log_level == "warning"
     assert load_settings({"LOG_LEVEL": "fatal"}).log_level == "critical"
     assert load_settings({"LOG_LEVEL": "trace"}).log_level == "debug"
+
+
+def test_the_dead_letter_script_is_the_gateways():
+    """Both sides write dead letters with one script (allow-oom): the worker's is the gateway's text."""
+    from conftest import APP_DIR
+
+    ts = (APP_DIR.parents[1] / "libs" / "ai-bridge" / "src" / "lib" / "dead-letter.script.ts").read_text()
+    assert f"DEAD_LETTER_LUA = `{p.DEAD_LETTER_LUA}`" in ts
