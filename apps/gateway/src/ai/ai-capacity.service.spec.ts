@@ -1,5 +1,5 @@
 import type { PinoLogger } from 'nestjs-pino';
-import type { AiClient, AskResult, EnqueueRequest, Question, WorkerHeartbeat } from '@traffic-dam/ai-bridge';
+import type { AiClient, AskResult, EnqueueRequest, Question, Reply, WorkerHeartbeat } from '@traffic-dam/ai-bridge';
 import { loadConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
 import { GatewayException } from '../common/errors';
@@ -16,9 +16,12 @@ import type { BreakerService } from './breaker.service';
 class FakeQueue {
   /** Questions delivered to a worker and not acknowledged (being answered, or waiting for a start). */
   pending = 0;
+  /** The gate's inputs of the last question. */
+  lastGate: (EnqueueRequest['gate'] & { extraWaitMs?: number }) | undefined;
 
   result(req: EnqueueRequest): AskResult {
     const gate = req.gate as (EnqueueRequest['gate'] & { extraWaitMs?: number }) | undefined;
+    this.lastGate = gate;
     if (!gate) {
       this.pending++;
       return { status: 'queued', entryId: '1-0', waitMs: 0, depth: 0 };
@@ -63,14 +66,25 @@ function gate(env: NodeJS.ProcessEnv = {}) {
   const queue = new FakeQueue();
   let heartbeats: WorkerHeartbeat[] = [];
   const logger = { info: () => undefined, warn: () => undefined, debug: () => undefined } as unknown as PinoLogger;
-  const ai = { liveWorkers: async () => heartbeats, enqueue: async (req: EnqueueRequest) => queue.result(req) } as unknown as AiClient;
+  const handlers: Array<(r: Reply) => void> = [];
+  const ai = {
+    liveWorkers: async () => heartbeats,
+    enqueue: async (req: EnqueueRequest) => queue.result(req),
+    onReply: (h: (r: Reply) => void) => handlers.push(h),
+  } as unknown as AiClient;
   const breaker = { assertClosed: () => undefined, noWorkerAlive: () => undefined } as unknown as BreakerService;
   const dam = { sessionsHeld: 10 } as unknown as DamService;
-  const svc = new AiCapacityService(config, logger, ai, new MetricsService('test'), breaker, dam, new DamModePolicy(config));
+  const metrics = new MetricsService('test');
+  const svc = new AiCapacityService(config, logger, ai, metrics, breaker, dam, new DamModePolicy(config));
   let n = 0;
   return {
     svc,
     queue,
+    metrics,
+    /** The first token of the i-th question asked reaches this instance. */
+    firstToken(i: number) {
+      for (const h of handlers) h({ type: 'token', messageId: `m${i}`, sessionId: `s${i}`, seq: 0, text: 'x' });
+    },
     /** The workers write new heartbeats; the gate reads them on its next refresh. */
     async beat(...hbs: WorkerHeartbeat[]) {
       heartbeats = hbs;
@@ -122,5 +136,27 @@ describe('AiCapacityService: the gate never refuses on an idle or lightly loaded
     await g.beat(beat({ workerId: 'w1', throughputPerSec: 5, startsPerSec: 5, answering: 2 }), beat({ workerId: 'w2' }));
     for (let i = 0; i < 4; i++) expect(await g.ask()).toBe('queued');
     expect(g.svc.snapshot.rate).toBe(100);
+  });
+});
+
+describe('AiCapacityService: the p95 of what admitted questions waited, not their median, fits the limit', () => {
+  beforeEach(() => jest.useFakeTimers({ now: 1_800_000_000_000 }));
+  afterEach(() => jest.useRealTimers());
+
+  it('first tokens later than estimated raise every estimate by the p95 overshoot', async () => {
+    const g = gate();
+    await g.start(beat());
+    // Each question's first token comes 200 ms (the path's own time) after its estimated wait;
+    // every other one 100 ms later still (the workers' start pacing).
+    for (let i = 0; i < 40; i++) {
+      expect(await g.ask()).toBe('queued');
+      // What the line really took: the i ahead of it at 100 answers/s (a margin is not a wait).
+      const lineMs = (i * 1000) / 100;
+      jest.setSystemTime(Date.now() + lineMs + 200 + (i % 2) * 100);
+      g.firstToken(i);
+    }
+    await g.ask();
+    expect(g.queue.lastGate?.extraWaitMs).toBe(100);
+    expect(await g.metrics.registry.getSingleMetricAsString('td_ai_wait_margin_seconds')).toContain('td_ai_wait_margin_seconds{instance_id="test"} 0.1');
   });
 });

@@ -9,6 +9,10 @@ import { MetricsService } from '../metrics/metrics.service';
 import { BreakerService } from './breaker.service';
 import { KnownOverload } from './known-overload';
 import { NO_WORKERS, ThroughputLearner, aiRetryAfterSec, extraWaitMs, type ThroughputView } from './throughput';
+import { WaitOvershoot } from './wait-overshoot';
+
+/** Questions queued here whose first token is awaited for the overshoot (see wait-overshoot.ts); more are not sampled. */
+const AWAITED_MAX = 20_000;
 
 /**
  * The AI-capacity gate: a question enters the global queue only if its estimated wait (questions
@@ -16,7 +20,9 @@ import { NO_WORKERS, ThroughputLearner, aiRetryAfterSec, extraWaitMs, type Throu
  * wait before an answer can start at all) fits DAM_MAX_QUEUE_WAIT_MS; with no live worker it is
  * refused at once. A refusal's Retry-After grows with the sessions competing for the AI (see throughput.ts).
  * While its last refusal proves the line is still too long, a question is refused without asking
- * Redis (see known-overload.ts). Worker heartbeats are read on one timer, never per request.
+ * Redis (see known-overload.ts). Every estimate carries the p95 of how much later than estimated
+ * the first tokens of admitted questions came (see wait-overshoot.ts), so it is the p95 wait of
+ * what it admits that fits the limit. Worker heartbeats are read on one timer, never per request.
  */
 @Injectable()
 export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestroy {
@@ -26,6 +32,9 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   private lastWaitMs = 0;
   private refreshed = false;
   private readonly known = new KnownOverload();
+  private readonly overshoot = new WaitOvershoot();
+  /** Queued here, first token not seen yet: when it was sent and the wait the gate estimated. */
+  private readonly awaited = new Map<string, { sentAt: number; waitMs: number }>();
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -37,10 +46,18 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     private readonly dam: DamService,
     private readonly policy: DamModePolicy,
   ) {
-    metrics.registerAiCollector(() => ({ ...this.view, depth: this.lastDepth, waitMs: this.lastWaitMs }));
+    metrics.registerAiCollector(() => ({ ...this.view, depth: this.lastDepth, waitMs: this.lastWaitMs, marginMs: this.overshoot.marginMs(this.config.DAM_MAX_QUEUE_WAIT_MS) }));
   }
 
   async onApplicationBootstrap(): Promise<void> {
+    // The first token of a question queued here, if this instance holds its session: one sample of
+    // how much later than estimated it came. Questions whose session is elsewhere leave by age.
+    this.ai.onReply((r) => {
+      const a = this.awaited.get(r.messageId);
+      if (a === undefined) return;
+      this.awaited.delete(r.messageId);
+      if (r.type === 'token') this.overshoot.observe(Date.now() - a.sentAt, a.waitMs);
+    });
     await this.refresh();
     this.timer = setInterval(() => void this.refresh(), this.config.AI_WORKER_REFRESH_MS);
     this.timer.unref();
@@ -71,16 +88,23 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
     }
     const sentAt = Date.now();
     const view = this.view;
+    const marginMs = this.overshoot.marginMs(limitMs);
     const r = await this.send({
       question,
       // 0: no gate (DAM_MAX_QUEUE_WAIT_MS=0).
-      gate: { maxWaitMs: limitMs, throughputPerSec: view.rate, answering: view.answering, extraWaitMs: extraWaitMs(view, sentAt) },
+      gate: {
+        maxWaitMs: limitMs,
+        throughputPerSec: view.rate,
+        answering: view.answering,
+        extraWaitMs: extraWaitMs(view, sentAt) + marginMs,
+      },
     });
     this.lastDepth = r.depth;
     this.lastWaitMs = r.waitMs;
     // What the line proves is kept only if the gate's inputs have not changed since (see refresh()).
     const reading = { waitMs: r.waitMs, gateRate: view.rate, maxRate: view.advertised };
     if (r.status === 'queued') {
+      if (r.waitMs >= 0 && this.awaited.size < AWAITED_MAX) this.awaited.set(question.id, { sentAt, waitMs: r.waitMs - marginMs });
       if (sameGateInputs(view, this.view)) this.known.queued(sentAt, reading);
       else this.known.forget();
       return r;
@@ -135,6 +159,11 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   }
 
   private async refresh(): Promise<void> {
+    const old = Date.now() - this.config.QUESTION_DEADLINE_MS - this.config.DAM_QUEUE_MAX_WAIT_MS;
+    for (const [id, a] of this.awaited) {
+      if (a.sentAt >= old) break; // in the order they were sent
+      this.awaited.delete(id);
+    }
     try {
       const workers = await this.ai.liveWorkers();
       const previous = this.view;

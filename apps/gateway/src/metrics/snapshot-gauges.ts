@@ -9,6 +9,8 @@ export interface AiSnapshot {
   waitMs: number;
   throttledUntil: number;
   ttftExcessMs: number;
+  /** What the gate adds to every estimate: the p95 of how much later than estimated first tokens came. */
+  marginMs: number;
 }
 
 export interface DamSnapshot {
@@ -84,5 +86,6 @@ export function registerSnapshotGauges(registers: Registry[], src: SnapshotSourc
   aiGauge('td_ai_throttled_seconds', 'Seconds before any worker may start an answer (they honour a model server Retry-After); 0 when not throttled', (s) => Math.max(0, s.throttledUntil - Date.now()) / 1000);
   aiGauge('td_ai_ttft_excess_seconds', 'Time to first token beyond the model usual, added to every estimated wait', (s) => s.ttftExcessMs / 1000);
   aiGauge('td_ai_queue_depth', 'Questions queued or in progress, as last seen by this instance', (s) => s.depth);
+  aiGauge('td_ai_wait_margin_seconds', 'What the AI gate adds to every estimated wait: the p95 of how much later than estimated the first tokens of admitted questions came', (s) => s.marginMs / 1000);
   aiGauge('td_ai_estimated_wait_seconds', 'Estimated wait of the last question this instance gated', (s) => Math.max(0, s.waitMs) / 1000);
 }
