@@ -146,6 +146,18 @@ const server = http.createServer((req, res) => {
     req.on('close', () => sessions.delete(sessionId));
     return;
   }
+  const d = /^\/chat\/sessions\/([^/]+)$/.exec(url);
+  if (req.method === 'DELETE' && d) {
+    // Done with the session, as the gateway's DELETE: the stream ends, 204.
+    const s = sessions.get(d[1] as string);
+    if (!s) return json(res, 404, { code: 'session_not_found' });
+    if (req.headers.authorization !== `Bearer ${s.token}`) return json(res, 403, { code: 'invalid_token' });
+    sessions.delete(d[1] as string);
+    s.res.end();
+    res.writeHead(204, withRequestId({}));
+    res.end();
+    return;
+  }
   const m = /^\/chat\/sessions\/([^/]+)\/messages$/.exec(url);
   if (req.method === 'POST' && m) {
     ask(req, res, m[1] as string).catch(() => json(res, 503, { code: 'redis_unavailable' }));

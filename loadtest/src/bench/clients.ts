@@ -199,19 +199,26 @@ export interface LoopResult {
 export async function streamOpenLoop(base: string, o: { concurrency: number; warmupMs: number; seconds: number; window: Window }): Promise<LoopResult> {
   const lat = new Latency();
   const tally = new Tally();
+  // A client done with its session says so (DELETE, on a keep-alive connection): a stream that is
+  // only closed keeps its slot SSE_RESUME_MS for a resume, and the loops would fill the budget.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency });
   const secs = await closedLoops(o.concurrency, o.warmupMs, o.seconds, o.window, async (measured) => {
     const t = performance.now();
     try {
       const s = await openStream(base);
       const ms = performance.now() - t;
+      const done = s.session
+        ? await request(`${base}/chat/sessions/${s.session.sessionId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.session.token}` }, agent })
+        : null;
       s.close();
       if (!measured) return;
-      tally.add(s.session ? '200 session' : `${s.status} ${s.code ?? ''}`);
-      if (s.session) lat.record(ms);
+      tally.add(s.session ? (done?.status === 204 ? '200 session' : `session, then DELETE ${done?.status}`) : `${s.status} ${s.code ?? ''}`);
+      if (s.session && done?.status === 204) lat.record(ms);
     } catch (err) {
       if (measured) tally.add(`error ${errKey(err)}`);
     }
   });
+  agent.destroy();
   return { ops: lat.count, perSec: lat.count / secs, latency: lat.summary(), tally: tally.counts };
 }
 

@@ -179,8 +179,8 @@ export async function aiOverloaded(ctx: BenchContext): Promise<PairRow> {
 export async function streamOpen(ctx: BenchContext): Promise<PairRow> {
   const row: PairRow = {
     id: 'stream_open',
-    figure: 'stream open: GET /chat/stream to the `session` event (new connection each, then closed)',
-    bare: "writes the gateway's stream headers and a `session` event (random id and token) and keeps the session in memory until the client closes; no Redis (the gateway admits in Redis and stores the session there)",
+    figure: 'stream open: GET /chat/stream to the `session` event (new connection each; then DELETE on a keep-alive connection, as a client done with it, and closed)',
+    bare: "writes the gateway's stream headers and a `session` event (random id and token) and keeps the session in memory until the DELETE (204) or the close; no Redis (the gateway admits in Redis and stores the session there)",
   };
   await ctx.fresh();
   const gw = await ctx.gateway();

@@ -120,6 +120,8 @@ async function main(): Promise<void> {
     // 3. Kill: 300 waiters on gateway 0 and as many on gateway 1; SIGKILL gateway 0.
     const more = await openMany(g1.url, 300, true);
     all.push(...more);
+    const moreRefused = more.filter((w) => w.status !== 200);
+    if (moreRefused.length) throw new Error(`${moreRefused.length} of 300 more waiters refused: ${JSON.stringify(moreRefused[0]?.refusal)}`);
     await Promise.all(more.map((w) => w.waitFor((e) => e.event === 'queued', 30_000)));
     const before = (await dam(g1.url)).line.length;
     const onVictim = (await dam(g0.url)).line.waitingHere;
