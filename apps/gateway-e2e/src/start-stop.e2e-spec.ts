@@ -101,6 +101,8 @@ describe('npm start', () => {
     await waitFor('every process it started gone', () => !started.some((p) => alive(p.pid)), { pollMs: 100 }).catch(() => undefined);
     const left = started.filter((p) => alive(p.pid));
     expect(left.map((p) => p.cmd)).toEqual([]);
+    // Its last line can still be in the pipe when the process that wrote it is gone.
+    await waitFor('npm start says it stopped', () => output().includes('nothing left running'), { timeoutMs: 10_000, pollMs: 50 }).catch(() => undefined);
     expect(output()).toContain('nothing left running');
   });
 });
