@@ -71,16 +71,30 @@ async function problemOf(res) {
 }
 
 // ---- the answer ----
+// An answer's first events can come before the POST's 202 (or the ask's ack) that names it: the
+// stream and the POST are two connections. They are kept until their messageId is known.
+const early = new Map();
+
+function keepEarly(kind, e) {
+  if (!early.has(e.messageId) && early.size >= 4) early.clear();
+  const kept = early.get(e.messageId) ?? [];
+  kept.push([kind, e]);
+  early.set(e.messageId, kept);
+}
+
 function answerStarted(messageId) {
   state.messageId = messageId;
   state.seqs = [];
   ui.answer.textContent = '';
   ui.answerMeta.textContent = `${messageId}: waiting for the first token`;
   document.body.dataset.answer = 'streaming';
+  const kept = early.get(messageId) ?? [];
+  early.clear();
+  for (const [kind, e] of kept) ({ token: onToken, done: onDone, failed: onFailed })[kind](e);
 }
 
 function onToken(t) {
-  if (t.messageId !== state.messageId) return;
+  if (t.messageId !== state.messageId) return keepEarly('token', t);
   if (state.seqs.includes(t.seq)) return; // a resumed stream never repeats, but be safe
   state.seqs.push(t.seq);
   ui.answer.textContent += t.text;
@@ -88,12 +102,14 @@ function onToken(t) {
 }
 
 function onDone(d) {
+  if (d.messageId !== state.messageId) return keepEarly('done', d);
   ui.answerMeta.textContent = `${d.messageId}: done, ${d.tokens} tokens`;
   document.body.dataset.answer = 'done';
   window.tdDemo.answers.push({ messageId: d.messageId, tokens: d.tokens, seqs: [...state.seqs], text: ui.answer.textContent });
 }
 
 function onFailed(f) {
+  if (f.messageId !== state.messageId) return keepEarly('failed', f);
   ui.answerMeta.textContent = `${f.messageId}: ${f.code}: ${f.message}`;
   document.body.dataset.answer = 'failed';
 }
