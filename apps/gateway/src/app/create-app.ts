@@ -12,10 +12,11 @@ import { MetricsService } from '../metrics/metrics.service';
 import { installFastRefusals } from '../fast-path/install';
 import { AppModule } from './app.module';
 import { corsOptions } from './cors';
+import { GatewayExpressAdapter } from './express-adapter';
 
 /** Builds the Nest app for one instance; main.ts and the integration tests share it. */
 export async function createApp(config: GatewayConfig, instanceId: string): Promise<INestApplication> {
-  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, instanceId), {
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, instanceId), new GatewayExpressAdapter(), {
     bodyParser: false,
     bufferLogs: true,
   });
