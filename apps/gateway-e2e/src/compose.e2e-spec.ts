@@ -83,13 +83,12 @@ function outcomes(streams: SseClient[]): Record<string, number> {
       logFile,
     });
     // Builds what is missing first (the images of a fresh machine: a few minutes).
-    const until = Date.now() + 360_000;
-    while (!readFileSync(logFile, 'utf8').includes('is up.')) {
-      if (!script.running || Date.now() > until) {
-        throw new Error(`stack:compose ${script.running ? 'not up within 360 s' : 'exited'}:\n${readFileSync(logFile, 'utf8').slice(-3_000)}`);
-      }
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await waitFor('stack:compose is up', () => readFileSync(logFile, 'utf8').includes('is up.'), {
+      timeoutMs: 360_000,
+      pollMs: 250,
+      child: script,
+      detail: () => readFileSync(logFile, 'utf8').slice(-3_000),
+    });
     engineDir = /DOCKER_HOST=unix:\/\/(\S+)\/podman\.sock/.exec(readFileSync(logFile, 'utf8'))?.[1] ?? '';
     for (const id of podman('ps', '-q', '--no-trunc', '--filter', `label=com.docker.compose.project=${project}`)) containerIds.add(id);
   }, 400_000);

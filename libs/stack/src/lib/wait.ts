@@ -53,7 +53,7 @@ export async function waitFor<T>(
   let last: { value: unknown } | { error: unknown } = { value: undefined };
   for (;;) {
     if (o.child && !o.child.running) {
-      throw new Error(`${label}: ${o.child.opts.name} exited before the condition held; see ${o.child.opts.logFile}`);
+      throw new Error(`${label}: ${o.child.opts.name} exited before the condition held${extra(o)}`);
     }
     checks++;
     try {
