@@ -77,30 +77,13 @@ export async function startLocalRedisCluster(opts: LocalRedisClusterOptions): Pr
 }
 
 /** Starts one node on a port P where P and P + 10000 were free; retries when the node exits early. */
-async function startNode(
-  opts: LocalRedisClusterOptions,
-  used: Set<number>,
-): Promise<{ port: number; child: ManagedChild }> {
-  let lastError: unknown;
-  for (let attempt = 0; attempt < NODE_START_ATTEMPTS; attempt++) {
-    const port = await pickPortPair(used);
-    used.add(port);
-    used.add(port + BUS_OFFSET);
+function startNode(opts: LocalRedisClusterOptions, used: Set<number>): Promise<{ port: number; child: ManagedChild }> {
+  return onPortPair(used, async (port) => {
     const nodeDir = join(opts.dir, `node-${port}`);
     const child = new ManagedChild({
       name: `redis-${port}`,
       command: 'redis-server',
-      args: [
-        '--port', String(port),
-        '--bind', HOST,
-        '--cluster-enabled', 'yes',
-        '--cluster-config-file', `nodes-${port}.conf`,
-        '--cluster-node-timeout', '2000',
-        '--save', '',
-        '--appendonly', 'no',
-        '--dir', nodeDir,
-        '--daemonize', 'no',
-      ],
+      args: [...nodeArgs(port), '--dir', nodeDir, '--daemonize', 'no'],
       // ManagedChild creates the log file's directory, which is also the node's --dir.
       logFile: join(nodeDir, `redis-${port}.log`),
       echo: opts.echo,
@@ -109,12 +92,46 @@ async function startNode(
       await waitFor(`redis cluster node on ${port}`, () => pingRedis(`redis://${HOST}:${port}`), 10_000, child);
       return { port, child };
     } catch (err) {
-      lastError = err;
       const exitedEarly = !child.running;
       await child.stop();
       // Exited early: most likely someone took one of the two ports meanwhile. Try other ports.
-      if (!exitedEarly) throw err;
+      if (exitedEarly) return new Retry(err);
+      throw err;
     }
+  });
+}
+
+/** A cluster node's redis-server arguments on `port` (its bus on port + 10000). */
+function nodeArgs(port: number): string[] {
+  return [
+    '--port', String(port),
+    '--bind', HOST,
+    '--cluster-enabled', 'yes',
+    '--cluster-config-file', `nodes-${port}.conf`,
+    '--cluster-node-timeout', '2000',
+    '--save', '',
+    '--appendonly', 'no',
+  ];
+}
+
+/** A node that could not start on its ports, with why: try others. */
+class Retry {
+  constructor(readonly error: unknown) {}
+}
+
+/**
+ * Runs start(P) on a port pair P, P + 10000 free right now (marked used), and on other pairs
+ * while it asks to retry: someone may take a port between the check and the bind.
+ */
+async function onPortPair<T>(used: Set<number>, start: (port: number) => Promise<T | Retry>): Promise<T> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < NODE_START_ATTEMPTS; attempt++) {
+    const port = await pickPortPair(used);
+    used.add(port);
+    used.add(port + BUS_OFFSET);
+    const r = await start(port);
+    if (!(r instanceof Retry)) return r;
+    lastError = r.error;
   }
   throw lastError;
 }
@@ -276,36 +293,23 @@ async function startContainerCluster(opts: LocalRedisClusterOptions): Promise<Re
     const used = new Set<number>();
     const ports: number[] = [];
     for (let i = 0; i < masters; i++) {
-      let lastError: unknown;
-      for (let attempt = 0; attempt < NODE_START_ATTEMPTS && ports.length === i; attempt++) {
-        const port = await pickPortPair(used);
-        used.add(port);
-        used.add(port + BUS_OFFSET);
+      const started = await onPortPair(used, async (port) => {
         try {
           const node = await new GenericContainer(image)
             .withNetworkMode('host')
             .withLabels(testLabels())
-            .withCommand([
-              'redis-server',
-              '--port', String(port),
-              '--bind', HOST,
-              '--cluster-enabled', 'yes',
-              '--cluster-config-file', `nodes-${port}.conf`,
-              '--cluster-node-timeout', '2000',
-              '--save', '',
-              '--appendonly', 'no',
-            ])
+            .withCommand(['redis-server', ...nodeArgs(port)])
             .withWaitStrategy(Wait.forLogMessage('Ready to accept connections'))
             .withStartupTimeout(30_000)
             .start();
-          nodes.push(node);
-          ports.push(port);
+          return { node, port };
         } catch (err) {
           // Most likely someone took one of the two ports meanwhile: try other ports.
-          lastError = err;
+          return new Retry(err);
         }
-      }
-      if (ports.length === i) throw lastError;
+      });
+      nodes.push(started.node);
+      ports.push(started.port);
     }
     const first = nodes[0] as StartedTestContainer;
     const logs = nodes.map((n) => `container ${n.getId().slice(0, 12)}`);
