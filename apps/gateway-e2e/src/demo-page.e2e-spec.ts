@@ -140,6 +140,29 @@ describe('the demo page in a real browser (Debian Chromium)', () => {
     expect(maxUsed).toBe(1);
   });
 
+  it("keeps the tokens that arrive before the POST's 202 names their answer, and shows them in order", async () => {
+    await onPage(stack.url, async (page) => {
+      await openSession(page);
+      await page.waitForSelector('body[data-status="open"]');
+      // The 202 is held back until the stream has brought tokens: the stream and the POST are two
+      // connections, and on a busy machine the first tokens can come first.
+      let held = 0;
+      await page.route('**/chat/sessions/*/messages', async (route) => {
+        const response = await route.fetch();
+        await page.waitForFunction(() => (globalThis as unknown as { tdDemo: { events: Array<{ event: string }> } }).tdDemo.events.filter((e) => e.event === 'token').length >= 3);
+        held++;
+        await route.fulfill({ response });
+      });
+      await askQuestion(page, 'Tokens before the answer has a name?');
+      await page.waitForSelector('body[data-answer="done"]', { timeout: 30_000 });
+      expect(held).toBe(1);
+      const demo = await demoState(page);
+      expect(demo.answers[0]?.seqs).toEqual(Array.from({ length: TOKENS }, (_, i) => i));
+      expect(await page.locator('#answer').textContent()).toBe(demo.answers[0]?.text);
+      await page.unroute('**/chat/sessions/*/messages');
+    });
+  });
+
   it('shows a refused stream with its code and a Retry-After countdown', async () => {
     // The 4 slots taken by other clients.
     const holders: Array<{ sse: SseClient; s: ChatSession }> = [];
