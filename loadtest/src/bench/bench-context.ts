@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { Redis } from 'ioredis';
 import type { RedisHandle } from '@traffic-dam/stack';
-import { openStream, type Response, type Window } from './clients';
+import { openStream, request, type Response, type Window } from './clients';
 import { Processes, type Server } from './processes';
 import { CpuMeter, SelfCpu, childPids, runQueueWaitMicros } from './proc';
 import { checkRow, type PairRow } from './report';
@@ -124,8 +124,14 @@ export class BenchContext {
   async streamHeadersOf(gw: Server): Promise<Record<string, string>> {
     if (!this.streamHeaders) {
       const s = await openStream(gw.url);
+      if (!s.session) {
+        s.close();
+        throw new Error(`the gateway refused a stream: ${s.status} ${s.code ?? ''}`);
+      }
+      // Ended, not only closed: a closed stream keeps its slot for a resume, and the phase needs them all.
+      const done = await request(`${gw.url}/chat/sessions/${s.session.sessionId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.session.token}` } });
       s.close();
-      if (!s.session) throw new Error(`the gateway refused a stream: ${s.status} ${s.code ?? ''}`);
+      if (done.status !== 204) throw new Error(`DELETE of the header probe's session answered ${done.status}`);
       this.streamHeaders = captured({ status: s.status, headers: s.headers, body: '' }).headers;
     }
     return this.streamHeaders;
