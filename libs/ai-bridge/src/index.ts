@@ -1,6 +1,7 @@
 export { AI_PATTERNS, AiClient, AiOverloadedError, AnswerTimeoutError, EnqueueUnknownError, QuestionRefusedError, UnknownPatternError } from './lib/ai.client';
 export type {
   AiClientOptions,
+  AnswerWatcher,
   AnswerRequest,
   AskGate,
   AskRequest,

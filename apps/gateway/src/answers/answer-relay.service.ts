@@ -30,9 +30,6 @@ const ANSWER_GRACE_MS = 1_000;
  */
 @Injectable()
 export class AnswerRelay implements OnApplicationBootstrap {
-  /** td_replies_total by type, resolved once: a token is counted without hashing its labels. */
-  private readonly counted: Record<Reply['type'], { inc(): void }>;
-
   constructor(
     @Inject(GATEWAY_CONFIG) private readonly config: GatewayConfig,
     @Inject(INSTANCE_ID) private readonly instanceId: string,
@@ -44,10 +41,7 @@ export class AnswerRelay implements OnApplicationBootstrap {
     private readonly metrics: MetricsService,
     private readonly control: ControlChannel,
     private readonly queued: QueuedQuestions,
-  ) {
-    const r = metrics.replies;
-    this.counted = { token: r.labels('token'), done: r.labels('done'), error: r.labels('error') };
-  }
+  ) {}
 
   onApplicationBootstrap(): void {
     this.ai.handleUnclaimed((r) => this.unclaimed(r));
@@ -91,13 +85,17 @@ export class AnswerRelay implements OnApplicationBootstrap {
     // From an instance that did not say, the deadline tells when it was accepted (every instance has the same setting).
     const inflight: Inflight = { messageId, deadline, acceptedAt: acceptedAt ?? deadline - this.config.QUESTION_DEADLINE_MS, lastSeq: -1 };
     s.inflight = inflight;
-    inflight.answer = this.ai.answer({ messageId, timeoutMs: deadline + ANSWER_GRACE_MS - Date.now() }).subscribe({
-      next: (r) => this.onReply(s, inflight, r),
-      error: (err: unknown) => {
-        if (err instanceof AnswerTimeoutError) this.lost(s, inflight, 'deadline_exceeded', 'No answer arrived before the deadline.');
-        else this.logger.warn({ err: String(err), sessionId, messageId }, 'answer watch failed');
+    const stop = this.ai.watchAnswer(
+      { messageId, timeoutMs: deadline + ANSWER_GRACE_MS - Date.now() },
+      {
+        next: (r) => this.onReply(s, inflight, r),
+        error: (err: unknown) => {
+          if (err instanceof AnswerTimeoutError) this.lost(s, inflight, 'deadline_exceeded', 'No answer arrived before the deadline.');
+          else this.logger.warn({ err: String(err), sessionId, messageId }, 'answer watch failed');
+        },
       },
-    });
+    );
+    inflight.answer = { unsubscribe: stop };
   }
 
   /**
@@ -117,7 +115,7 @@ export class AnswerRelay implements OnApplicationBootstrap {
   private onReply(s: LocalSession, inflight: Inflight, reply: Reply): void {
     const sessionId = s.record.sessionId;
     if (s.inflight !== inflight) return;
-    this.counted[reply.type].inc();
+    this.metrics.countReply(reply.type);
     s.lastActivity = Date.now();
     if (reply.type === 'token') {
       // A question re-answered after a worker restart starts again at seq 0: the client already

@@ -1,9 +1,13 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Reply } from '@traffic-dam/ai-bridge';
 import { INSTANCE_ID } from '../common/instance';
 import { registerSnapshotGauges, type AiSnapshot, type DamSnapshot } from './snapshot-gauges';
 
 export type { AiSnapshot, DamSnapshot } from './snapshot-gauges';
+
+type ReplyType = Reply['type'];
+const REPLY_TYPES: readonly ReplyType[] = ['token', 'done', 'error'];
 
 /** Every metric of the gateway, on one registry labelled with the instance id. */
 @Injectable()
@@ -17,6 +21,8 @@ export class MetricsService {
   readonly sseClosed: Counter<'reason'>;
   readonly questions: Counter<'outcome' | 'via'>;
   readonly replies: Counter<'type'>;
+  /** Replies relayed since the last scrape, by type: a token costs an addition, not a label lookup. */
+  private readonly relayed: Record<ReplyType, number> = { token: 0, done: 0, error: 0 };
   readonly orphanReplies: Counter;
   readonly answersLost: Counter;
   readonly swept: Counter<'action'>;
@@ -86,11 +92,19 @@ export class MetricsService {
       labelNames: ['outcome', 'via'],
       registers,
     });
+    const relayed = this.relayed;
     this.replies = new Counter({
       name: 'td_replies_total',
       help: 'Worker replies relayed to a local stream, by type',
       labelNames: ['type'],
       registers,
+      // Tallied in plain numbers (countReply) and added when scraped.
+      collect() {
+        for (const type of REPLY_TYPES) {
+          if (relayed[type] > 0) this.inc({ type }, relayed[type]);
+          relayed[type] = 0;
+        }
+      },
     });
     this.orphanReplies = new Counter({
       name: 'td_replies_orphaned_total',
@@ -211,6 +225,11 @@ export class MetricsService {
       ai: () => this.aiSnapshot?.() ?? null,
       breaker: () => this.breakerState?.() ?? 0,
     });
+  }
+
+  /** A worker reply relayed to a local stream (td_replies_total). */
+  countReply(type: ReplyType): void {
+    this.relayed[type]++;
   }
 
   registerSseOpen(read: () => number): void {

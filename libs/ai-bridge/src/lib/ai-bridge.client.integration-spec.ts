@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
-import { AiClient } from './ai.client';
+import { AiClient, AnswerTimeoutError } from './ai.client';
 import { DeadLetterQueue } from './dead-letters';
 import { QuestionSweeper } from './sweeper';
 import type { Reply } from './protocol';
@@ -88,6 +88,61 @@ describe('AiClient and the protocol against real Redis', () => {
     expect(answers['b-1']?.map((r) => (r.type === 'token' ? r.seq : r.type))).toEqual([0, 1, 2, 'done']);
     expect(answers['b-2']?.map((r) => (r.type === 'token' ? r.seq : r.type))).toEqual([0, 1, 'done']);
     expect(bridge.invalidReplyCount - before).toBe(1);
+  });
+
+  describe('watchAnswer (answer() without the Observable)', () => {
+    const token = (messageId: string, seq: number) => ({ type: 'token', messageId, sessionId: 's-w', seq, text: `${seq} ` });
+
+    it('hands the replies over in order and ends after done: a reply after it is not its own', async () => {
+      const pub = new Redis(redis.url);
+      const got: Reply[] = [];
+      const errors: unknown[] = [];
+      bridge.watchAnswer({ messageId: 'w-1', timeoutMs: 10_000 }, { next: (r) => got.push(r), error: (e) => errors.push(e) });
+      await waitFor('watching', () => bridge.watching >= 1);
+      const batch = { type: 'batch', replies: [token('w-1', 0), token('w-1', 1), { type: 'done', messageId: 'w-1', sessionId: 's-w', tokens: 2 }, token('w-1', 2)] };
+      await pub.publish(bridge.replyBatchChannel, JSON.stringify(batch));
+      await waitFor('done', () => got.some((r) => r.type === 'done'));
+      pub.disconnect();
+      expect(got.map((r) => (r.type === 'token' ? r.seq : r.type))).toEqual([0, 1, 'done']);
+      expect(errors).toEqual([]);
+      expect(bridge.watching).toBe(0);
+    });
+
+    it('ends with AnswerTimeoutError when nothing comes in time', async () => {
+      const errors: unknown[] = [];
+      bridge.watchAnswer({ messageId: 'w-2', timeoutMs: 50 }, { next: () => undefined, error: (e) => errors.push(e) });
+      const [err] = await waitFor('the deadline', () => (errors.length > 0 ? errors : null));
+      expect(err).toBeInstanceOf(AnswerTimeoutError);
+    });
+
+    it('stopped before the end, cancels the question for its worker and hears nothing more', async () => {
+      const pub = new Redis(redis.url);
+      const got: Reply[] = [];
+      const stop = bridge.watchAnswer({ messageId: 'w-3', timeoutMs: 10_000 }, { next: (r) => got.push(r), error: () => undefined });
+      await waitFor('watching', () => bridge.watching >= 1);
+      await pub.publish(bridge.replyChannel, JSON.stringify(token('w-3', 0)));
+      await waitFor('first token', () => got.length === 1);
+      stop();
+      await waitFor('cancel marked', async () => (await commands.exists('td:cancel:w-3')) === 1);
+      // A later token of its own: still delivered to nobody. Waited for by a reply that comes after it.
+      const after: Reply[] = [];
+      const off = bridge.onReply((r) => after.push(r));
+      await pub.publish(bridge.replyChannel, JSON.stringify(token('w-3', 1)));
+      await pub.publish(bridge.replyChannel, JSON.stringify({ type: 'done', messageId: 'w-3', sessionId: 's-w', tokens: 2 }));
+      await waitFor('the later replies reached the channel', () => after.length === 2);
+      off();
+      pub.disconnect();
+      expect(got).toHaveLength(1);
+    });
+
+    it('stopped before it started watching, never watches', async () => {
+      const stop = bridge.watchAnswer({ messageId: 'w-4', timeoutMs: 10_000 }, { next: () => undefined, error: () => undefined });
+      stop();
+      const idle = bridge.watchAnswer({ messageId: 'w-5', timeoutMs: 10_000 }, { next: () => undefined, error: () => undefined });
+      await waitFor('the next watch started', () => bridge.watching >= 1);
+      expect(bridge.watching).toBe(1);
+      idle();
+    });
   });
 
   it('marks a question cancelled with a TTL', async () => {

@@ -121,6 +121,12 @@ const OUTCOME_SLACK_MS = 60_000;
  * most once and records it; when its reply does not come in time, a settle sent behind it on the
  * same connection reads what Redis did (queued) or makes sure it never will (refused).
  */
+/** Who hears a watched answer: its replies in order, or why it ended without done or error. */
+export interface AnswerWatcher {
+  next(reply: Reply): void;
+  error(err: unknown): void;
+}
+
 export class AiClient extends ClientProxy {
   private readonly replies: ReplyChannel;
   private readonly kept: KeptReplies;
@@ -194,6 +200,34 @@ export class AiClient extends ClientProxy {
 
   answer(req: AnswerRequest): Observable<Reply> {
     return this.send<Reply, AnswerRequest>(AI_PATTERNS.answer, req);
+  }
+
+  /**
+   * answer() without the Observable, for a caller that relays every token: the same watch, started
+   * as answer()'s is (once connected), each reply handed to `next` as it arrives, a missed deadline
+   * to `error`. Ends after done or error; the returned function stops it and, before the end,
+   * cancels the question. A token through rxjs's chain of subscribers costs more than the relay's
+   * own work on it.
+   */
+  watchAnswer(req: AnswerRequest, o: AnswerWatcher): () => void {
+    let stop: (() => void) | null = null;
+    let stopped = false;
+    this.connect().then(
+      () => {
+        if (stopped) return;
+        stop = this.watch(req.messageId, req.timeoutMs, (p) => {
+          if (p.err !== undefined && p.err !== null) o.error(p.err);
+          else if (p.response !== undefined) o.next(p.response as Reply);
+        });
+      },
+      (err: unknown) => {
+        if (!stopped) o.error(err);
+      },
+    );
+    return () => {
+      stopped = true;
+      stop?.();
+    };
   }
 
   /**
