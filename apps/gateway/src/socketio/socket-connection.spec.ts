@@ -30,19 +30,19 @@ function fakeSocket(): { socket: Socket; conn: EventEmitter; log: string[]; emit
   return { socket: socket as unknown as Socket, conn, log, emit };
 }
 
-const nextTick = (): Promise<void> => new Promise((r) => process.nextTick(r));
+const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 describe('SocketConnection corks its TCP socket for the turn', () => {
-  it('the frames of one turn are written while corked, uncorked once on the next tick', async () => {
+  it('the frames of one turn are written while corked, uncorked once when the turn is over', async () => {
     const f = fakeSocket();
     const c = new SocketConnection(f.socket);
     for (let seq = 0; seq < 3; seq++) c.send({ id: seq + 1, name: 'token', data: { messageId: 'm', seq, text: 'x' } });
     expect(f.log).toEqual(['cork', 'token (corked)', 'token (corked)', 'token (corked)']);
-    await nextTick();
+    await nextTurn();
     expect(f.log.slice(4)).toEqual(['uncork']);
     // A later turn corks again.
     c.send({ id: 4, name: 'done', data: { messageId: 'm', tokens: 3 } });
-    await nextTick();
+    await nextTurn();
     expect(f.log.slice(5)).toEqual(['cork', 'done (corked)', 'uncork']);
   });
 

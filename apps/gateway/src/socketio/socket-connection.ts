@@ -1,5 +1,6 @@
 import type { Socket as NetSocket } from 'node:net';
 import type { Socket } from 'socket.io';
+import { afterIo } from '../common/after-io';
 import { toSocketProblem } from '../common/errors';
 import type { Admission } from '../dam/dam.service';
 import type { LocalSession } from '../sessions/session-registry';
@@ -154,7 +155,7 @@ export class SocketConnection implements WaitingConnection {
     if (this.corked || raw.destroyed) return;
     this.corked = true;
     raw.cork();
-    process.nextTick(() => {
+    afterIo(() => {
       this.corked = false;
       raw.uncork();
     });

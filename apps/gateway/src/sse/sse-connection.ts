@@ -2,6 +2,7 @@ import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@ne
 import type { Request, Response } from 'express';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { randomInt } from 'node:crypto';
+import { afterIo } from '../common/after-io';
 import { formatEventId } from '../resume/resume-id';
 import type { CloseReason, ExpiredReason, LineEventData, OpenContext, SessionEvent, WaitingConnection } from '../sessions/session-events';
 import { SSE_HEADERS, SSE_PING, sseEvent, sseRetry } from './sse';
@@ -23,8 +24,8 @@ export function retryAfterExpiry(reason: ExpiredReason): number {
 
 /**
  * One SSE stream (GET /chat/stream) as the session core sees it. Events are written once per
- * event-loop turn: those of one turn (the tokens of a reply batch, a token and its done) are one
- * chunk, one write to the socket.
+ * event-loop turn: those of one turn (the tokens of the reply batches read, a token and its done)
+ * are one chunk, one write to the socket.
  */
 export class SseConnection implements WaitingConnection {
   readonly transport = 'sse' as const;
@@ -97,7 +98,7 @@ export class SseConnection implements WaitingConnection {
     if (this.gone || this.ended) return false;
     if (this.queued === '') {
       if (this.res.writableEnded || this.res.destroyed || !this.roomFor(chunk)) return false;
-      process.nextTick(this.flush);
+      afterIo(this.flush);
     }
     this.queued += chunk;
     return true;
