@@ -2,6 +2,7 @@ import type { AdmitOptions, AdmitResult, RefusalReason } from './admission';
 import { BudgetStore, type AdmitReply, type GlobalView } from './budget.store';
 import { DamLease, type LeaseOwner } from './dam-lease';
 import { withDeadline } from './deadline';
+import { LocalHoldings } from './local-holdings';
 import { resolveDamOptions, type DamMode, type DamOptions, type FallbackPolicy, type ResolvedDamOptions } from './options';
 import { WaitingLine } from './waiting-line';
 import { redisErrorKind, type RedisErrorKind } from './redis-error';
@@ -35,16 +36,9 @@ export interface DamStatus {
 export class Dam implements LeaseOwner {
   private readonly o: ResolvedDamOptions;
   private readonly store: BudgetStore;
-  private held = 0;
-  /** Admits sent to Redis and not answered yet; the local ceiling counts them. */
-  private pending = 0;
+  private readonly local: LocalHoldings;
   /** Admit replies that said ok, counted as they arrive (even past their deadline). */
   private okReplies = 0;
-  private unbudgeted = 0;
-  /** Sessions and waiters per tracked user. */
-  private readonly users = new Map<string, number>();
-  /** Sessions per tier index. */
-  private readonly tierCounts = new Map<number, number>();
   private readonly tierNames: string[];
   private readonly line: WaitingLine<DamLease> | null;
   private generation = '';
@@ -61,6 +55,7 @@ export class Dam implements LeaseOwner {
 
   constructor(options: DamOptions) {
     this.o = resolveDamOptions(options);
+    this.local = new LocalHoldings(this.o);
     this.tierNames = this.o.tiers.length > 0 ? this.o.tiers.map((t) => t.name) : ['default'];
     this.store = new BudgetStore(
       this.o.redis,
@@ -80,7 +75,7 @@ export class Dam implements LeaseOwner {
                 return this.take(userId, tier, false);
               },
               waiterGone: (userId) => {
-                if (userId !== null) this.decUser(userId);
+                if (userId !== null) this.local.waiterGone(userId);
               },
             },
             this.o.instanceId,
@@ -105,7 +100,7 @@ export class Dam implements LeaseOwner {
 
   /** Sessions this instance holds on the budget right now. */
   get heldCount(): number {
-    return this.held;
+    return this.local.held;
   }
 
   /**
@@ -113,7 +108,7 @@ export class Dam implements LeaseOwner {
    * (enforce mode: shadow admits over it). An edge can answer those refusals before anything else.
    */
   get atCeiling(): boolean {
-    return this.o.mode === 'enforce' && this.held + this.pending >= this.o.instanceCeiling;
+    return this.o.mode === 'enforce' && this.local.atCeiling;
   }
 
   /** Registers this instance and starts the heartbeat. Never throws: without Redis it starts in fallback. */
@@ -168,7 +163,7 @@ export class Dam implements LeaseOwner {
     // turns a connection the instance already holds into a session, so either may take an
     // instance above its ceiling (never the cluster above its capacity). Refused here, a client
     // that asked to wait would meet a 429 while the cluster had room.
-    if (waitMs === 0 && this.held + this.pending >= this.o.instanceCeiling) return this.refuse('instance_full', userId, tier);
+    if (waitMs === 0 && this.local.atCeiling) return this.refuse('instance_full', userId, tier);
     // A request that waits asks Redis even in the fallback, and gives it longer: it is willing to
     // wait, and decided locally it would be refused as soon as the local share is full. The
     // fallback exists to keep admissions fast while Redis is slow or away; under a burst that
@@ -176,10 +171,10 @@ export class Dam implements LeaseOwner {
     if (this.fallbackSince !== null && waitMs === 0) return this.decideLocally(userId, tier);
     // A join may wait for its place up to the join timeout; a plain admit has the learnt deadline.
     const joinMs = waitMs > 0 ? Math.min(waitMs, this.o.line.joinTimeoutMs) : 0;
-    const tracked = this.o.userMaxSessions > 0 && userId !== null;
+    const tracked = this.local.tracks(userId);
     for (let attempt = 0; attempt < 2; attempt++) {
       const waiter = waitMs > 0 && this.line ? this.line.create(this.tierNames[tier] as string, tier, tracked ? userId : null, waitMs) : null;
-      this.pending++;
+      this.local.sent();
       let reply: AdmitReply;
       const raw = this.store.admit(this.generation, {
         userId: tracked ? (userId as string) : '',
@@ -200,19 +195,19 @@ export class Dam implements LeaseOwner {
         // No longer in flight when decided locally: counted as pending it would take the last slot
         // from itself (the local share would refuse with one slot still free). A join that ran
         // after all is left by the next heartbeat (a ticket nobody here knows).
-        this.pending--;
+        this.local.answered();
         if (waiter) this.line?.discard(waiter);
         this.enterFallback(err);
         return this.decideLocally(userId, tier);
       }
-      this.pending--;
+      this.local.answered();
       this.lastGlobal = { used: reply.used, capacity: reply.capacity, live: reply.live, at: Date.now() };
       if (waiter && reply.status !== 'queued') this.line?.discard(waiter);
       switch (reply.status) {
         case 'ok':
           return { admitted: true, lease: this.take(userId, tier, true), fallback: false, global: this.lastGlobal };
         case 'queued':
-          if (tracked) this.users.set(userId as string, (this.users.get(userId as string) ?? 0) + 1);
+          if (tracked) this.local.waiterJoined(userId as string);
           return { admitted: false, reason: 'queued', waiter: (this.line as WaitingLine<DamLease>).joined(waiter as NonNullable<typeof waiter>, reply.position), fallback: false, global: this.lastGlobal };
         case 'line_full':
           return this.refuse('line_full', userId, tier, this.line?.etaMs(reply.lineLength) ?? null);
@@ -251,19 +246,19 @@ export class Dam implements LeaseOwner {
     tiers: Array<{ name: string; sessions: number }>;
   } {
     return {
-      held: this.held,
-      unbudgeted: this.unbudgeted,
+      held: this.local.held,
+      unbudgeted: this.local.unbudgeted,
       fallback: this.fallbackSince !== null,
       fallbackReason: this.fallbackReason,
       global: this.lastGlobal,
       line: this.line ? { waiting: this.line.size, length: this.line.lineLength, turnoverPerSec: this.line.turnoverPerSec } : null,
-      tiers: this.tierNames.map((name, i) => ({ name, sessions: this.tierCounts.get(i) ?? 0 })),
+      tiers: this.tierNames.map((name, i) => ({ name, sessions: this.local.tiers.get(i) ?? 0 })),
     };
   }
 
   async status(): Promise<DamStatus> {
     let global: DamStatus['global'] = this.lastGlobal ? { ...this.lastGlobal, stale: true } : null;
-    let tierSessions: Map<number, number> = this.tierCounts;
+    let tierSessions: ReadonlyMap<number, number> = this.local.tiers;
     let lineLength = this.line?.lineLength ?? 0;
     if (this.o.mode !== 'off') {
       try {
@@ -279,10 +274,10 @@ export class Dam implements LeaseOwner {
       instanceId: this.o.instanceId,
       pid: process.pid,
       mode: this.o.mode,
-      held: this.held,
+      held: this.local.held,
       ceiling: this.o.instanceCeiling,
       share: this.o.slotsPerInstance,
-      unbudgeted: this.unbudgeted,
+      unbudgeted: this.local.unbudgeted,
       global,
       fallback: { active: this.fallbackSince !== null, since: this.fallbackSince, policy: this.o.fallback, reason: this.fallbackReason },
       generation: this.generation,
@@ -310,13 +305,10 @@ export class Dam implements LeaseOwner {
   /** @internal called by DamLease.release */
   onRelease(lease: DamLease): void {
     if (!lease.budgeted) {
-      if (this.o.mode !== 'off') this.unbudgeted--;
+      if (this.o.mode !== 'off') this.local.shadowReleased();
       return;
     }
-    this.held--;
-    this.addTier(lease.tierIndex, -1);
-    const tracked = this.o.userMaxSessions > 0 && lease.userId !== null;
-    if (tracked) this.decUser(lease.userId as string);
+    const tracked = this.local.give(lease.userId, lease.tierIndex);
     if (this.fallbackSince !== null || !this.registered) return;
     // Nobody waits on a release, so no deadline: one would only turn a late "applied" into a
     // false "failed". The heartbeat that follows on this connection counts it either way.
@@ -348,10 +340,10 @@ export class Dam implements LeaseOwner {
         const reply = await this.o.redisDeadline.run(
           this.store.heartbeat(
             this.generation,
-            this.held,
+            this.local.held,
             this.okReplies,
             this.o.heartbeatTtlMs,
-            sendCounts ? { users: new Map(this.users), tiers: new Map(this.tierCounts) } : null,
+            sendCounts ? this.local.counts() : null,
             tracking,
             ranked,
           ),
@@ -363,11 +355,11 @@ export class Dam implements LeaseOwner {
         this.line?.onHeartbeat({ ...reply, tickets: ranked ? reply.tickets : null });
         this.beatAtExpiry(reply.nextExpiry, reply.now);
         if (reply.status === 'registered') this.o.onEvent({ type: 'registered', generation: reply.generation });
-        if (reply.status === 'fenced') this.o.onEvent({ type: 'fenced', generation: reply.generation, held: this.held });
+        if (reply.status === 'fenced') this.o.onEvent({ type: 'fenced', generation: reply.generation, held: this.local.held });
         this.generation = reply.generation;
         this.registered = true;
         if (this.fallbackSince !== null) {
-          this.o.onEvent({ type: 'fallback_left', afterMs: Date.now() - this.fallbackSince, held: this.held });
+          this.o.onEvent({ type: 'fallback_left', afterMs: Date.now() - this.fallbackSince, held: this.local.held });
           this.fallbackSince = null;
           this.fallbackReason = null;
         }
@@ -404,38 +396,16 @@ export class Dam implements LeaseOwner {
     this.o.onEvent({ type: 'fallback_entered', reason: err instanceof Error ? err.message : String(err), kind: this.fallbackReason });
   }
 
-  /** Without Redis: 'local' admits up to this instance's share, exact since the budget is per instance. */
+  /** Without Redis: decided on what this instance holds, by the fallback policy. */
   private decideLocally(userId: string | null, tier: number): AdmitResult {
-    switch (this.o.fallback) {
-      case 'reject':
-        return this.refuse('redis_unavailable', userId, tier);
-      case 'admit':
-        break;
-      case 'local':
-        if (!this.fitsLocally(tier, this.o.slotsPerInstance)) return this.refuse('dam_full', userId, tier);
-        break;
-    }
-    if (this.o.userMaxSessions > 0 && userId !== null && (this.users.get(userId) ?? 0) >= this.o.userMaxSessions) {
-      return this.refuse('user_sessions', userId, tier);
-    }
+    const refused = this.local.decideLocally(userId, tier);
+    if (refused !== null) return this.refuse(refused, userId, tier);
     return { admitted: true, lease: this.take(userId, tier, true), fallback: true };
-  }
-
-  /**
-   * Whether a session of this tier fits a local budget: as in Redis, the unused part of every
-   * higher tier's reserved share of it stays free (exact, since the instance knows its own counts).
-   */
-  private fitsLocally(tier: number, budget: number): boolean {
-    let keep = 0;
-    for (let h = 0; h < tier; h++) keep += Math.max(0, Math.floor((this.o.tiers[h]?.reservedShare ?? 0) * budget) - (this.tierCounts.get(h) ?? 0));
-    return this.held + this.pending + 1 + keep <= budget;
   }
 
   /** A slot for this instance; countUser false for a waiter handed a slot (it was counted when it joined). */
   private take(userId: string | null, tier: number, countUser: boolean): DamLease {
-    this.held++;
-    this.addTier(tier, 1);
-    if (countUser && this.o.userMaxSessions > 0 && userId !== null) this.users.set(userId, (this.users.get(userId) ?? 0) + 1);
+    this.local.take(userId, tier, countUser);
     return new DamLease(this, userId, true, tier, this.tierNames[tier] as string);
   }
 
@@ -443,24 +413,12 @@ export class Dam implements LeaseOwner {
     return new DamLease(this, userId, false, tier, this.tierNames[tier] as string);
   }
 
-  private addTier(tier: number, d: number): void {
-    const n = (this.tierCounts.get(tier) ?? 0) + d;
-    if (n > 0) this.tierCounts.set(tier, n);
-    else this.tierCounts.delete(tier);
-  }
-
-  private decUser(userId: string): void {
-    const n = (this.users.get(userId) ?? 0) - 1;
-    if (n > 0) this.users.set(userId, n);
-    else this.users.delete(userId);
-  }
-
   /** In shadow mode a refusal is only recorded: the session gets in without a slot. */
   private refuse(reason: RefusalReason, userId: string | null, tier: number, retryAfterMs?: number | null): AdmitResult {
     const fallback = this.fallbackSince !== null;
     const global = this.lastGlobal ?? undefined;
     if (this.o.mode === 'shadow') {
-      this.unbudgeted++;
+      this.local.shadowAdmitted();
       return { admitted: true, lease: this.unbudgetedLease(userId, tier), fallback, shadowRefusal: reason, global };
     }
     return retryAfterMs === undefined ? { admitted: false, reason, fallback, global } : { admitted: false, reason, fallback, global, retryAfterMs };
