@@ -2,10 +2,11 @@ import type { AdmitOptions, AdmitResult, RefusalReason } from './admission';
 import { BudgetStore, type AdmitReply, type GlobalView } from './budget.store';
 import { DamLease, type LeaseOwner } from './dam-lease';
 import { withDeadline } from './deadline';
+import { Heartbeat } from './heartbeat';
 import { LocalHoldings } from './local-holdings';
 import { resolveDamOptions, type DamMode, type DamOptions, type FallbackPolicy, type ResolvedDamOptions } from './options';
 import { WaitingLine } from './waiting-line';
-import { redisErrorKind, type RedisErrorKind } from './redis-error';
+import type { RedisErrorKind } from './redis-error';
 
 export interface DamStatus {
   instanceId: string;
@@ -37,21 +38,10 @@ export class Dam implements LeaseOwner {
   private readonly o: ResolvedDamOptions;
   private readonly store: BudgetStore;
   private readonly local: LocalHoldings;
-  /** Admit replies that said ok, counted as they arrive (even past their deadline). */
-  private okReplies = 0;
   private readonly tierNames: string[];
   private readonly line: WaitingLine<DamLease> | null;
-  private generation = '';
-  private registered = false;
-  /** The user and tier counts must be sent whole with the next heartbeat. */
-  private usersDirty = true;
-  private fallbackSince: number | null = null;
-  private fallbackReason: RedisErrorKind | null = null;
-  private lastGlobal: (GlobalView & { at: number }) | null = null;
+  private readonly beats: Heartbeat;
   private timer: NodeJS.Timeout | null = null;
-  /** An extra beat at another instance's heartbeat expiry, so a dead one is reaped within its TTL. */
-  private reapTimer: NodeJS.Timeout | null = null;
-  private beating: Promise<void> | null = null;
 
   constructor(options: DamOptions) {
     this.o = resolveDamOptions(options);
@@ -68,10 +58,10 @@ export class Dam implements LeaseOwner {
       this.o.line.maxWaiters > 0 && this.o.mode === 'enforce'
         ? new WaitingLine<DamLease>(
             {
-              leave: (ticket) => this.store.leave(this.generation, ticket),
-              collect: () => this.store.collect(this.generation),
+              leave: (ticket) => this.store.leave(this.beats.generation, ticket),
+              collect: () => this.store.collect(this.beats.generation),
               granted: (userId, tier) => {
-                this.okReplies++;
+                this.beats.okReply();
                 return this.take(userId, tier, false);
               },
               waiterGone: (userId) => {
@@ -82,6 +72,7 @@ export class Dam implements LeaseOwner {
             this.o.line,
           )
         : null;
+    this.beats = new Heartbeat(this.o, { store: this.store, local: this.local, line: this.line, ticking: () => this.timer !== null });
   }
 
   /** The index of a tier by name; absent or unknown: the last (lowest) tier. */
@@ -95,7 +86,7 @@ export class Dam implements LeaseOwner {
   }
 
   get inFallback(): boolean {
-    return this.fallbackSince !== null;
+    return this.beats.inFallback;
   }
 
   /** Sessions this instance holds on the budget right now. */
@@ -142,12 +133,10 @@ export class Dam implements LeaseOwner {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    if (this.reapTimer) clearTimeout(this.reapTimer);
-    this.reapTimer = null;
+    this.beats.stop();
     this.line?.stop();
-    if (this.o.mode === 'off' || !this.registered) return;
-    await withDeadline(this.store.deregister(), 500).catch(() => undefined);
-    this.registered = false;
+    if (this.o.mode === 'off') return;
+    await this.beats.deregister();
   }
 
   /**
@@ -168,7 +157,7 @@ export class Dam implements LeaseOwner {
     // wait, and decided locally it would be refused as soon as the local share is full. The
     // fallback exists to keep admissions fast while Redis is slow or away; under a burst that
     // slows Redis past DAM_REDIS_TIMEOUT_MS, waiting clients met 429s instead of the line.
-    if (this.fallbackSince !== null && waitMs === 0) return this.decideLocally(userId, tier);
+    if (this.beats.inFallback && waitMs === 0) return this.decideLocally(userId, tier);
     // A join may wait for its place up to the join timeout; a plain admit has the learnt deadline.
     const joinMs = waitMs > 0 ? Math.min(waitMs, this.o.line.joinTimeoutMs) : 0;
     const tracked = this.local.tracks(userId);
@@ -176,7 +165,7 @@ export class Dam implements LeaseOwner {
       const waiter = waitMs > 0 && this.line ? this.line.create(this.tierNames[tier] as string, tier, tracked ? userId : null, waitMs) : null;
       this.local.sent();
       let reply: AdmitReply;
-      const raw = this.store.admit(this.generation, {
+      const raw = this.store.admit(this.beats.generation, {
         userId: tracked ? (userId as string) : '',
         userMax: this.o.userMaxSessions,
         tier,
@@ -185,7 +174,7 @@ export class Dam implements LeaseOwner {
       });
       raw.then(
         (r) => {
-          if (r.status === 'ok') this.okReplies++;
+          if (r.status === 'ok') this.beats.okReply();
         },
         () => undefined,
       );
@@ -197,18 +186,18 @@ export class Dam implements LeaseOwner {
         // after all is left by the next heartbeat (a ticket nobody here knows).
         this.local.answered();
         if (waiter) this.line?.discard(waiter);
-        this.enterFallback(err);
+        this.beats.enterFallback(err);
         return this.decideLocally(userId, tier);
       }
       this.local.answered();
-      this.lastGlobal = { used: reply.used, capacity: reply.capacity, live: reply.live, at: Date.now() };
+      const global = this.beats.seen(reply);
       if (waiter && reply.status !== 'queued') this.line?.discard(waiter);
       switch (reply.status) {
         case 'ok':
-          return { admitted: true, lease: this.take(userId, tier, true), fallback: false, global: this.lastGlobal };
+          return { admitted: true, lease: this.take(userId, tier, true), fallback: false, global };
         case 'queued':
           if (tracked) this.local.waiterJoined(userId as string);
-          return { admitted: false, reason: 'queued', waiter: (this.line as WaitingLine<DamLease>).joined(waiter as NonNullable<typeof waiter>, reply.position), fallback: false, global: this.lastGlobal };
+          return { admitted: false, reason: 'queued', waiter: (this.line as WaitingLine<DamLease>).joined(waiter as NonNullable<typeof waiter>, reply.position), fallback: false, global };
         case 'line_full':
           return this.refuse('line_full', userId, tier, this.line?.etaMs(reply.lineLength) ?? null);
         case 'wait_too_long':
@@ -218,10 +207,9 @@ export class Dam implements LeaseOwner {
           return this.refuse(reply.status, userId, tier);
         case 'fenced':
           // Presumed dead while paused or partitioned: re-register with the true count, then retry once.
-          this.registered = false;
-          this.usersDirty = true;
+          this.beats.fenced();
           await this.heartbeat();
-          if (this.fallbackSince !== null) return this.decideLocally(userId, tier);
+          if (this.beats.inFallback) return this.decideLocally(userId, tier);
           break;
       }
     }
@@ -248,16 +236,17 @@ export class Dam implements LeaseOwner {
     return {
       held: this.local.held,
       unbudgeted: this.local.unbudgeted,
-      fallback: this.fallbackSince !== null,
-      fallbackReason: this.fallbackReason,
-      global: this.lastGlobal,
+      fallback: this.beats.inFallback,
+      fallbackReason: this.beats.fallbackReason,
+      global: this.beats.lastGlobal,
       line: this.line ? { waiting: this.line.size, length: this.line.lineLength, turnoverPerSec: this.line.turnoverPerSec } : null,
       tiers: this.tierNames.map((name, i) => ({ name, sessions: this.local.tiers.get(i) ?? 0 })),
     };
   }
 
   async status(): Promise<DamStatus> {
-    let global: DamStatus['global'] = this.lastGlobal ? { ...this.lastGlobal, stale: true } : null;
+    const last = this.beats.lastGlobal;
+    let global: DamStatus['global'] = last ? { ...last, stale: true } : null;
     let tierSessions: ReadonlyMap<number, number> = this.local.tiers;
     let lineLength = this.line?.lineLength ?? 0;
     if (this.o.mode !== 'off') {
@@ -279,8 +268,8 @@ export class Dam implements LeaseOwner {
       share: this.o.slotsPerInstance,
       unbudgeted: this.local.unbudgeted,
       global,
-      fallback: { active: this.fallbackSince !== null, since: this.fallbackSince, policy: this.o.fallback, reason: this.fallbackReason },
-      generation: this.generation,
+      fallback: { active: this.beats.inFallback, since: this.beats.fallbackSince, policy: this.o.fallback, reason: this.beats.fallbackReason },
+      generation: this.beats.generation,
       line: {
         enabled: this.line !== null,
         maxWaiters: this.o.line.maxWaiters,
@@ -296,10 +285,7 @@ export class Dam implements LeaseOwner {
   /** Runs one heartbeat now (the timer runs them every heartbeatMs); concurrent calls share one. */
   heartbeat(): Promise<void> {
     if (this.o.mode === 'off') return Promise.resolve();
-    this.beating ??= this.beat().finally(() => {
-      this.beating = null;
-    });
-    return this.beating;
+    return this.beats.run();
   }
 
   /** @internal called by DamLease.release */
@@ -309,91 +295,20 @@ export class Dam implements LeaseOwner {
       return;
     }
     const tracked = this.local.give(lease.userId, lease.tierIndex);
-    if (this.fallbackSince !== null || !this.registered) return;
+    if (this.beats.inFallback || !this.beats.registered) return;
     // Nobody waits on a release, so no deadline: one would only turn a late "applied" into a
     // false "failed". The heartbeat that follows on this connection counts it either way.
-    lease.confirmation = this.store.release(this.generation, tracked ? (lease.userId as string) : '', lease.tierIndex).then(
+    lease.confirmation = this.store.release(this.beats.generation, tracked ? (lease.userId as string) : '', lease.tierIndex).then(
       (r) => {
-        if (r === 'fenced') {
-          this.registered = false;
-          this.usersDirty = true;
-        }
+        if (r === 'fenced') this.beats.fenced();
         return r;
       },
       () => {
         // The heartbeat writes the true count within one beat.
-        this.usersDirty = true;
+        this.beats.countsLost();
         return 'failed' as const;
       },
     );
-  }
-
-  private async beat(): Promise<void> {
-    const tracking = this.o.userMaxSessions > 0;
-    const counted = tracking || this.o.tiers.some((t) => t.reservedShare > 0);
-    const atLeast = Math.min(500, Math.floor(this.o.heartbeatMs / 2));
-    try {
-      for (let attempt = 0; attempt < 2; attempt++) {
-        const sendCounts = counted && (this.usersDirty || !this.registered || attempt > 0);
-        // Positions only when waiters are here; a waiter joined after this beat was sent is not asked about.
-        const ranked = this.line !== null && this.line.size > 0;
-        const reply = await this.o.redisDeadline.run(
-          this.store.heartbeat(
-            this.generation,
-            this.local.held,
-            this.okReplies,
-            this.o.heartbeatTtlMs,
-            sendCounts ? this.local.counts() : null,
-            tracking,
-            ranked,
-          ),
-          atLeast,
-        );
-        if (reply.status === 'need_users') continue;
-        if (sendCounts) this.usersDirty = false;
-        this.lastGlobal = { used: reply.used, capacity: reply.capacity, live: reply.live, at: Date.now() };
-        this.line?.onHeartbeat({ ...reply, tickets: ranked ? reply.tickets : null });
-        this.beatAtExpiry(reply.nextExpiry, reply.now);
-        if (reply.status === 'registered') this.o.onEvent({ type: 'registered', generation: reply.generation });
-        if (reply.status === 'fenced') this.o.onEvent({ type: 'fenced', generation: reply.generation, held: this.local.held });
-        this.generation = reply.generation;
-        this.registered = true;
-        if (this.fallbackSince !== null) {
-          this.o.onEvent({ type: 'fallback_left', afterMs: Date.now() - this.fallbackSince, held: this.local.held });
-          this.fallbackSince = null;
-          this.fallbackReason = null;
-        }
-        return;
-      }
-    } catch (err) {
-      this.o.onEvent({ type: 'heartbeat_failed', reason: err instanceof Error ? err.message : String(err), kind: redisErrorKind(err) });
-      this.enterFallback(err);
-    }
-  }
-
-  /**
-   * Another instance's heartbeat expires before this one's next beat: beat then too, so an
-   * instance that died is reaped (its slots back, its waiters out of the line) within its TTL,
-   * not up to a heartbeat later. A live instance beats long before its expiry, so this rarely fires.
-   */
-  private beatAtExpiry(nextExpiry: number, now: number): void {
-    if (nextExpiry <= 0 || this.reapTimer || this.timer === null) return;
-    const inMs = nextExpiry - now + 1;
-    if (inMs <= 0 || inMs >= this.o.heartbeatMs) return;
-    this.reapTimer = setTimeout(() => {
-      this.reapTimer = null;
-      void this.heartbeat();
-    }, inMs);
-    this.reapTimer.unref();
-  }
-
-  /** Also called on each failure while in fallback: the reason shown is the latest one. */
-  private enterFallback(err: unknown): void {
-    this.usersDirty = true;
-    this.fallbackReason = redisErrorKind(err);
-    if (this.fallbackSince !== null) return;
-    this.fallbackSince = Date.now();
-    this.o.onEvent({ type: 'fallback_entered', reason: err instanceof Error ? err.message : String(err), kind: this.fallbackReason });
   }
 
   /** Without Redis: decided on what this instance holds, by the fallback policy. */
@@ -415,8 +330,8 @@ export class Dam implements LeaseOwner {
 
   /** In shadow mode a refusal is only recorded: the session gets in without a slot. */
   private refuse(reason: RefusalReason, userId: string | null, tier: number, retryAfterMs?: number | null): AdmitResult {
-    const fallback = this.fallbackSince !== null;
-    const global = this.lastGlobal ?? undefined;
+    const fallback = this.beats.inFallback;
+    const global = this.beats.lastGlobal ?? undefined;
     if (this.o.mode === 'shadow') {
       this.local.shadowAdmitted();
       return { admitted: true, lease: this.unbudgetedLease(userId, tier), fallback, shadowRefusal: reason, global };
