@@ -1,31 +1,11 @@
 import type { AdmitOptions, AdmitResult, RefusalReason } from './admission';
-import { BudgetStore, type AdmitReply, type GlobalView } from './budget.store';
+import { BudgetStore, type AdmitReply } from './budget.store';
 import { DamLease, type LeaseOwner } from './dam-lease';
-import { withDeadline } from './deadline';
+import { DamReport, type DamSnapshot, type DamStatus } from './dam-report';
 import { Heartbeat } from './heartbeat';
 import { LocalHoldings } from './local-holdings';
-import { resolveDamOptions, type DamMode, type DamOptions, type FallbackPolicy, type ResolvedDamOptions } from './options';
+import { resolveDamOptions, type DamMode, type DamOptions, type ResolvedDamOptions } from './options';
 import { WaitingLine } from './waiting-line';
-import type { RedisErrorKind } from './redis-error';
-
-export interface DamStatus {
-  instanceId: string;
-  pid: number;
-  mode: DamMode;
-  held: number;
-  ceiling: number;
-  share: number;
-  /** Sessions admitted without a slot (shadow mode over budget). */
-  unbudgeted: number;
-  global: (GlobalView & { instances?: string[]; stale: boolean; at: number }) | null;
-  /** `reason`: why the last call to Redis failed while in fallback (`oom`: Redis at its memory limit). */
-  fallback: { active: boolean; since: number | null; policy: FallbackPolicy; reason: RedisErrorKind | null };
-  generation: string;
-  /** The waiting line: its bounds, this instance's waiters, the line's length and turnover as last seen. */
-  line: { enabled: boolean; maxWaiters: number; maxWaitMs: number; waitingHere: number; length: number; turnoverPerSec: number | null };
-  /** The tiers, highest first, with their reserved share and sessions (cluster-wide when Redis answered, else this instance's). */
-  tiers: Array<{ name: string; reservedShare: number; sessions: number }>;
-}
 
 /**
  * The connection gate: a local, exact per-instance ceiling, and the global pooled budget in
@@ -41,6 +21,7 @@ export class Dam implements LeaseOwner {
   private readonly tierNames: string[];
   private readonly line: WaitingLine<DamLease> | null;
   private readonly beats: Heartbeat;
+  private readonly report: DamReport;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(options: DamOptions) {
@@ -73,6 +54,7 @@ export class Dam implements LeaseOwner {
           )
         : null;
     this.beats = new Heartbeat(this.o, { store: this.store, local: this.local, line: this.line, ticking: () => this.timer !== null });
+    this.report = new DamReport(this.o, { store: this.store, local: this.local, beats: this.beats, line: this.line, tierNames: this.tierNames });
   }
 
   /** The index of a tier by name; absent or unknown: the last (lowest) tier. */
@@ -222,64 +204,12 @@ export class Dam implements LeaseOwner {
   }
 
   /** What this instance knows without asking Redis: for metrics, read on every scrape. */
-  snapshot(): {
-    held: number;
-    unbudgeted: number;
-    fallback: boolean;
-    fallbackReason: RedisErrorKind | null;
-    global: (GlobalView & { at: number }) | null;
-    /** This instance's waiters, the line's length as of the last heartbeat, the measured turnover. */
-    line: { waiting: number; length: number; turnoverPerSec: number | null } | null;
-    /** Sessions this instance holds per tier. */
-    tiers: Array<{ name: string; sessions: number }>;
-  } {
-    return {
-      held: this.local.held,
-      unbudgeted: this.local.unbudgeted,
-      fallback: this.beats.inFallback,
-      fallbackReason: this.beats.fallbackReason,
-      global: this.beats.lastGlobal,
-      line: this.line ? { waiting: this.line.size, length: this.line.lineLength, turnoverPerSec: this.line.turnoverPerSec } : null,
-      tiers: this.tierNames.map((name, i) => ({ name, sessions: this.local.tiers.get(i) ?? 0 })),
-    };
+  snapshot(): DamSnapshot {
+    return this.report.snapshot();
   }
 
-  async status(): Promise<DamStatus> {
-    const last = this.beats.lastGlobal;
-    let global: DamStatus['global'] = last ? { ...last, stale: true } : null;
-    let tierSessions: ReadonlyMap<number, number> = this.local.tiers;
-    let lineLength = this.line?.lineLength ?? 0;
-    if (this.o.mode !== 'off') {
-      try {
-        const s = await withDeadline(this.store.status(), Math.max(this.o.redisDeadline.currentMs, 200));
-        global = { used: s.used, capacity: s.capacity, live: s.live, instances: s.instances, stale: false, at: Date.now() };
-        if (this.o.tiers.some((t) => t.reservedShare > 0)) tierSessions = s.tiers;
-        lineLength = s.lineLength;
-      } catch {
-        // Redis away: report what we last saw, marked stale.
-      }
-    }
-    return {
-      instanceId: this.o.instanceId,
-      pid: process.pid,
-      mode: this.o.mode,
-      held: this.local.held,
-      ceiling: this.o.instanceCeiling,
-      share: this.o.slotsPerInstance,
-      unbudgeted: this.local.unbudgeted,
-      global,
-      fallback: { active: this.beats.inFallback, since: this.beats.fallbackSince, policy: this.o.fallback, reason: this.beats.fallbackReason },
-      generation: this.beats.generation,
-      line: {
-        enabled: this.line !== null,
-        maxWaiters: this.o.line.maxWaiters,
-        maxWaitMs: this.o.line.maxWaitMs,
-        waitingHere: this.line?.size ?? 0,
-        length: lineLength,
-        turnoverPerSec: this.line?.turnoverPerSec ?? null,
-      },
-      tiers: this.tierNames.map((name, i) => ({ name, reservedShare: this.o.tiers[i]?.reservedShare ?? 0, sessions: tierSessions.get(i) ?? 0 })),
-    };
+  status(): Promise<DamStatus> {
+    return this.report.status();
   }
 
   /** Runs one heartbeat now (the timer runs them every heartbeatMs); concurrent calls share one. */
