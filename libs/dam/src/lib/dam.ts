@@ -6,6 +6,7 @@ import { Heartbeat } from './heartbeat';
 import { LocalHoldings } from './local-holdings';
 import { resolveDamOptions, type DamMode, type DamOptions, type ResolvedDamOptions } from './options';
 import { WaitingLine } from './waiting-line';
+import { whenReady } from './when-ready';
 
 /**
  * The connection gate: a local, exact per-instance ceiling, and the global pooled budget in
@@ -87,7 +88,8 @@ export class Dam implements LeaseOwner {
   /** Registers this instance and starts the heartbeat. Never throws: without Redis it starts in fallback. */
   async start(): Promise<void> {
     if (this.o.mode === 'off' || this.timer) return;
-    await this.connected(this.o.heartbeatTtlMs);
+    // The admission connection has no offline queue: a beat sent before it is ready would fail.
+    await whenReady(this.o.redis, this.o.heartbeatTtlMs);
     await this.heartbeat();
     this.line?.start(this.o.redis, this.o.line.wakeRedis, this.store.noticesKey);
     this.timer = setInterval(() => {
@@ -95,21 +97,6 @@ export class Dam implements LeaseOwner {
       void this.heartbeat();
     }, this.o.heartbeatMs);
     this.timer.unref();
-  }
-
-  /** The admission connection has no offline queue: wait (bounded) until it is ready. */
-  private async connected(timeoutMs: number): Promise<void> {
-    const redis = this.o.redis;
-    if (redis.status === 'ready') return;
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        redis.off('ready', done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      redis.once('ready', done);
-    });
   }
 
   async stop(): Promise<void> {
