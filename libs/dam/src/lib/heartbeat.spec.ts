@@ -147,11 +147,17 @@ describe('Heartbeat', () => {
     expect(beats.registered).toBe(false);
   });
 
-  it("beats again at another instance's expiry when it comes before the next beat, while the dam ticks", async () => {
+  /** A first beat whose reply says another instance expires 300 ms later, with the timers faked. */
+  async function beatBeforeExpiry(ticking = true): Promise<ReturnType<typeof setup>> {
     jest.useFakeTimers();
-    const { beats, store } = setup();
-    store.replies.push({ now: 1_000, nextExpiry: 1_300 });
-    await beats.run();
+    const s = setup({}, ticking);
+    s.store.replies.push({ now: 1_000, nextExpiry: 1_300 });
+    await s.beats.run();
+    return s;
+  }
+
+  it("beats again at another instance's expiry when it comes before the next beat, while the dam ticks", async () => {
+    const { beats, store } = await beatBeforeExpiry();
     expect(jest.getTimerCount()).toBe(1);
     jest.advanceTimersByTime(300);
     expect(store.sent).toHaveLength(1);
@@ -163,10 +169,7 @@ describe('Heartbeat', () => {
   });
 
   it('stop() cancels a beat timed for an expiry', async () => {
-    jest.useFakeTimers();
-    const { beats, store } = setup();
-    store.replies.push({ now: 1_000, nextExpiry: 1_300 });
-    await beats.run();
+    const { beats } = await beatBeforeExpiry();
     expect(jest.getTimerCount()).toBe(1);
     beats.stop();
     expect(jest.getTimerCount()).toBe(0);
@@ -178,9 +181,7 @@ describe('Heartbeat', () => {
     late.store.replies.push({ now: 1_000, nextExpiry: 2_500 });
     await late.beats.run();
     expect(jest.getTimerCount()).toBe(0);
-    const stopped = setup({}, false);
-    stopped.store.replies.push({ now: 1_000, nextExpiry: 1_300 });
-    await stopped.beats.run();
+    await beatBeforeExpiry(false);
     expect(jest.getTimerCount()).toBe(0);
   });
 
