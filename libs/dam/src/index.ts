@@ -1,5 +1,6 @@
 export { Dam } from './lib/dam';
-export type { AdmitOptions, AdmitResult, DamStatus, Lease, RefusalReason, ReleaseOutcome } from './lib/dam';
+export type { AdmitOptions, AdmitResult, Lease, RefusalReason, ReleaseOutcome } from './lib/admission';
+export type { DamStatus } from './lib/dam-report';
 export type { Waiter, WaitEndReason, WaitOutcome } from './lib/waiting-line';
 export type { DamEvent, DamMode, DamOptions, FallbackPolicy, LineOptions, TierOption } from './lib/options';
 export type { GlobalView } from './lib/budget.store';

@@ -1,92 +1,12 @@
-import { BudgetStore, type AdmitReply, type GlobalView } from './budget.store';
-import { withDeadline } from './deadline';
-import { resolveDamOptions, type DamMode, type DamOptions, type FallbackPolicy, type ResolvedDamOptions } from './options';
-import { WaitingLine, type Waiter } from './waiting-line';
-import { redisErrorKind, type RedisErrorKind } from './redis-error';
-
-/** line_full and wait_too_long: refused by the waiting line's bounds (only a request that offered to wait). */
-export type RefusalReason = 'dam_full' | 'instance_full' | 'user_sessions' | 'redis_unavailable' | 'line_full' | 'wait_too_long';
-
-export interface AdmitOptions {
-  /** The session's tier (a verified claim); absent or not configured: the last tier. */
-  tier?: string | null;
-  /**
-   * How long the request may wait in the line for a slot, in ms (capped to the line's maxWaitMs).
-   * 0 or absent: no wait, a full budget refuses at once. Ignored when the dam has no line.
-   */
-  waitMs?: number;
-}
-
-/** One admitted session's hold on the budget. release() is idempotent: the slot returns once. */
-export interface Lease {
-  readonly userId: string | null;
-  /** False when admitted without a slot (shadow over budget, mode off). */
-  readonly budgeted: boolean;
-  readonly released: boolean;
-  /** The tier the session is counted in. */
-  readonly tier: string;
-  /**
-   * Settles once Redis applied the release (`ok`), dropped it (`fenced`) or the call failed
-   * (`failed`: an error, or the connection closed); null while not released, or when the release
-   * did not go to Redis (fallback, no slot). It says what Redis did, so it has no deadline: a slow
-   * reply is still `ok`. Callers need not wait for it (the heartbeat heals a lost release); tests
-   * and benchmarks do.
-   */
-  readonly confirmation: Promise<ReleaseOutcome> | null;
-  release(): void;
-}
-
-export type ReleaseOutcome = 'ok' | 'fenced' | 'failed';
-
-export type AdmitResult =
-  | { admitted: true; lease: Lease; fallback: boolean; shadowRefusal?: RefusalReason; global?: GlobalView }
-  | {
-      admitted: false;
-      reason: RefusalReason;
-      fallback: boolean;
-      global?: GlobalView;
-      /** For line_full and wait_too_long: the line's own estimate of the wait (ms), when it has one. */
-      retryAfterMs?: number | null;
-    }
-  /** In the line: its outcome settles with a lease or why not. */
-  | { admitted: false; reason: 'queued'; waiter: Waiter<Lease>; fallback: false; global?: GlobalView };
-
-export interface DamStatus {
-  instanceId: string;
-  pid: number;
-  mode: DamMode;
-  held: number;
-  ceiling: number;
-  share: number;
-  /** Sessions admitted without a slot (shadow mode over budget). */
-  unbudgeted: number;
-  global: (GlobalView & { instances?: string[]; stale: boolean; at: number }) | null;
-  /** `reason`: why the last call to Redis failed while in fallback (`oom`: Redis at its memory limit). */
-  fallback: { active: boolean; since: number | null; policy: FallbackPolicy; reason: RedisErrorKind | null };
-  generation: string;
-  /** The waiting line: its bounds, this instance's waiters, the line's length and turnover as last seen. */
-  line: { enabled: boolean; maxWaiters: number; maxWaitMs: number; waitingHere: number; length: number; turnoverPerSec: number | null };
-  /** The tiers, highest first, with their reserved share and sessions (cluster-wide when Redis answered, else this instance's). */
-  tiers: Array<{ name: string; reservedShare: number; sessions: number }>;
-}
-
-class DamLease implements Lease {
-  released = false;
-  confirmation: Promise<ReleaseOutcome> | null = null;
-  constructor(
-    private readonly dam: Dam,
-    readonly userId: string | null,
-    readonly budgeted: boolean,
-    readonly tierIndex: number,
-    readonly tier: string,
-  ) {}
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.dam.onRelease(this);
-  }
-}
+import type { AdmitOptions, AdmitResult, RefusalReason } from './admission';
+import { BudgetStore, type AdmitReply } from './budget.store';
+import { DamLease, type LeaseOwner } from './dam-lease';
+import { DamReport, type DamSnapshot, type DamStatus } from './dam-report';
+import { Heartbeat } from './heartbeat';
+import { LocalHoldings } from './local-holdings';
+import { resolveDamOptions, type DamMode, type DamOptions, type ResolvedDamOptions } from './options';
+import { WaitingLine } from './waiting-line';
+import { whenReady } from './when-ready';
 
 /**
  * The connection gate: a local, exact per-instance ceiling, and the global pooled budget in
@@ -95,35 +15,19 @@ class DamLease implements Lease {
  * heartbeat keeps this instance alive in the budget and writes its true count, so a lost or
  * doubled update heals within one beat. Without Redis it falls back to its local share.
  */
-export class Dam {
+export class Dam implements LeaseOwner {
   private readonly o: ResolvedDamOptions;
   private readonly store: BudgetStore;
-  private held = 0;
-  /** Admits sent to Redis and not answered yet; the local ceiling counts them. */
-  private pending = 0;
-  /** Admit replies that said ok, counted as they arrive (even past their deadline). */
-  private okReplies = 0;
-  private unbudgeted = 0;
-  /** Sessions and waiters per tracked user. */
-  private readonly users = new Map<string, number>();
-  /** Sessions per tier index. */
-  private readonly tierCounts = new Map<number, number>();
+  private readonly local: LocalHoldings;
   private readonly tierNames: string[];
   private readonly line: WaitingLine<DamLease> | null;
-  private generation = '';
-  private registered = false;
-  /** The user and tier counts must be sent whole with the next heartbeat. */
-  private usersDirty = true;
-  private fallbackSince: number | null = null;
-  private fallbackReason: RedisErrorKind | null = null;
-  private lastGlobal: (GlobalView & { at: number }) | null = null;
+  private readonly beats: Heartbeat;
+  private readonly report: DamReport;
   private timer: NodeJS.Timeout | null = null;
-  /** An extra beat at another instance's heartbeat expiry, so a dead one is reaped within its TTL. */
-  private reapTimer: NodeJS.Timeout | null = null;
-  private beating: Promise<void> | null = null;
 
   constructor(options: DamOptions) {
     this.o = resolveDamOptions(options);
+    this.local = new LocalHoldings(this.o);
     this.tierNames = this.o.tiers.length > 0 ? this.o.tiers.map((t) => t.name) : ['default'];
     this.store = new BudgetStore(
       this.o.redis,
@@ -136,20 +40,22 @@ export class Dam {
       this.o.line.maxWaiters > 0 && this.o.mode === 'enforce'
         ? new WaitingLine<DamLease>(
             {
-              leave: (ticket) => this.store.leave(this.generation, ticket),
-              collect: () => this.store.collect(this.generation),
+              leave: (ticket) => this.store.leave(this.beats.generation, ticket),
+              collect: () => this.store.collect(this.beats.generation),
               granted: (userId, tier) => {
-                this.okReplies++;
+                this.beats.okReply();
                 return this.take(userId, tier, false);
               },
               waiterGone: (userId) => {
-                if (userId !== null) this.decUser(userId);
+                if (userId !== null) this.local.waiterGone(userId);
               },
             },
             this.o.instanceId,
             this.o.line,
           )
         : null;
+    this.beats = new Heartbeat(this.o, { store: this.store, local: this.local, line: this.line, ticking: () => this.timer !== null });
+    this.report = new DamReport(this.o, { store: this.store, local: this.local, beats: this.beats, line: this.line, tierNames: this.tierNames });
   }
 
   /** The index of a tier by name; absent or unknown: the last (lowest) tier. */
@@ -163,12 +69,12 @@ export class Dam {
   }
 
   get inFallback(): boolean {
-    return this.fallbackSince !== null;
+    return this.beats.inFallback;
   }
 
   /** Sessions this instance holds on the budget right now. */
   get heldCount(): number {
-    return this.held;
+    return this.local.held;
   }
 
   /**
@@ -176,13 +82,14 @@ export class Dam {
    * (enforce mode: shadow admits over it). An edge can answer those refusals before anything else.
    */
   get atCeiling(): boolean {
-    return this.o.mode === 'enforce' && this.held + this.pending >= this.o.instanceCeiling;
+    return this.o.mode === 'enforce' && this.local.atCeiling;
   }
 
   /** Registers this instance and starts the heartbeat. Never throws: without Redis it starts in fallback. */
   async start(): Promise<void> {
     if (this.o.mode === 'off' || this.timer) return;
-    await this.connected(this.o.heartbeatTtlMs);
+    // The admission connection has no offline queue: a beat sent before it is ready would fail.
+    await whenReady(this.o.redis, this.o.heartbeatTtlMs);
     await this.heartbeat();
     this.line?.start(this.o.redis, this.o.line.wakeRedis, this.store.noticesKey);
     this.timer = setInterval(() => {
@@ -192,30 +99,13 @@ export class Dam {
     this.timer.unref();
   }
 
-  /** The admission connection has no offline queue: wait (bounded) until it is ready. */
-  private async connected(timeoutMs: number): Promise<void> {
-    const redis = this.o.redis;
-    if (redis.status === 'ready') return;
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        redis.off('ready', done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      redis.once('ready', done);
-    });
-  }
-
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    if (this.reapTimer) clearTimeout(this.reapTimer);
-    this.reapTimer = null;
+    this.beats.stop();
     this.line?.stop();
-    if (this.o.mode === 'off' || !this.registered) return;
-    await withDeadline(this.store.deregister(), 500).catch(() => undefined);
-    this.registered = false;
+    if (this.o.mode === 'off') return;
+    await this.beats.deregister();
   }
 
   /**
@@ -231,20 +121,20 @@ export class Dam {
     // turns a connection the instance already holds into a session, so either may take an
     // instance above its ceiling (never the cluster above its capacity). Refused here, a client
     // that asked to wait would meet a 429 while the cluster had room.
-    if (waitMs === 0 && this.held + this.pending >= this.o.instanceCeiling) return this.refuse('instance_full', userId, tier);
+    if (waitMs === 0 && this.local.atCeiling) return this.refuse('instance_full', userId, tier);
     // A request that waits asks Redis even in the fallback, and gives it longer: it is willing to
     // wait, and decided locally it would be refused as soon as the local share is full. The
     // fallback exists to keep admissions fast while Redis is slow or away; under a burst that
     // slows Redis past DAM_REDIS_TIMEOUT_MS, waiting clients met 429s instead of the line.
-    if (this.fallbackSince !== null && waitMs === 0) return this.decideLocally(userId, tier);
+    if (this.beats.inFallback && waitMs === 0) return this.decideLocally(userId, tier);
     // A join may wait for its place up to the join timeout; a plain admit has the learnt deadline.
     const joinMs = waitMs > 0 ? Math.min(waitMs, this.o.line.joinTimeoutMs) : 0;
-    const tracked = this.o.userMaxSessions > 0 && userId !== null;
+    const tracked = this.local.tracks(userId);
     for (let attempt = 0; attempt < 2; attempt++) {
       const waiter = waitMs > 0 && this.line ? this.line.create(this.tierNames[tier] as string, tier, tracked ? userId : null, waitMs) : null;
-      this.pending++;
+      this.local.sent();
       let reply: AdmitReply;
-      const raw = this.store.admit(this.generation, {
+      const raw = this.store.admit(this.beats.generation, {
         userId: tracked ? (userId as string) : '',
         userMax: this.o.userMaxSessions,
         tier,
@@ -253,7 +143,7 @@ export class Dam {
       });
       raw.then(
         (r) => {
-          if (r.status === 'ok') this.okReplies++;
+          if (r.status === 'ok') this.beats.okReply();
         },
         () => undefined,
       );
@@ -263,20 +153,20 @@ export class Dam {
         // No longer in flight when decided locally: counted as pending it would take the last slot
         // from itself (the local share would refuse with one slot still free). A join that ran
         // after all is left by the next heartbeat (a ticket nobody here knows).
-        this.pending--;
+        this.local.answered();
         if (waiter) this.line?.discard(waiter);
-        this.enterFallback(err);
+        this.beats.enterFallback(err);
         return this.decideLocally(userId, tier);
       }
-      this.pending--;
-      this.lastGlobal = { used: reply.used, capacity: reply.capacity, live: reply.live, at: Date.now() };
+      this.local.answered();
+      const global = this.beats.seen(reply);
       if (waiter && reply.status !== 'queued') this.line?.discard(waiter);
       switch (reply.status) {
         case 'ok':
-          return { admitted: true, lease: this.take(userId, tier, true), fallback: false, global: this.lastGlobal };
+          return { admitted: true, lease: this.take(userId, tier, true), fallback: false, global };
         case 'queued':
-          if (tracked) this.users.set(userId as string, (this.users.get(userId as string) ?? 0) + 1);
-          return { admitted: false, reason: 'queued', waiter: (this.line as WaitingLine<DamLease>).joined(waiter as NonNullable<typeof waiter>, reply.position), fallback: false, global: this.lastGlobal };
+          if (tracked) this.local.waiterJoined(userId as string);
+          return { admitted: false, reason: 'queued', waiter: (this.line as WaitingLine<DamLease>).joined(waiter as NonNullable<typeof waiter>, reply.position), fallback: false, global };
         case 'line_full':
           return this.refuse('line_full', userId, tier, this.line?.etaMs(reply.lineLength) ?? null);
         case 'wait_too_long':
@@ -286,10 +176,9 @@ export class Dam {
           return this.refuse(reply.status, userId, tier);
         case 'fenced':
           // Presumed dead while paused or partitioned: re-register with the true count, then retry once.
-          this.registered = false;
-          this.usersDirty = true;
+          this.beats.fenced();
           await this.heartbeat();
-          if (this.fallbackSince !== null) return this.decideLocally(userId, tier);
+          if (this.beats.inFallback) return this.decideLocally(userId, tier);
           break;
       }
     }
@@ -302,203 +191,53 @@ export class Dam {
   }
 
   /** What this instance knows without asking Redis: for metrics, read on every scrape. */
-  snapshot(): {
-    held: number;
-    unbudgeted: number;
-    fallback: boolean;
-    fallbackReason: RedisErrorKind | null;
-    global: (GlobalView & { at: number }) | null;
-    /** This instance's waiters, the line's length as of the last heartbeat, the measured turnover. */
-    line: { waiting: number; length: number; turnoverPerSec: number | null } | null;
-    /** Sessions this instance holds per tier. */
-    tiers: Array<{ name: string; sessions: number }>;
-  } {
-    return {
-      held: this.held,
-      unbudgeted: this.unbudgeted,
-      fallback: this.fallbackSince !== null,
-      fallbackReason: this.fallbackReason,
-      global: this.lastGlobal,
-      line: this.line ? { waiting: this.line.size, length: this.line.lineLength, turnoverPerSec: this.line.turnoverPerSec } : null,
-      tiers: this.tierNames.map((name, i) => ({ name, sessions: this.tierCounts.get(i) ?? 0 })),
-    };
+  snapshot(): DamSnapshot {
+    return this.report.snapshot();
   }
 
-  async status(): Promise<DamStatus> {
-    let global: DamStatus['global'] = this.lastGlobal ? { ...this.lastGlobal, stale: true } : null;
-    let tierSessions: Map<number, number> = this.tierCounts;
-    let lineLength = this.line?.lineLength ?? 0;
-    if (this.o.mode !== 'off') {
-      try {
-        const s = await withDeadline(this.store.status(), Math.max(this.o.redisDeadline.currentMs, 200));
-        global = { used: s.used, capacity: s.capacity, live: s.live, instances: s.instances, stale: false, at: Date.now() };
-        if (this.o.tiers.some((t) => t.reservedShare > 0)) tierSessions = s.tiers;
-        lineLength = s.lineLength;
-      } catch {
-        // Redis away: report what we last saw, marked stale.
-      }
-    }
-    return {
-      instanceId: this.o.instanceId,
-      pid: process.pid,
-      mode: this.o.mode,
-      held: this.held,
-      ceiling: this.o.instanceCeiling,
-      share: this.o.slotsPerInstance,
-      unbudgeted: this.unbudgeted,
-      global,
-      fallback: { active: this.fallbackSince !== null, since: this.fallbackSince, policy: this.o.fallback, reason: this.fallbackReason },
-      generation: this.generation,
-      line: {
-        enabled: this.line !== null,
-        maxWaiters: this.o.line.maxWaiters,
-        maxWaitMs: this.o.line.maxWaitMs,
-        waitingHere: this.line?.size ?? 0,
-        length: lineLength,
-        turnoverPerSec: this.line?.turnoverPerSec ?? null,
-      },
-      tiers: this.tierNames.map((name, i) => ({ name, reservedShare: this.o.tiers[i]?.reservedShare ?? 0, sessions: tierSessions.get(i) ?? 0 })),
-    };
+  status(): Promise<DamStatus> {
+    return this.report.status();
   }
 
   /** Runs one heartbeat now (the timer runs them every heartbeatMs); concurrent calls share one. */
   heartbeat(): Promise<void> {
     if (this.o.mode === 'off') return Promise.resolve();
-    this.beating ??= this.beat().finally(() => {
-      this.beating = null;
-    });
-    return this.beating;
+    return this.beats.run();
   }
 
   /** @internal called by DamLease.release */
   onRelease(lease: DamLease): void {
     if (!lease.budgeted) {
-      if (this.o.mode !== 'off') this.unbudgeted--;
+      if (this.o.mode !== 'off') this.local.shadowReleased();
       return;
     }
-    this.held--;
-    this.addTier(lease.tierIndex, -1);
-    const tracked = this.o.userMaxSessions > 0 && lease.userId !== null;
-    if (tracked) this.decUser(lease.userId as string);
-    if (this.fallbackSince !== null || !this.registered) return;
+    const tracked = this.local.give(lease.userId, lease.tierIndex);
+    if (this.beats.inFallback || !this.beats.registered) return;
     // Nobody waits on a release, so no deadline: one would only turn a late "applied" into a
     // false "failed". The heartbeat that follows on this connection counts it either way.
-    lease.confirmation = this.store.release(this.generation, tracked ? (lease.userId as string) : '', lease.tierIndex).then(
+    lease.confirmation = this.store.release(this.beats.generation, tracked ? (lease.userId as string) : '', lease.tierIndex).then(
       (r) => {
-        if (r === 'fenced') {
-          this.registered = false;
-          this.usersDirty = true;
-        }
+        if (r === 'fenced') this.beats.fenced();
         return r;
       },
       () => {
         // The heartbeat writes the true count within one beat.
-        this.usersDirty = true;
+        this.beats.countsLost();
         return 'failed' as const;
       },
     );
   }
 
-  private async beat(): Promise<void> {
-    const tracking = this.o.userMaxSessions > 0;
-    const counted = tracking || this.o.tiers.some((t) => t.reservedShare > 0);
-    const atLeast = Math.min(500, Math.floor(this.o.heartbeatMs / 2));
-    try {
-      for (let attempt = 0; attempt < 2; attempt++) {
-        const sendCounts = counted && (this.usersDirty || !this.registered || attempt > 0);
-        // Positions only when waiters are here; a waiter joined after this beat was sent is not asked about.
-        const ranked = this.line !== null && this.line.size > 0;
-        const reply = await this.o.redisDeadline.run(
-          this.store.heartbeat(
-            this.generation,
-            this.held,
-            this.okReplies,
-            this.o.heartbeatTtlMs,
-            sendCounts ? { users: new Map(this.users), tiers: new Map(this.tierCounts) } : null,
-            tracking,
-            ranked,
-          ),
-          atLeast,
-        );
-        if (reply.status === 'need_users') continue;
-        if (sendCounts) this.usersDirty = false;
-        this.lastGlobal = { used: reply.used, capacity: reply.capacity, live: reply.live, at: Date.now() };
-        this.line?.onHeartbeat({ ...reply, tickets: ranked ? reply.tickets : null });
-        this.beatAtExpiry(reply.nextExpiry, reply.now);
-        if (reply.status === 'registered') this.o.onEvent({ type: 'registered', generation: reply.generation });
-        if (reply.status === 'fenced') this.o.onEvent({ type: 'fenced', generation: reply.generation, held: this.held });
-        this.generation = reply.generation;
-        this.registered = true;
-        if (this.fallbackSince !== null) {
-          this.o.onEvent({ type: 'fallback_left', afterMs: Date.now() - this.fallbackSince, held: this.held });
-          this.fallbackSince = null;
-          this.fallbackReason = null;
-        }
-        return;
-      }
-    } catch (err) {
-      this.o.onEvent({ type: 'heartbeat_failed', reason: err instanceof Error ? err.message : String(err), kind: redisErrorKind(err) });
-      this.enterFallback(err);
-    }
-  }
-
-  /**
-   * Another instance's heartbeat expires before this one's next beat: beat then too, so an
-   * instance that died is reaped (its slots back, its waiters out of the line) within its TTL,
-   * not up to a heartbeat later. A live instance beats long before its expiry, so this rarely fires.
-   */
-  private beatAtExpiry(nextExpiry: number, now: number): void {
-    if (nextExpiry <= 0 || this.reapTimer || this.timer === null) return;
-    const inMs = nextExpiry - now + 1;
-    if (inMs <= 0 || inMs >= this.o.heartbeatMs) return;
-    this.reapTimer = setTimeout(() => {
-      this.reapTimer = null;
-      void this.heartbeat();
-    }, inMs);
-    this.reapTimer.unref();
-  }
-
-  /** Also called on each failure while in fallback: the reason shown is the latest one. */
-  private enterFallback(err: unknown): void {
-    this.usersDirty = true;
-    this.fallbackReason = redisErrorKind(err);
-    if (this.fallbackSince !== null) return;
-    this.fallbackSince = Date.now();
-    this.o.onEvent({ type: 'fallback_entered', reason: err instanceof Error ? err.message : String(err), kind: this.fallbackReason });
-  }
-
-  /** Without Redis: 'local' admits up to this instance's share, exact since the budget is per instance. */
+  /** Without Redis: decided on what this instance holds, by the fallback policy. */
   private decideLocally(userId: string | null, tier: number): AdmitResult {
-    switch (this.o.fallback) {
-      case 'reject':
-        return this.refuse('redis_unavailable', userId, tier);
-      case 'admit':
-        break;
-      case 'local':
-        if (!this.fitsLocally(tier, this.o.slotsPerInstance)) return this.refuse('dam_full', userId, tier);
-        break;
-    }
-    if (this.o.userMaxSessions > 0 && userId !== null && (this.users.get(userId) ?? 0) >= this.o.userMaxSessions) {
-      return this.refuse('user_sessions', userId, tier);
-    }
+    const refused = this.local.decideLocally(userId, tier);
+    if (refused !== null) return this.refuse(refused, userId, tier);
     return { admitted: true, lease: this.take(userId, tier, true), fallback: true };
-  }
-
-  /**
-   * Whether a session of this tier fits a local budget: as in Redis, the unused part of every
-   * higher tier's reserved share of it stays free (exact, since the instance knows its own counts).
-   */
-  private fitsLocally(tier: number, budget: number): boolean {
-    let keep = 0;
-    for (let h = 0; h < tier; h++) keep += Math.max(0, Math.floor((this.o.tiers[h]?.reservedShare ?? 0) * budget) - (this.tierCounts.get(h) ?? 0));
-    return this.held + this.pending + 1 + keep <= budget;
   }
 
   /** A slot for this instance; countUser false for a waiter handed a slot (it was counted when it joined). */
   private take(userId: string | null, tier: number, countUser: boolean): DamLease {
-    this.held++;
-    this.addTier(tier, 1);
-    if (countUser && this.o.userMaxSessions > 0 && userId !== null) this.users.set(userId, (this.users.get(userId) ?? 0) + 1);
+    this.local.take(userId, tier, countUser);
     return new DamLease(this, userId, true, tier, this.tierNames[tier] as string);
   }
 
@@ -506,24 +245,12 @@ export class Dam {
     return new DamLease(this, userId, false, tier, this.tierNames[tier] as string);
   }
 
-  private addTier(tier: number, d: number): void {
-    const n = (this.tierCounts.get(tier) ?? 0) + d;
-    if (n > 0) this.tierCounts.set(tier, n);
-    else this.tierCounts.delete(tier);
-  }
-
-  private decUser(userId: string): void {
-    const n = (this.users.get(userId) ?? 0) - 1;
-    if (n > 0) this.users.set(userId, n);
-    else this.users.delete(userId);
-  }
-
   /** In shadow mode a refusal is only recorded: the session gets in without a slot. */
   private refuse(reason: RefusalReason, userId: string | null, tier: number, retryAfterMs?: number | null): AdmitResult {
-    const fallback = this.fallbackSince !== null;
-    const global = this.lastGlobal ?? undefined;
+    const fallback = this.beats.inFallback;
+    const global = this.beats.lastGlobal ?? undefined;
     if (this.o.mode === 'shadow') {
-      this.unbudgeted++;
+      this.local.shadowAdmitted();
       return { admitted: true, lease: this.unbudgetedLease(userId, tier), fallback, shadowRefusal: reason, global };
     }
     return retryAfterMs === undefined ? { admitted: false, reason, fallback, global } : { admitted: false, reason, fallback, global, retryAfterMs };
