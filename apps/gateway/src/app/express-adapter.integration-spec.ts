@@ -22,7 +22,7 @@ describe('the HTTP server of a gateway (GatewayExpressAdapter)', () => {
 
   it("builds every request and response on Express's prototypes, so Express's own setPrototypeOf changes nothing", async () => {
     const server = gw.app.getHttpServer() as Server;
-    const express = gw.app.getHttpAdapter().getInstance<Express>();
+    const express = gw.app.getHttpAdapter().getInstance() as Express;
     // Their prototypes as the server built them, before Express saw them.
     const seen = new Promise<[IncomingMessage, ServerResponse, object, object]>((resolve) =>
       server.prependOnceListener('request', (req, res) => resolve([req, res, Object.getPrototypeOf(req) as object, Object.getPrototypeOf(res) as object])),
