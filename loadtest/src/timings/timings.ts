@@ -76,7 +76,9 @@ export async function runTimings(o: TimingsOptions = {}): Promise<Timing[]> {
     gateways: 2,
     workers: 1,
     port: 0,
-    env: { LOG_LEVEL: 'warn', DAM_SLOTS_PER_INSTANCE: String(SLOTS), QUESTION_DEADLINE_MS: String(DEADLINE_MS) },
+    // No resume window: step 3 opens and closes streams, and a stream its client closed would keep
+    // its slot SSE_RESUME_MS for a resume, filling the local share it measures.
+    env: { LOG_LEVEL: 'warn', DAM_SLOTS_PER_INSTANCE: String(SLOTS), QUESTION_DEADLINE_MS: String(DEADLINE_MS), SSE_RESUME_MS: '0' },
   });
   const out: Timing[] = [];
   const held: SseClient[] = [];
