@@ -3,6 +3,7 @@
 # One bench:gateway phase; 4 s into each server's measured window, perf stat and perf record
 # (-F 999 -g, 4 s) of that process. The gateway runs with --perf-basic-prof, so its JavaScript
 # frames have names in `perf script`. Output: /tmp/perf-{gateway,bare}.data, /tmp/perf-stat-*.txt.
+# --perf-basic-prof leaves /tmp/perf-<pid>.map for each gateway; remove them when done.
 set -u
 phase=${1:-ai_overloaded}
 cd "$(git rev-parse --show-toplevel)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The experiment's S0 with 2 gateways (defaults); system-wide perf of its first 12 s, and top each second.
+# --perf-basic-prof leaves /tmp/perf-<pid>.map for each gateway; remove them when done.
 cd "$(git rev-parse --show-toplevel)"
 log=/tmp/exp-s0perf.log
 npm run experiment -- --no-progress --keep-logs --configs ${1:-after-2gw} --scenarios s0 --env NODE_OPTIONS=--perf-basic-prof > $log 2>&1 &
