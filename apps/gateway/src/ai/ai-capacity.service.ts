@@ -137,7 +137,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   }
 
   private overloaded(waitMs: number, reason: 'overloaded' | 'overloaded_known', limitMs: number): GatewayException {
-    this.metrics.aiRefused.inc({ reason });
+    this.metrics.aiRefused.series({ reason }).inc();
     return new GatewayException(
       ErrorCode.AiOverloaded,
       waitMs < 0

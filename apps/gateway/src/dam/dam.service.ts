@@ -16,6 +16,7 @@ import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
 import { ErrorCode, GatewayException, type RateLimitInfo } from '../common/errors';
 import { MetricsService } from '../metrics/metrics.service';
+import type { CountSeries, HistogramSeries } from '../metrics/tally';
 import { DamRefusals } from './dam-refusals';
 import { resolveUser, verifyBearerJwt, type Credentials, type IdentityOptions, type VerifiedIdentity } from './identity';
 import { queuedAdmission, type QueuedAdmission } from './queued-admission';
@@ -39,6 +40,9 @@ export type { QueuedAdmission } from './queued-admission';
 export class DamService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly identity: IdentityOptions;
   private readonly refusals: DamRefusals;
+  // Held: the refusal at the ceiling is the one counted most under overload.
+  private readonly atCeilingDecided: HistogramSeries;
+  private readonly atCeilingRefused: CountSeries;
   readonly tiers: Tiers;
 
   constructor(
@@ -60,6 +64,8 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
     this.tiers = new Tiers(config.DAM_TIERS);
     this.refusals = new DamRefusals(config.DAM_USER_MAX_SESSIONS);
     metrics.registerDamCollector(() => this.dam.snapshot());
+    this.atCeilingDecided = metrics.damAdmitDuration.series({ outcome: 'instance_full' });
+    this.atCeilingRefused = metrics.damRefused.series({ reason: 'instance_full' });
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -136,9 +142,9 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
       if (!r.admitted) throw new Error('the dam refused in mode off');
       return { lease: r.lease, userId, tier };
     }
-    const end = this.metrics.damAdmitDuration.startTimer();
+    const started = process.hrtime.bigint();
     const r = await this.dam.admit(userId, { tier, waitMs: this.config.DAM_QUEUE_MAX > 0 ? waitMs : 0 });
-    end({ outcome: r.admitted ? 'admitted' : r.reason });
+    this.metrics.damAdmitDuration.observe({ outcome: r.admitted ? 'admitted' : r.reason }, Number(process.hrtime.bigint() - started) / 1e9);
     if (r.admitted) {
       this.metrics.damAdmitted.inc({ fallback: String(r.fallback) });
       if (r.shadowRefusal) {
@@ -184,8 +190,8 @@ export class DamService implements OnApplicationBootstrap, OnApplicationShutdown
   refuseAtCeiling(credentials: Credentials): GatewayException | null {
     if (!this.dam.atCeiling) return null;
     resolveUser(credentials, this.identity);
-    this.metrics.damAdmitDuration.observe({ outcome: 'instance_full' }, 0);
-    this.metrics.damRefused.inc({ reason: 'instance_full' });
+    this.atCeilingDecided.observe(0);
+    this.atCeilingRefused.inc();
     return this.refusals.of('instance_full', this.dam.snapshot().global?.capacity);
   }
 

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { problemCodeOf, type ErrorCode } from '../common/errors';
 import type { MetricsService } from './metrics.service';
+import type { CountSeries, HistogramSeries } from './tally';
 
 /** The route templates requests are counted by. */
 export const ROUTE_STREAM = '/chat/stream';
@@ -15,14 +16,13 @@ function routeOf(path: string): string {
 }
 
 interface Series {
-  duration: { observe(v: number): void };
-  requests: { inc(): void };
-  refusals: Map<string, { inc(): void }>;
+  duration: HistogramSeries;
+  requests: CountSeries;
+  refusals: Map<string, CountSeries>;
 }
 
-// The series of each label set, looked up once: a refusal under load is counted a thousand times a
-// second, and prom-client hashes the labels on every call otherwise. Bounded: methods, route
-// templates and statuses are few.
+// The series of each label set, looked up once: a refusal under load is counted tens of thousands
+// of times a second. Bounded: methods, route templates and statuses are few.
 const seriesOf = new WeakMap<MetricsService, Map<string, Series>>();
 
 /** One request answered: its count, its duration and, when it was a problem, its refusal by code. */
@@ -33,14 +33,14 @@ export function recordRequest(metrics: MetricsService, method: string, route: st
   let s = all.get(key);
   if (!s) {
     const labels = { method, route, status: String(status) };
-    s = { duration: metrics.httpDuration.labels(labels), requests: metrics.httpRequests.labels(labels), refusals: new Map() };
+    s = { duration: metrics.httpDuration.series(labels), requests: metrics.httpRequests.series(labels), refusals: new Map() };
     all.set(key, s);
   }
   s.duration.observe(seconds);
   s.requests.inc();
   if (code === undefined) return;
   let r = s.refusals.get(code);
-  if (!r) s.refusals.set(code, (r = metrics.httpRefusals.labels({ route, code })));
+  if (!r) s.refusals.set(code, (r = metrics.httpRefusals.series({ route, code })));
   r.inc();
 }
 

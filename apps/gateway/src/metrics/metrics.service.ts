@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Reply } from '@traffic-dam/ai-bridge';
 import { INSTANCE_ID } from '../common/instance';
+import { TalliedCounter, TalliedHistogram } from './tally';
 import { registerSnapshotGauges, type AiSnapshot, type DamSnapshot } from './snapshot-gauges';
 
 export type { AiSnapshot, DamSnapshot } from './snapshot-gauges';
@@ -14,12 +15,12 @@ const REPLY_TYPES: readonly ReplyType[] = ['token', 'done', 'error'];
 export class MetricsService {
   readonly registry = new Registry();
 
-  readonly httpRequests: Counter<'method' | 'route' | 'status'>;
-  readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
-  readonly httpRefusals: Counter<'route' | 'code'>;
+  readonly httpRequests: TalliedCounter<'method' | 'route' | 'status'>;
+  readonly httpDuration: TalliedHistogram<'method' | 'route' | 'status'>;
+  readonly httpRefusals: TalliedCounter<'route' | 'code'>;
   readonly sseOpened: Counter;
   readonly sseClosed: Counter<'reason'>;
-  readonly questions: Counter<'outcome' | 'via'>;
+  readonly questions: TalliedCounter<'outcome' | 'via'>;
   readonly replies: Counter<'type'>;
   /** Replies relayed since the last scrape, by type: a token costs an addition, not a label lookup. */
   private readonly relayed: Record<ReplyType, number> = { token: 0, done: 0, error: 0 };
@@ -30,16 +31,16 @@ export class MetricsService {
   readonly answerTtft: Histogram;
   readonly answerDuration: Histogram<'outcome'>;
   readonly damAdmitted: Counter<'fallback'>;
-  readonly damRefused: Counter<'reason'>;
+  readonly damRefused: TalliedCounter<'reason'>;
   readonly damShadowRefused: Counter<'reason'>;
-  readonly damAdmitDuration: Histogram<'outcome'>;
+  readonly damAdmitDuration: TalliedHistogram<'outcome'>;
   readonly damEvents: Counter<'type'>;
   readonly damQueued: Counter;
   readonly damWaited: Histogram<'outcome'>;
   readonly questionsQueued: Counter;
   readonly redisErrors: Counter<'kind' | 'op'>;
   private damSnapshot: (() => DamSnapshot) | null = null;
-  readonly aiRefused: Counter<'reason'>;
+  readonly aiRefused: TalliedCounter<'reason'>;
   readonly aiTokens: Counter<'model' | 'kind'>;
   readonly breakerTransitions: Counter<'to' | 'reason'>;
   readonly breakerProbes: Counter<'ok'>;
@@ -51,13 +52,13 @@ export class MetricsService {
     this.registry.setDefaultLabels({ instance_id: instanceId });
     collectDefaultMetrics({ register: this.registry, prefix: 'td_' });
     const registers = [this.registry];
-    this.httpRequests = new Counter({
+    this.httpRequests = new TalliedCounter({
       name: 'td_http_requests_total',
       help: 'HTTP requests by method, route and status',
       labelNames: ['method', 'route', 'status'],
       registers,
     });
-    this.httpDuration = new Histogram({
+    this.httpDuration = new TalliedHistogram({
       name: 'td_http_request_duration_seconds',
       help: 'HTTP request duration until the response finished (SSE: until the stream closed)',
       labelNames: ['method', 'route', 'status'],
@@ -73,7 +74,7 @@ export class MetricsService {
         this.set(sseOpen());
       },
     });
-    this.httpRefusals = new Counter({
+    this.httpRefusals = new TalliedCounter({
       name: 'td_http_refusals_total',
       help: 'Requests answered with a problem (a refusal), by route and code: counted here, not logged one line each',
       labelNames: ['route', 'code'],
@@ -86,7 +87,7 @@ export class MetricsService {
       labelNames: ['reason'],
       registers,
     });
-    this.questions = new Counter({
+    this.questions = new TalliedCounter({
       name: 'td_questions_total',
       help: 'Questions asked on this instance, by outcome and by the transport that asked (via: http or socketio)',
       labelNames: ['outcome', 'via'],
@@ -148,7 +149,7 @@ export class MetricsService {
       labelNames: ['fallback'],
       registers,
     });
-    this.damRefused = new Counter({
+    this.damRefused = new TalliedCounter({
       name: 'td_dam_refused_total',
       help: 'Requests refused by the dam, by reason',
       labelNames: ['reason'],
@@ -160,7 +161,7 @@ export class MetricsService {
       labelNames: ['reason'],
       registers,
     });
-    this.damAdmitDuration = new Histogram({
+    this.damAdmitDuration = new TalliedHistogram({
       name: 'td_dam_admit_duration_seconds',
       help: 'Time to decide one stream admission, Redis round trip included',
       labelNames: ['outcome'],
@@ -196,7 +197,7 @@ export class MetricsService {
       labelNames: ['kind', 'op'],
       registers,
     });
-    this.aiRefused = new Counter({
+    this.aiRefused = new TalliedCounter({
       name: 'td_ai_refused_total',
       help: 'Questions refused by the AI gate: overloaded (estimated wait over the limit), overloaded_known (the same, proven by the last refusal without asking Redis), no_worker',
       labelNames: ['reason'],

@@ -176,6 +176,6 @@ export class QuestionsService {
   }
 
   private count(q: Pick<AskInput, 'via'>, outcome: string): void {
-    this.metrics.questions.inc({ outcome, via: q.via });
+    this.metrics.questions.series({ outcome, via: q.via }).inc();
   }
 }
