@@ -3,7 +3,7 @@ import { InjectPinoLogger, PinoLogger } from 'nestjs-pino';
 import { AiClient, type AskResult, type EnqueueRequest, type Question } from '@traffic-dam/ai-bridge';
 import { GATEWAY_CONFIG, type GatewayConfig } from '../common/config/config';
 import { DamModePolicy } from '../common/dam-mode.policy';
-import { ErrorCode, GatewayException } from '../common/errors';
+import { ErrorCode, GatewayException, RefusalCache } from '../common/errors';
 import { DamService } from '../dam/dam.service';
 import { MetricsService } from '../metrics/metrics.service';
 import { BreakerService } from './breaker.service';
@@ -33,6 +33,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
   private refreshed = false;
   private readonly known = new KnownOverload();
   private readonly overshoot = new WaitOvershoot();
+  private readonly refusals = new RefusalCache();
   /** Queued here, first token not seen yet: when it was sent and the wait the gate estimated. */
   private readonly awaited = new Map<string, { sentAt: number; waitMs: number }>();
   private timer: NodeJS.Timeout | null = null;
@@ -138,7 +139,7 @@ export class AiCapacityService implements OnApplicationBootstrap, OnModuleDestro
 
   private overloaded(waitMs: number, reason: 'overloaded' | 'overloaded_known', limitMs: number): GatewayException {
     this.metrics.aiRefused.series({ reason }).inc();
-    return new GatewayException(
+    return this.refusals.of(
       ErrorCode.AiOverloaded,
       waitMs < 0
         ? 'The AI queue is not draining; try again shortly.'

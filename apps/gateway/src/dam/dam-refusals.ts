@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import type { RefusalReason } from '@traffic-dam/dam';
-import { ErrorCode, GatewayException } from '../common/errors';
+import { ErrorCode, RefusalCache, type GatewayException } from '../common/errors';
 import { DamFullRetryAfter } from './dam-full-retry';
 import { lineRetryAfterSec } from './queued-admission';
 
@@ -10,6 +10,7 @@ export type DamRefusalReason = RefusalReason | 'wait_timeout' | 'wait_shed';
 /** The dam's refusals as domain errors, with the Retry-After each gives (one place for the wording and the spread). */
 export class DamRefusals {
   private readonly damFullRetry = new DamFullRetryAfter();
+  private readonly cache = new RefusalCache();
 
   constructor(private readonly userMaxSessions: number) {}
 
@@ -25,7 +26,7 @@ export class DamRefusals {
       case 'wait_shed': {
         // The line's own estimate of when a place frees up, else the crowd's spread (below).
         const retryAfterSec = lineEstimateMs != null ? lineRetryAfterSec(lineEstimateMs) : this.damFullRetry.refused();
-        return new GatewayException(ErrorCode.DamFull, LINE_DETAIL[reason], {
+        return this.cache.of(ErrorCode.DamFull, LINE_DETAIL[reason], {
           retryAfterSec,
           rateLimit: { policy: 'sessions', limit: capacity, remaining: 0, resetSec: retryAfterSec },
         });
@@ -34,14 +35,14 @@ export class DamRefusals {
       case 'instance_full': {
         // Grows with the clients waiting for a slot (see dam-full-retry.ts).
         const retryAfterSec = this.damFullRetry.refused();
-        return new GatewayException(ErrorCode.DamFull, 'No session slot is free; retry after the given delay.', {
+        return this.cache.of(ErrorCode.DamFull, 'No session slot is free; retry after the given delay.', {
           retryAfterSec,
           rateLimit: { policy: 'sessions', limit: capacity, remaining: 0, resetSec: retryAfterSec },
         });
       }
       case 'user_sessions': {
         const retryAfterSec = smallJitteredRetrySec();
-        return new GatewayException(
+        return this.cache.of(
           ErrorCode.UserSessionLimit,
           `At most ${this.userMaxSessions} open sessions per user; close one first.`,
           {
@@ -51,7 +52,7 @@ export class DamRefusals {
         );
       }
       case 'redis_unavailable':
-        return new GatewayException(ErrorCode.RedisUnavailable, 'The session budget cannot be checked right now.', {
+        return this.cache.of(ErrorCode.RedisUnavailable, 'The session budget cannot be checked right now.', {
           retryAfterSec: smallJitteredRetrySec(),
         });
     }

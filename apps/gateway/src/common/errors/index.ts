@@ -1,5 +1,6 @@
 export { ErrorCode, ERROR_STATUS } from './error-code';
 export { GatewayException } from './gateway.exception';
+export { RefusalCache } from './refusal-cache';
 export type { GatewayExceptionOptions, RateLimitInfo } from './gateway.exception';
 export { problemBody, rateLimitHeaders, toProblem } from './problem';
 export type { Problem, ProblemResponse } from './problem';

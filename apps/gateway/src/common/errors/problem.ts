@@ -42,16 +42,27 @@ export function rateLimitHeaders(r: RateLimitInfo): Record<string, string> {
   return headers;
 }
 
+// A domain error's problem, worked out once: a shared refusal (RefusalCache) answers many requests.
+// Frozen, as the error it comes from.
+const problems = new WeakMap<GatewayException, ProblemResponse>();
+
+function fromException(err: GatewayException): ProblemResponse {
+  const headers = err.options.rateLimit ? rateLimitHeaders(err.options.rateLimit) : {};
+  if (err.options.retryAfterSec !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.options.retryAfterSec)));
+  if (err.code === ErrorCode.MissingToken) headers['WWW-Authenticate'] = 'Bearer';
+  if (err.code === ErrorCode.InvalidToken || err.code === ErrorCode.InvalidCredentials || err.code === ErrorCode.InvalidTicket) {
+    headers['WWW-Authenticate'] = 'Bearer error="invalid_token"';
+  }
+  const p = fromCode(err.code, err.detail, Object.freeze(headers));
+  return Object.freeze({ ...p, body: Object.freeze(p.body) });
+}
+
 /** The HTTP edge: the one place where an error becomes an HTTP status, headers and a problem body. */
 export function toProblem(err: unknown): ProblemResponse {
   if (err instanceof GatewayException) {
-    const headers = err.options.rateLimit ? rateLimitHeaders(err.options.rateLimit) : {};
-    if (err.options.retryAfterSec !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.options.retryAfterSec)));
-    if (err.code === ErrorCode.MissingToken) headers['WWW-Authenticate'] = 'Bearer';
-    if (err.code === ErrorCode.InvalidToken || err.code === ErrorCode.InvalidCredentials || err.code === ErrorCode.InvalidTicket) {
-      headers['WWW-Authenticate'] = 'Bearer error="invalid_token"';
-    }
-    return fromCode(err.code, err.detail, headers);
+    let p = problems.get(err);
+    if (p === undefined) problems.set(err, (p = fromException(err)));
+    return p;
   }
   const bp = err as BodyParserError;
   if (bp && typeof bp === 'object' && typeof bp.type === 'string') {

@@ -5,7 +5,7 @@ import { markProblem } from './refusal';
 /** A whole response: what both the framework's path and the fast path write, so they answer alike. */
 export interface RenderedResponse {
   status: number;
-  headers: Record<string, string>;
+  headers: Readonly<Record<string, string>>;
   body: string;
 }
 
@@ -27,13 +27,14 @@ function bodyOf(problem: ProblemResponse, instance: string): string {
   return `${head}${JSON.stringify(instance)}}`;
 }
 
+// The headers on the wire of a problem, once per problem (toProblem gives a shared refusal one problem).
+const headersOf = new WeakMap<ProblemResponse, Readonly<Record<string, string>>>();
+
 /** A problem as it goes on the wire: its status and headers, and its body with the request as `instance`. */
 export function renderProblem(problem: ProblemResponse, instance: string): RenderedResponse {
-  return {
-    status: problem.status,
-    headers: { ...problem.headers, 'Content-Type': 'application/problem+json; charset=utf-8' },
-    body: bodyOf(problem, instance),
-  };
+  let headers = headersOf.get(problem);
+  if (headers === undefined) headersOf.set(problem, (headers = Object.freeze({ ...problem.headers, 'Content-Type': 'application/problem+json; charset=utf-8' })));
+  return { status: problem.status, headers, body: bodyOf(problem, instance) };
 }
 
 /**
