@@ -157,6 +157,10 @@ export class CircuitBreaker {
       return; // another instance probes
     }
     try {
+      // The read that sent this instance here may be older than another instance's probe, which
+      // closed the breaker (or opened it again) and then let go of the lock: look again, under it.
+      this.apply(await withDeadline(breakerState(this.redis, this.keys, []), this.o.redisTimeoutMs));
+      if (this.state !== 'half_open') return;
       const ok = await this.o.probe().catch(() => false);
       const r = ok
         ? await withDeadline(breakerClose(this.redis, this.keys, []), this.o.redisTimeoutMs)
