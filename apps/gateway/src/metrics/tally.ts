@@ -2,12 +2,34 @@ import { Counter, type CounterConfiguration, type Metric, type Registry } from '
 
 type Labels<L extends string> = Record<L, string>;
 
-// A label set's key: its values in the metric's label order. Label values here are codes, routes
-// and reasons, never free text, so a separator they cannot contain is enough.
-function keyOf<L extends string>(names: readonly L[], labels: Labels<L>): string {
-  let key = '';
-  for (const n of names) key += `${labels[n]}\u0001`;
-  return key;
+/**
+ * The series of a metric by label set, found by a key of the values in the metric's label order.
+ * Label values here are codes, routes and reasons, never free text, so a separator they cannot
+ * contain is enough.
+ */
+class LabelSets<L extends string, S> {
+  private readonly all = new Map<string, { labels: Labels<L>; series: S }>();
+
+  constructor(
+    private readonly names: readonly L[],
+    private readonly make: () => S,
+  ) {}
+
+  of(labels: Labels<L>): S {
+    let key = '';
+    for (const n of this.names) key += `${labels[n]}\u0001`;
+    let t = this.all.get(key);
+    if (!t) this.all.set(key, (t = { labels: { ...labels }, series: this.make() }));
+    return t.series;
+  }
+
+  values(): IterableIterator<{ labels: Labels<L>; series: S }> {
+    return this.all.values();
+  }
+
+  clear(): void {
+    this.all.clear();
+  }
 }
 
 /** One label set of a TalliedCounter: a plain number until the next scrape adds it. */
@@ -25,8 +47,7 @@ export class CountSeries {
  * validates and hashes the labels on every inc(). Every Counter method still works as before.
  */
 export class TalliedCounter<L extends string> extends Counter<L> {
-  private readonly tallied = new Map<string, { labels: Labels<L>; series: CountSeries }>();
-  private readonly names: readonly L[];
+  private readonly tallied: LabelSets<L, CountSeries>;
 
   constructor(config: Omit<CounterConfiguration<L>, 'collect'> & { labelNames: readonly L[] }) {
     super({
@@ -35,15 +56,12 @@ export class TalliedCounter<L extends string> extends Counter<L> {
         (this as TalliedCounter<L>).flush();
       },
     });
-    this.names = config.labelNames;
+    this.tallied = new LabelSets(config.labelNames, () => new CountSeries());
   }
 
   /** The label set's count; hold it, or look it up per call (a Map lookup, no hashing). */
   series(labels: Labels<L>): CountSeries {
-    const key = keyOf(this.names, labels);
-    let t = this.tallied.get(key);
-    if (!t) this.tallied.set(key, (t = { labels: { ...labels }, series: new CountSeries() }));
-    return t.series;
+    return this.tallied.of(labels);
   }
 
   private flush(): void {
@@ -69,7 +87,7 @@ export class HistogramSeries {
     const b = this.bounds;
     for (let i = 0; i < b.length; i++) {
       if (value <= (b[i] as number)) {
-        (this.counts as Float64Array)[i] = (this.counts[i] as number) + 1;
+        this.counts[i]++;
         break;
       }
     }
@@ -111,24 +129,20 @@ export class TalliedHistogram<L extends string> {
   readonly help: string;
   readonly type = 'histogram' as const;
   readonly aggregator = 'sum' as const;
-  private readonly names: readonly L[];
   private readonly bounds: readonly number[];
-  private readonly all = new Map<string, { labels: Labels<L>; series: HistogramSeries }>();
+  private readonly all: LabelSets<L, HistogramSeries>;
 
   constructor(config: TalliedHistogramConfiguration<L>) {
     this.name = config.name;
     this.help = config.help;
-    this.names = config.labelNames;
-    this.bounds = [...config.buckets].sort((a, b) => a - b);
+    const bounds = (this.bounds = [...config.buckets].sort((a, b) => a - b));
+    this.all = new LabelSets(config.labelNames, () => new HistogramSeries(bounds));
     // The registry takes any metric with get(); its type names only prom-client's own classes.
     for (const r of config.registers) r.registerMetric(this as unknown as Metric);
   }
 
   series(labels: Labels<L>): HistogramSeries {
-    const key = keyOf(this.names, labels);
-    let t = this.all.get(key);
-    if (!t) this.all.set(key, (t = { labels: { ...labels }, series: new HistogramSeries(this.bounds) }));
-    return t.series;
+    return this.all.of(labels);
   }
 
   observe(labels: Labels<L>, value: number): void {
