@@ -148,7 +148,8 @@ function outcomes(streams: SseClient[]): Record<string, number> {
       expect(end.event).toBe('done');
       const streamed = sse.events.filter((e) => e.event === 'token' && (e.data as { messageId?: string }).messageId === messageId).length;
       const del = await fetch(`${url}/chat/sessions/${s.sessionId}`, { method: 'DELETE', headers: { Authorization: `Bearer ${s.token}` } });
-      expect(del.status).toBe(204);
+      // With the problem body, so a refusal says which it was.
+      expect({ status: del.status, body: del.status === 204 ? '' : await del.text() }).toEqual({ status: 204, body: '' });
       return { tokens: (end.data as { tokens: number }).tokens, streamed };
     };
     const runs = await Promise.all(Array.from({ length: 50 }, (_, i) => run(i)));

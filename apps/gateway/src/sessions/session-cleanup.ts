@@ -25,8 +25,6 @@ export class SessionCleanup implements OnApplicationShutdown {
   private readonly removals = new Map<string, number>();
   /** messageId -> until when it is worth cancelling. */
   private readonly cancels = new Map<string, number>();
-  /** Who waits for a removal to be confirmed (a DELETE). */
-  private readonly waiters = new Map<string, Array<() => void>>();
   private cancelScheduled: (() => void) | null = null;
   private running = false;
   private backoffMs = RETRY_MIN_MS;
@@ -45,14 +43,6 @@ export class SessionCleanup implements OnApplicationShutdown {
   close(sessionId: string, expiresAt: number): void {
     this.removals.set(sessionId, expiresAt);
     this.schedule(0);
-  }
-
-  /** close(), resolving once Redis confirmed the removal (the cancel follows on its own). */
-  closeConfirmed(sessionId: string, expiresAt: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      this.waiters.set(sessionId, [...(this.waiters.get(sessionId) ?? []), resolve]);
-      this.close(sessionId, expiresAt);
-    });
   }
 
   /** Cancels a question (its claim is gone or will be), retried like a removal. */
@@ -105,7 +95,6 @@ export class SessionCleanup implements OnApplicationShutdown {
     for (const [id, until] of this.removals) {
       if (until > now) continue;
       this.removals.delete(id);
-      this.waiters.delete(id);
     }
     for (const [id, until] of this.cancels) if (until <= now) this.cancels.delete(id);
     let confirmed = true;
@@ -120,8 +109,6 @@ export class SessionCleanup implements OnApplicationShutdown {
           }
           const id = ids[i] as string;
           this.removals.delete(id);
-          for (const w of this.waiters.get(id) ?? []) w();
-          this.waiters.delete(id);
           if (r.inflight) this.cancels.set(r.inflight, now + this.config.QUESTION_DEADLINE_MS + 5_000);
         });
       }

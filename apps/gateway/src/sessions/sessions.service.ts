@@ -133,11 +133,18 @@ export class SessionsService {
     const auth = await this.deadline.run(this.repository.authorize(sessionId, token)).catch((err: unknown) => Promise.reject(this.failures.refusal('session', err)));
     if (auth.status === 'not_found') throw new GatewayException(ErrorCode.SessionNotFound, 'No open session with this id.');
     if (auth.status === 'forbidden') throw invalidToken();
-    // Removed first, so the session is closed for every instance even if its owner is gone. Not
-    // confirmed in time: the clean-up goes on, the client hears 503 and may ask again.
-    await this.deadline
-      .run(this.cleanup.closeConfirmed(sessionId, Date.now() + this.config.DAM_SESSION_MAX_MS))
-      .catch((err: unknown) => Promise.reject(this.failures.refusal('session', err)));
+    // Removed first, so the session is closed for every instance even if its owner is gone. One
+    // round trip of its own under the deadline, not a place in the clean-up's batches (whose runs
+    // are sequential). Whatever the client hears, the close is finished: the question in flight is
+    // cancelled, or a failed removal is retried by the clean-up until Redis confirms it.
+    const removed = this.repository.remove(sessionId);
+    removed.then(
+      (inflight) => {
+        if (inflight) this.cleanup.cancel(inflight);
+      },
+      () => this.cleanup.close(sessionId, Date.now() + this.config.DAM_SESSION_MAX_MS),
+    );
+    await this.deadline.run(removed).catch((err: unknown) => Promise.reject(this.failures.refusal('session', err)));
     if (auth.ownerInstanceId === this.instanceId) return;
     const reach = this.reaches.get(auth.transport);
     if (reach) await this.deadline.run(reach.closeRemote(auth.ownerInstanceId, sessionId)).catch((err: unknown) => Promise.reject(this.failures.refusal('session', err)));
