@@ -141,7 +141,7 @@ describe('the waiting line through nginx: 2 gateways x 1,000 slots, 1,000 waiter
     await waitFor('the victim\'s 300 waiters out of the line', async () => (await dam(survivor.url)).line.length === 300, 15_000);
     const leftAfter = Date.now() - killedAt;
     await waitFor("the survivor's waiters at positions 1..300", () => onSurvivor.map(positionOf).sort((a, b) => a - b).join() === Array.from({ length: 300 }, (_, i) => i + 1).join(), 10_000);
-    process.stdout.write(`waiting line: a killed gateway's 300 waiters left the line ${leftAfter} ms after SIGKILL (heartbeat TTL 3,000 ms)\n`);
+    process.stdout.write(`waiting line: a killed gateway's 300 waiters left the line ${leftAfter} ms after SIGKILL (within DAM_HEARTBEAT_TTL_MS)\n`);
     // Each survivor's waiter kept its order: the earlier one has the lower place.
     expect(onSurvivor.map(positionOf)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
     for (const c of onVictim) c.close();

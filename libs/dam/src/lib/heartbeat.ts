@@ -121,7 +121,9 @@ export class Heartbeat {
     const { store, local, line } = this.d;
     const tracking = this.o.userMaxSessions > 0;
     const counted = tracking || this.o.tiers.some((t) => t.reservedShare > 0);
-    const atLeast = Math.min(500, Math.floor(this.o.heartbeatMs / 2));
+    // A slow Redis is not a dead one: a beat may take half the slack the TTL leaves over one
+    // period (up to 500 ms) before the instance falls back.
+    const atLeast = Math.min(500, Math.floor((this.o.heartbeatTtlMs - this.o.heartbeatMs) / 2));
     try {
       for (let attempt = 0; attempt < 2; attempt++) {
         const sendCounts = counted && (this.usersDirty || !this.isRegistered || attempt > 0);

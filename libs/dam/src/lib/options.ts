@@ -29,9 +29,13 @@ export interface DamOptions {
    * connection the instance already holds into a session.
    */
   instanceCeiling?: number;
-  /** Heartbeat period in ms. Default 1,000. */
+  /** Heartbeat period in ms. Default 500. */
   heartbeatMs?: number;
-  /** An instance whose heartbeat is older than this, in ms, is dead and its slots return. Default 3,000. */
+  /**
+   * An instance whose heartbeat is older than this, in ms, is dead and its slots return: a dead
+   * instance's share comes back at most this long after it died. Default 2,500. An instance
+   * stalled for longer than this less one period (2 s by default) is taken for dead and fenced.
+   */
   heartbeatTtlMs?: number;
   /**
    * Least deadline of an admission round trip, in ms; past the deadline the instance falls back.
@@ -119,8 +123,8 @@ export function resolveDamOptions(o: DamOptions): ResolvedDamOptions {
     mode: o.mode ?? 'enforce',
     slotsPerInstance: slots,
     instanceCeiling: o.instanceCeiling ?? slots,
-    heartbeatMs: o.heartbeatMs ?? 1_000,
-    heartbeatTtlMs: o.heartbeatTtlMs ?? 3_000,
+    heartbeatMs: o.heartbeatMs ?? 500,
+    heartbeatTtlMs: o.heartbeatTtlMs ?? 2_500,
     redisTimeoutMs: o.redisTimeoutMs ?? 20,
     redisTimeoutCapMs: Math.max(o.redisTimeoutMs ?? 20, o.redisTimeoutCapMs ?? 1_000),
     redisDeadline: o.redisDeadline ?? new AdaptiveDeadline(o.redisTimeoutMs ?? 20, Math.max(o.redisTimeoutMs ?? 20, o.redisTimeoutCapMs ?? 1_000)),
