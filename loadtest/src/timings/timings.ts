@@ -202,11 +202,11 @@ export async function runTimings(o: TimingsOptions = {}): Promise<Timing[]> {
       w.child.signal('SIGCONT');
     }
 
-    // 5. A gateway SIGKILLed: its share leaves the budget within its heartbeat TTL (3 s).
+    // 5. A gateway SIGKILLed: its share leaves the budget within its heartbeat TTL (2.5 s), the 3 s promised.
     const killedAt = Date.now();
     g0.child.killNow();
     await waitFor('capacity of one instance', async () => (await dam(g1.url)).global?.capacity === SLOTS);
-    out.push(timing('a SIGKILLed gateway has left the budget (heartbeat TTL 3 s)', [Date.now() - killedAt], 3_000 + 1_000));
+    out.push(timing('a SIGKILLed gateway has left the budget (within 3 s)', [Date.now() - killedAt], 3_000));
     log(JSON.stringify(out.at(-1)));
   } finally {
     http.close();
