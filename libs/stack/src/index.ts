@@ -23,4 +23,5 @@ export type { AskResult, ChatSession, SseEvent } from './lib/sse-client';
 export { startLocalRedisCluster, startTestRedisCluster } from './lib/redis-cluster';
 export type { LocalRedisClusterOptions, RedisClusterHandle } from './lib/redis-cluster';
 export { TimedHttp, percentile } from './lib/timed-http';
+export { TcpProxy } from './lib/tcp-proxy';
 export type { TimedResponse } from './lib/timed-http';

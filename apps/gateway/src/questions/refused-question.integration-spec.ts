@@ -3,8 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { SseClient, ask, startTestRedis, waitFor, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
-import { TcpProxy } from '../testing/tcp-proxy';
+import { SseClient, TcpProxy, ask, startTestRedis, waitFor, type RedisHandle, type SseEvent } from '@traffic-dam/stack';
 import { startInstance, type TestInstance } from '../testing/instance';
 import { WorkerDouble } from '../testing/worker-double';
 

@@ -1,47 +1,9 @@
 import { mkdtempSync } from 'node:fs';
-import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
+import { TcpProxy, startTestRedis, waitFor, type RedisHandle } from '@traffic-dam/stack';
 import { CircuitBreaker, type BreakerOptions } from '../index';
-
-/** A TCP relay to Redis that can hold Redis's replies, in order, until released: a reply that comes late. */
-async function holdingRelay(redisUrl: string): Promise<{ url: string; held: number; hold(): void; release(): void; close(): Promise<void> }> {
-  const target = new URL(redisUrl);
-  let holding = false;
-  const held: Array<[Socket, Buffer]> = [];
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = connect(Number(target.port), target.hostname);
-    sockets.add(client).add(upstream);
-    client.on('data', (d) => upstream.write(d));
-    upstream.on('data', (d) => (holding ? held.push([client, d]) : client.write(d)));
-    const close = (): void => {
-      client.destroy();
-      upstream.destroy();
-    };
-    for (const s of [client, upstream]) s.on('close', close).on('error', close);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    get held() {
-      return held.length;
-    },
-    hold: () => {
-      holding = true;
-    },
-    release: () => {
-      holding = false;
-      for (const [client, d] of held.splice(0)) client.write(d);
-    },
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
 
 describe('CircuitBreaker shared through real Redis', () => {
   let redis: RedisHandle;
@@ -114,7 +76,8 @@ describe('CircuitBreaker shared through real Redis', () => {
   });
 
   it('an instance whose half-open read is older than another instance\'s probe does not probe again', async () => {
-    const relay = await holdingRelay(redis.url);
+    const u = new URL(redis.url);
+    const relay = await TcpProxy.start(u.hostname, Number(u.port));
     let probes = 0;
     let finish: () => void = () => undefined;
     const finished = new Promise<void>((resolve) => (finish = resolve));
@@ -126,28 +89,28 @@ describe('CircuitBreaker shared through real Redis', () => {
     try {
       const a = await breaker('a', probe);
       // b reads the shared state only when told to (refresh), over a link whose replies can be held.
-      const b = await breaker('b', probe, [], { url: relay.url, pollMs: 600_000 });
+      const b = await breaker('b', probe, [], { url: relay.url(redis.url), pollMs: 600_000 });
       for (let i = 0; i < 4; i++) a.record('failure');
       await waitFor('open on a', () => !a.allow().allowed, { pollMs: 10 });
       await b.refresh();
       expect(b.allow().allowed).toBe(false);
       await waitFor('a probing, half-open', () => probes === 1, { pollMs: 10 });
       // b reads half-open now; the reply comes only after a's probe has closed it and let go of the lock.
-      relay.hold();
+      relay.holdReplies();
       const stale = b.refresh();
-      await waitFor("b's half-open reply on its way", () => relay.held > 0, { pollMs: 5 });
+      await waitFor("b's half-open reply on its way", () => relay.heldReplies > 0, { pollMs: 5 });
       finish();
       await waitFor('closed on a', () => a.allow().allowed, { pollMs: 10 });
       const direct = new Redis(redis.url);
       clients.push(direct);
       await waitFor('the probe lock let go', async () => (await direct.exists('td:dam:{breaker}:probe')) === 0, { pollMs: 10 });
-      relay.release();
+      relay.releaseReplies();
       await stale;
       // b polls no more: it gets to closed only through its own take of the lock.
       await waitFor('closed on b', () => b.allow().allowed, { pollMs: 10 });
       expect(probes).toBe(1);
     } finally {
-      await relay.close();
+      await relay.stop();
     }
   });
 

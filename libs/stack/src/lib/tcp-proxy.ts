@@ -13,13 +13,15 @@ interface Pipe {
 
 /**
  * A TCP proxy in front of Redis for fault tests: it can cut every connection (and refuse new
- * ones) like a network partition, or hold the replies on one connection once its client sent a
- * marker, so a command runs in Redis but its reply comes late.
+ * ones) like a network partition, or hold replies (on one connection once its client sent a
+ * marker, for a time; or on every connection until released), so a command runs in Redis but its
+ * reply comes late.
  */
 export class TcpProxy {
   private readonly pipes = new Set<Pipe>();
   private cutOff = false;
   private rule: { marker: string; ms: number } | null = null;
+  private holding = false;
 
   private constructor(
     private readonly server: Server,
@@ -57,6 +59,24 @@ export class TcpProxy {
     this.rule = { marker, ms };
   }
 
+  /** From now on every reply, on every connection, is held (in order) until releaseReplies(). */
+  holdReplies(): void {
+    this.holding = true;
+  }
+
+  /** Reply chunks held now. */
+  get heldReplies(): number {
+    let n = 0;
+    for (const p of this.pipes) n += p.held.length;
+    return n;
+  }
+
+  /** Sends what holdReplies() held; a connection still in a timed hold sends it when that ends. */
+  releaseReplies(): void {
+    this.holding = false;
+    for (const p of this.pipes) if (p.flush === null) this.flushHeld(p);
+  }
+
   async stop(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -88,16 +108,21 @@ export class TcpProxy {
 
   private reply(p: Pipe, chunk: Buffer): void {
     const wait = p.holdUntil - Date.now();
-    if (wait <= 0 && p.held.length === 0) {
+    if (!this.holding && wait <= 0 && p.held.length === 0) {
       p.client.write(chunk);
       return;
     }
     // Order is kept: once anything is held, later replies queue behind it.
     p.held.push(chunk);
+    if (this.holding) return;
     p.flush ??= setTimeout(() => {
       p.flush = null;
-      for (const c of p.held.splice(0)) p.client.write(c);
+      this.flushHeld(p);
     }, Math.max(0, wait));
+  }
+
+  private flushHeld(p: Pipe): void {
+    for (const c of p.held.splice(0)) p.client.write(c);
   }
 
   private drop(p: Pipe): void {
