@@ -1,6 +1,7 @@
 import { Counter, Registry } from 'prom-client';
 import type { PinoLogger } from 'nestjs-pino';
 import type { AiClient } from '@traffic-dam/ai-bridge';
+import { waitFor } from '@traffic-dam/stack';
 import { AdaptiveDeadline } from '../common/redis/adaptive-deadline';
 import { loadConfig } from '../common/config/config';
 import { ErrorCode, GatewayException } from '../common/errors';
@@ -49,11 +50,6 @@ class HeldRepository {
   }
 }
 
-const until = async (what: string, ok: () => boolean): Promise<void> => {
-  for (let i = 0; i < 1_000 && !ok(); i++) await new Promise((r) => setImmediate(r));
-  if (!ok()) throw new Error(`never: ${what}`);
-};
-
 describe('SessionsService.close: a DELETE for a session held by another instance', () => {
   const config = loadConfig({});
   const quiet = { warn: () => undefined, info: () => undefined, debug: () => undefined } as unknown as PinoLogger;
@@ -94,10 +90,10 @@ describe('SessionsService.close: a DELETE for a session held by another instance
   it('is confirmed by its own removal, however long the clean-up batch in flight takes', async () => {
     // Streams that ended here: their batch is with Redis and not answered while the DELETE runs.
     cleanup.close('ended-here', Date.now() + 60_000);
-    await until('the batch went out', () => repo.batches.length === 1);
+    await waitFor('the batch went out', () => repo.batches.length === 1, { pollMs: 1 });
 
     const closing = service.close('held-elsewhere', 'token');
-    await until('its removal went out', () => repo.removals.length === 1);
+    await waitFor('its removal went out', () => repo.removals.length === 1, { pollMs: 1 });
     expect(repo.removals[0]?.id).toBe('held-elsewhere');
     repo.removals[0]?.reply.resolve('q-in-flight');
     await expect(closing).resolves.toBeUndefined();
@@ -105,14 +101,14 @@ describe('SessionsService.close: a DELETE for a session held by another instance
     expect(told).toEqual([['gw-owner', 'held-elsewhere']]);
     // Its question is cancelled by the clean-up, once the batch before it is answered.
     repo.batches[0]?.reply.resolve([{ inflight: null }]);
-    await until('its question cancelled', () => cancelled.length === 1);
+    await waitFor('its question cancelled', () => cancelled.length === 1, { pollMs: 1 });
     expect(cancelled).toEqual(['q-in-flight']);
     expect(repo.batches).toHaveLength(1);
   });
 
   it('answers 503 redis_unavailable past the deadline; the removal that fails later is retried by the clean-up', async () => {
     const closing = service.close('held-elsewhere', 'token');
-    await until('its removal went out', () => repo.removals.length === 1);
+    await waitFor('its removal went out', () => repo.removals.length === 1, { pollMs: 1 });
     const refused = await closing.then(
       () => null,
       (err: unknown) => err,
@@ -122,18 +118,18 @@ describe('SessionsService.close: a DELETE for a session held by another instance
     expect(told).toEqual([]);
 
     repo.removals[0]?.reply.reject(new Error('Connection is closed.'));
-    await until('the clean-up took it over', () => repo.batches.length === 1);
+    await waitFor('the clean-up took it over', () => repo.batches.length === 1, { pollMs: 1 });
     expect(repo.batches[0]?.ids).toEqual(['held-elsewhere']);
     repo.batches[0]?.reply.resolve([{ inflight: null }]);
-    await until('confirmed', () => cleanup.pending === 0);
+    await waitFor('confirmed', () => cleanup.pending === 0, { pollMs: 1 });
   });
 
   it('a removal answered after the deadline still cancels the question it held', async () => {
     const closing = service.close('held-elsewhere', 'token');
-    await until('its removal went out', () => repo.removals.length === 1);
+    await waitFor('its removal went out', () => repo.removals.length === 1, { pollMs: 1 });
     await expect(closing).rejects.toMatchObject({ code: ErrorCode.RedisUnavailable });
     repo.removals[0]?.reply.resolve('q-late');
-    await until('its question cancelled', () => cancelled.length === 1);
+    await waitFor('its question cancelled', () => cancelled.length === 1, { pollMs: 1 });
     expect(cancelled).toEqual(['q-late']);
     expect(repo.batches).toEqual([]);
   });
